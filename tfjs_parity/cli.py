@@ -1,0 +1,17 @@
+"""What every script shares at its top: one place that turns a KitError into one line."""
+import sys
+
+from . import KitError
+
+EXIT_KIT_ERROR = 2  # like argparse: the input or the setup is wrong, not the numbers
+
+
+def run_main(main):
+    """Call main(); print an expected failure as one 'error:' line and exit non-zero."""
+    try:
+        sys.exit(main())
+    except KitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_KIT_ERROR)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,25 @@
+"""Where the kit lives and what its files are called (the original study's names)."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_SCRIPT = ROOT / "inference_in_node.js"
+BROWSER_PAGE = ROOT / "inference_in_browser.html"
+COMMON_JS = ROOT / "inference_common.js"
+NODE_MODULES = ROOT / "node_modules"
+
+# Results go beside the kit, not into whatever directory the user happens to be in, so the
+# four scripts find each other's files wherever they are started from.
+DEFAULT_OUT_DIR = ROOT / "results"
+
+CONVERTED_DIR = "keras_converted"   # the tfjs model: model.json + weight shards
+INPUT_FILE = "input.json"           # the input every runtime sees, beside model.json
+
+# capture file -> the script that writes it (named in "file not found" errors)
+PYTHON_CAPTURE = "keras_model_python.json"
+NODE_CAPTURE = "keras_model_tfjs_node.json"
+BROWSER_CAPTURE = "keras_model_tfjs_browser.json"
+MADE_BY = {
+    PYTHON_CAPTURE: "create_keras_model.py",
+    NODE_CAPTURE: "run_node.py",
+    BROWSER_CAPTURE: "run_browser.py",
+}

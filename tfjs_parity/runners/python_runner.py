@@ -1,0 +1,42 @@
+"""TensorFlow Python (tf-keras): run a Keras model and capture every layer."""
+import datetime
+import os
+import platform
+
+from ..capture import Capture, encode_tensor
+from ..model import load_keras
+
+NAME = "python"
+
+
+def run(model, inputs):
+    """Predict `inputs` with `model`; capture each layer's weights and output."""
+    keras = load_keras()
+    import tensorflow as tf
+    import numpy as np
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    outputs = [_as_list(layer.output) for layer in layers]
+    # A model whose outputs are every layer's outputs: one predict, as the study did.
+    probe = keras.Model(inputs=model.inputs, outputs=[o for group in outputs for o in group])
+    predictions = _as_list(probe.predict(inputs, verbose=0))
+    tensors, position = {}, 0
+    for layer, group in zip(layers, outputs):
+        tensors[f"{layer.name}_weights"] = layer.get_weights()
+        tensors[f"{layer.name}_output"] = [np.asarray(p) for p in predictions[position:position + len(group)]]
+        position += len(group)
+    metadata = {
+        "schema": 1,
+        "runtime": NAME,
+        "backend": "tensorflow",
+        "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+        "environment": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: oneDNN on)")},
+        "platform": f"{platform.system()} {platform.machine()}",
+        "input": encode_tensor(inputs),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return Capture(metadata, tensors)
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
