@@ -10,26 +10,27 @@ import argparse
 from pathlib import Path
 
 from tfjs_parity import paths
-from tfjs_parity.cli import run_main
+from tfjs_parity.cli import positive_int, run_main
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     # Defaults are the original study's model: 10 x Dense(50), RandomUniform(-1, 1, seed=123).
-    parser.add_argument("--depth", type=int, default=10, help="number of Dense layers (default 10)")
-    parser.add_argument("--units", type=int, default=50, help="units per layer and input size (default 50)")
+    parser.add_argument("--depth", type=positive_int, default=10, help="number of Dense layers (default 10)")
+    parser.add_argument("--units", type=positive_int, default=50, help="units per layer and input size (default 50)")
     parser.add_argument("--seed", type=int, default=123, help="seed of the RandomUniform(-1, 1) initializer (default 123)")
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
     args = parser.parse_args()
 
-    from tfjs_parity.model import build_study_model, save_converted, study_input
+    from tfjs_parity.model import build_study_model, held_stderr, save_converted, study_input
     from tfjs_parity.runners import python_runner
 
-    model = build_study_model(args.depth, args.units, args.seed)
-    inputs = study_input(model)
-    capture = python_runner.run(model, inputs)
-    save_converted(model, inputs, args.out_dir / paths.CONVERTED_DIR)
+    with held_stderr():  # TensorFlow's native logs, shown only if something fails
+        model = build_study_model(args.depth, args.units, args.seed)
+        inputs = study_input(model)
+        capture = python_runner.run(model, inputs)
+        save_converted(model, inputs, args.out_dir / paths.CONVERTED_DIR)
     capture.save(args.out_dir / paths.PYTHON_CAPTURE)
     print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ and {args.out_dir / paths.PYTHON_CAPTURE}")
 

@@ -18,8 +18,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
+    parser.add_argument("--chromium-arg", action="append", default=[], metavar="SWITCH",
+                        help="extra Chromium switch, repeatable (e.g. --chromium-arg=--disable-webgl)")
     args = parser.parse_args()
-    capture = browser_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json")
+    capture = browser_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json",
+                                 chromium_args=args.chromium_arg)
     capture.save(args.out_dir / paths.BROWSER_CAPTURE)
     print(f"wrote {args.out_dir / paths.BROWSER_CAPTURE} ({capture.label}, {capture.metadata.get('renderer')})")
 

@@ -32,4 +32,8 @@ ln -s "$tf_dir/include" "$pkg/deps/include"
 export PATH="$PWD/node_modules/.bin:$(dirname "$(command -v npm)")/../lib/node_modules/npm/bin/node-gyp-bin:$PATH"
 export npm_config_build_from_source=true npm_config_nodedir=${npm_config_nodedir:-/usr}
 (cd "$pkg" && node scripts/install.js)
-node -e "const tf = require('@tensorflow/tfjs-node'); if (tf.getBackend() !== 'tensorflow') { console.error('tfjs-node loaded backend ' + tf.getBackend()); process.exit(1); } console.error('tfjs-node ' + tf.version.tfjs + ' built against TensorFlow ' + tf.version['tfjs-node']);"
+# Prove it: the addon loads and tfjs reports the native backend.
+TF_CPP_MIN_LOG_LEVEL=3 node -e "
+const tf = require('@tensorflow/tfjs-node');
+if (tf.getBackend() !== 'tensorflow') { console.error('error: tfjs-node loaded backend ' + tf.getBackend()); process.exit(1); }
+console.error('tfjs-node ' + tf.version['tfjs-node'] + ' built against TensorFlow ' + tf.backend().binding.TF_Version);"

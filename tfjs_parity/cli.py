@@ -1,4 +1,5 @@
 """What every script shares at its top: one place that turns a KitError into one line."""
+import argparse
 import sys
 
 from . import KitError
@@ -15,3 +16,14 @@ def run_main(main):
         sys.exit(EXIT_KIT_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def positive_int(text):
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

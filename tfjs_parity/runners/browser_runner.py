@@ -53,21 +53,23 @@ def routes_for(model_json):
     return routes
 
 
-def run(model_json, backend="webgl", timeout=300):
-    """Run the tfjs model at `model_json` in headless Chromium on `backend`; return its Capture."""
+def run(model_json, backend="webgl", chromium_args=(), timeout=300):
+    """Run the tfjs model at `model_json` in headless Chromium on `backend`; return its Capture.
+
+    `chromium_args` are extra Chromium switches, added after the kit's own."""
     if not Path(model_json).is_file():
         raise KitError(f"{model_json} not found; run `python create_keras_model.py` first")
     if not (NODE_MODULES.parent / TFJS_BUNDLE).is_file():
         raise KitError(f"{TFJS_BUNDLE} is missing; run `make setup`")
     chromium = find_chromium()
-    return asyncio.run(_run(chromium, model_json, backend, timeout))
+    return asyncio.run(_run(chromium, CHROMIUM_FLAGS + list(chromium_args), model_json, backend, timeout))
 
 
-async def _run(chromium, model_json, backend, timeout):
+async def _run(chromium, flags, model_json, backend, timeout):
     import pyppeteer
     with PageServer(routes_for(model_json)) as server:
         try:
-            browser = await pyppeteer.launch(executablePath=chromium, headless=True, args=CHROMIUM_FLAGS,
+            browser = await pyppeteer.launch(executablePath=chromium, headless=True, args=flags,
                                              handleSIGINT=False, handleSIGTERM=False, handleSIGHUP=False)
         except Exception as error:
             raise KitError(f"could not start {chromium}: {error}") from None

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from tfjs_parity import KitError
+from tfjs_parity.capture import Capture
+from tfjs_parity.compare import compare_captures, diff_arrays
+from tfjs_parity.report import study_block
+
+
+def test_diff_counts_differing_values_and_averages_over_all():
+    a = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+    b = np.array([1.0, 2.5, 3.0, 3.0], dtype=np.float32)
+    assert diff_arrays(a, b) == (2, 0.375)  # (0.5 + 1.0) / 4
+
+
+def test_identical_arrays_give_zero():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert diff_arrays(a, a.copy()) == (0, 0.0)
+
+
+def test_signed_zeros_are_equal_and_nan_is_different():
+    assert diff_arrays(np.array([0.0]), np.array([-0.0])) == (0, 0.0)
+    count, average = diff_arrays(np.array([np.nan, 1.0]), np.array([np.nan, 1.0]))
+    assert count == 1 and np.isnan(average)
+
+
+def test_difference_is_exact_in_float64_not_float32():
+    a = np.array([16777216.0], dtype=np.float32)  # 2**24: the next float32 is 2 away
+    b = np.array([16777218.0], dtype=np.float32)
+    assert diff_arrays(a, b) == (1, 2.0)
+    tiny = np.array([1e-45], dtype=np.float32)  # smallest subnormal
+    assert diff_arrays(tiny, np.zeros(1, np.float32)) == (1, float(tiny[0]))
+
+
+def capture(label, **tensors):
+    return Capture({"runtime": label, "backend": "x"}, {k: [np.asarray(a, np.float32) for a in v]
+                                                        for k, v in tensors.items()})
+
+
+def test_compare_walks_every_tensor_in_the_reference_order():
+    ref = capture("python", dense_0_weights=[[[1, 2]], [0]], dense_0_output=[[[1, 2]]])
+    other = capture("node", dense_0_weights=[[[1, 2]], [0]], dense_0_output=[[[1, 3]]])
+    result = compare_captures(ref, other)
+    assert [t.name for t in result.tensors] == ["dense_0_weights[0]", "dense_0_weights[1]", "dense_0_output[0]"]
+    assert [t.different_values for t in result.tensors] == [0, 0, 1]
+    assert not result and compare_captures(ref, ref)
+
+
+def test_a_layer_missing_from_the_other_capture_is_named():
+    ref = capture("python", dense_0_output=[[1]], dense_1_output=[[1]])
+    other = capture("node", dense_0_output=[[1]])
+    with pytest.raises(KitError, match="layer dense_1: dense_1_output is missing from node/x"):
+        compare_captures(ref, other)
+
+
+def test_a_shape_mismatch_names_the_layer_and_both_shapes():
+    ref = capture("python", dense_0_output=[[[1, 2]]])
+    other = capture("node", dense_0_output=[[[1, 2, 3]]])
+    with pytest.raises(KitError, match=r"layer dense_0: dense_0_output\[0\] has shape \[1, 2\] in python/x "
+                                       r"but \[1, 3\] in node/x"):
+        compare_captures(ref, other)
+
+
+def test_study_block_uses_the_study_line_format():
+    ref = capture("python", dense_1_output=[[[1.0, 2.0, 3.0, 4.0]]])
+    other = capture("browser", dense_1_output=[[[1.0, 2.5, 3.0, 3.0]]])
+    assert study_block("tf.Keras Python vs tfjs Browser", compare_captures(ref, other)) == (
+        "********** tf.Keras Python vs tfjs Browser **********\n"
+        "dense_1_output[0]: different values = 2, average difference = 0.375")
