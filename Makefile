@@ -1,4 +1,5 @@
 # `make run`: set everything up and print the original study's report.
+# `make matrix`: the same, on every runtime, backend and precision mode, as one table.
 # `make test`: set everything up and run the tests.
 # Setup is idempotent: each step reruns only when what it depends on changed.
 
@@ -9,12 +10,21 @@ VENV_STAMP := $(VENV)/.requirements-installed
 NPM_STAMP := node_modules/.npm-installed
 ADDON_STAMP := node_modules/.tfjs-node-built
 
-.PHONY: run test setup chromium clean
+.PHONY: run matrix test setup chromium clean
 
 run: setup
 	@$(PY) create_keras_model.py
 	@$(PY) run_node.py
 	@$(PY) run_browser.py
+	@echo
+	@$(PY) compare_outputs.py
+
+# Every runtime and backend, plus WebGL with float16 textures (a phone GPU), in one table.
+matrix: setup
+	@$(PY) create_keras_model.py
+	@$(PY) run_node.py --backend all
+	@$(PY) run_browser.py --backend all
+	@$(PY) run_browser.py --precision f16
 	@echo
 	@$(PY) compare_outputs.py
 

@@ -20,6 +20,8 @@ def main():
     parser.add_argument("--depth", type=positive_int, default=10, help="number of Dense layers (default 10)")
     parser.add_argument("--units", type=positive_int, default=50, help="units per layer and input size (default 50)")
     parser.add_argument("--seed", type=int, default=123, help="seed of the RandomUniform(-1, 1) initializer (default 123)")
+    parser.add_argument("--repeat", type=positive_int, default=10, metavar="N",
+                        help="timed predictions after one warm-up (default 10)")
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
     args = parser.parse_args()
 
@@ -29,7 +31,7 @@ def main():
     with held_stderr():  # TensorFlow's native logs, shown only if something fails
         model = build_study_model(args.depth, args.units, args.seed)
         inputs = study_input(model)
-        capture = python_runner.run(model, inputs)
+        capture = python_runner.run(model, inputs, args.repeat)
         save_converted(model, inputs, args.out_dir / paths.CONVERTED_DIR)
     capture.save(args.out_dir / paths.PYTHON_CAPTURE)
     print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ and {args.out_dir / paths.PYTHON_CAPTURE}")

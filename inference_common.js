@@ -1,7 +1,7 @@
-// What inference_in_node.js and inference_in_browser.html share: choose a backend (and
-// prove it is the one in use), run a tfjs Layers model, and capture every layer's weights
-// and output in the kit's capture format (tfjs_parity/capture.py documents it; the two
-// sides must encode numbers the same way).
+// What inference_in_node.js and inference_in_browser.html share: set tfjs flags, choose a
+// backend (and prove it is the one in use and that it computes), run a tfjs Layers model,
+// time it, and capture every layer's weights and output in the kit's capture format
+// (tfjs_parity/capture.py documents it; both sides must encode numbers the same way).
 (function (root, factory) {
   if (typeof module === 'object' && module.exports) {
     module.exports = factory();
@@ -12,6 +12,11 @@
   'use strict';
 
   const SCHEMA = 1;
+
+  // Flags that decide precision; their values go into every capture's metadata.
+  const PRECISION_FLAGS = ['WEBGL_VERSION', 'WEBGL_RENDER_FLOAT32_CAPABLE', 'WEBGL_RENDER_FLOAT32_ENABLED',
+                           'WEBGL_FORCE_F16_TEXTURES', 'WEBGL_PACK', 'WEBGL_DOWNLOAD_FLOAT_ENABLED',
+                           'WEBGPU_USE_LOW_POWER_GPU', 'WASM_HAS_SIMD_SUPPORT', 'WASM_HAS_MULTITHREAD_SUPPORT'];
 
   // JSON has no NaN, infinities or -0: write them as strings, as capture.py does.
   function encodeNumber(v) {
@@ -24,13 +29,28 @@
 
   const SPECIAL = {'NaN': NaN, 'Infinity': Infinity, '-Infinity': -Infinity, '-0': -0};
 
-  function encodeTensor(tensor) {
-    return {dtype: 'float32', shape: tensor.shape, data: Array.from(tensor.dataSync(), encodeNumber)};
+  async function encodeTensor(tensor) {
+    return {dtype: 'float32', shape: tensor.shape, data: Array.from(await tensor.data(), encodeNumber)};
   }
 
   function decodeTensor(tf, obj) {
     const values = obj.data.map((v) => (typeof v === 'string' ? SPECIAL[v] : v));
     return tf.tensor(values, obj.shape, 'float32');
+  }
+
+  // Set tfjs environment flags, refusing names tfjs does not know and values of the wrong type.
+  async function applyFlags(tf, flags) {
+    const registry = tf.env().flagRegistry;
+    for (const [name, value] of Object.entries(flags)) {
+      if (!(name in registry)) {
+        throw new Error(`unknown tfjs flag ${name}; valid flags: ${Object.keys(registry).sort().join(', ')}`);
+      }
+      const current = await tf.env().getAsync(name);
+      if (typeof value !== typeof current) {
+        throw new Error(`tfjs flag ${name} takes a ${typeof current} (now ${current}), not ${JSON.stringify(value)}`);
+      }
+      tf.env().set(name, value);
+    }
   }
 
   // A requested backend that silently fell back to another is an error, not a result.
@@ -48,45 +68,107 @@
     }
   }
 
+  // A backend can initialise and still compute nothing (WebGPU without a working adapter
+  // returns zeros): check one small product whose answer is exact in any precision.
+  async function selfTest(tf, name) {
+    const expected = [20, 23, 44, 51];
+    const result = tf.tidy(() => tf.add(tf.matMul(tf.tensor2d([[1, 2], [3, 4]]), tf.tensor2d([[5, 6], [7, 8]])), 1));
+    const got = Array.from(await result.data());
+    result.dispose();
+    if (got.some((v, i) => v !== expected[i])) {
+      throw new Error(`backend ${name} failed its self-test: [[1,2],[3,4]] x [[5,6],[7,8]] + 1 gave ` +
+                      `[${got.join(', ')}], expected [${expected.join(', ')}]`);
+    }
+  }
+
   // The study's input when none was saved beside the model: a batch of one vector of ones.
   function onesInput(tf, model) {
     const shape = model.inputs[0].shape.map((d, i) => (i === 0 ? 1 : d));
     return tf.ones(shape, 'float32');
   }
 
-  // Run `model` on `input` and capture, per layer in order, <name>_weights and <name>_output.
-  function captureModel(tf, model, input, metadata) {
+  // A model whose outputs are every layer's outputs, so one predict yields them all.
+  function probeModel(tf, model) {
     const layers = model.layers.filter((layer) => layer.getClassName() !== 'InputLayer');
     const outputs = layers.map((layer) => (Array.isArray(layer.output) ? layer.output : [layer.output]));
-    // A model whose outputs are every layer's outputs: one predict, as the study did.
-    const probe = tf.model({inputs: model.inputs, outputs: outputs.flat()});
-    let predictions = probe.predict(input);
-    if (!Array.isArray(predictions)) predictions = [predictions];
-    const capture = {metadata: Object.assign({schema: SCHEMA, input: encodeTensor(input)}, metadata)};
+    return {layers, outputs, model: tf.model({inputs: model.inputs, outputs: outputs.flat()})};
+  }
+
+  async function predictAll(probe, input) {
+    const predictions = probe.model.predict(input);
+    return Array.isArray(predictions) ? predictions : [predictions];
+  }
+
+  // Warm up once (shader compilation, allocation), then time `repeat` predictions, each
+  // until its results are read back.
+  async function timePredictions(tf, probe, input, repeat) {
+    const once = async () => {
+      const start = performance.now();
+      const predictions = await predictAll(probe, input);
+      await Promise.all(predictions.map((t) => t.data()));
+      tf.dispose(predictions);
+      return performance.now() - start;
+    };
+    const warmupMs = await once();
+    const runsMs = [];
+    for (let i = 0; i < repeat; i += 1) runsMs.push(await once());
+    const sorted = runsMs.slice().sort((a, b) => a - b);
+    const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2]
+      : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+    return {warmup_ms: warmupMs, runs_ms: runsMs, median_ms: median, min_ms: sorted[0],
+            max_ms: sorted[sorted.length - 1]};
+  }
+
+  // Only this backend's own flags: evaluating another's can have side effects (the WebGL
+  // ones try to create a canvas, which fails loudly under Node).
+  async function precisionFlagValues(tf, backend) {
+    const prefix = {webgl: 'WEBGL_', webgpu: 'WEBGPU_', wasm: 'WASM_'}[backend];
+    const values = {};
+    for (const name of PRECISION_FLAGS) {
+      if (prefix && name.startsWith(prefix) && name in tf.env().flagRegistry) {
+        try {
+          values[name] = await tf.env().getAsync(name);
+        } catch (error) {
+          values[name] = `(cannot evaluate here: ${error.message || error})`;
+        }
+      }
+    }
+    return values;
+  }
+
+  // The whole capture: flags, backend, self-test, model, input, outputs, timing, metadata.
+  //   options: {backend, flags, repeat, loadModel(), loadInput(model), metadata}
+  async function runCapture(tf, options) {
+    await applyFlags(tf, options.flags || {});
+    await useBackend(tf, options.backend);
+    await selfTest(tf, options.backend);
+    const model = await options.loadModel();
+    const input = (await options.loadInput(model)) || onesInput(tf, model);
+    const probe = probeModel(tf, model);
+    const predictions = await predictAll(probe, input);
+    const capture = {metadata: {}};
     let position = 0;
-    layers.forEach((layer, i) => {
-      capture[`${layer.name}_weights`] = layer.getWeights().map(encodeTensor);
-      capture[`${layer.name}_output`] = predictions.slice(position, position + outputs[i].length).map(encodeTensor);
-      position += outputs[i].length;
-    });
+    for (let i = 0; i < probe.layers.length; i += 1) {
+      const layer = probe.layers[i];
+      const count = probe.outputs[i].length;
+      capture[`${layer.name}_weights`] = await Promise.all(layer.getWeights().map(encodeTensor));
+      capture[`${layer.name}_output`] = await Promise.all(predictions.slice(position, position + count).map(encodeTensor));
+      position += count;
+    }
     tf.dispose(predictions);
+    capture.metadata = Object.assign({
+      schema: SCHEMA,
+      backend: tf.getBackend(),
+      versions: Object.assign({}, tf.version),
+      flags: options.flags || {},
+      precision_flags: await precisionFlagValues(tf, options.backend),
+      evaluated_flags: Object.assign({}, tf.env().getFlags()),
+      input: await encodeTensor(input),
+      timing: await timePredictions(tf, probe, input, options.repeat || 10),
+      created: new Date().toISOString(),
+    }, options.metadata);
     return capture;
   }
 
-  // The flags that decide precision, for the metadata (only those this backend knows).
-  function precisionFlags(tf) {
-    const names = ['WEBGL_VERSION', 'WEBGL_RENDER_FLOAT32_ENABLED', 'WEBGL_RENDER_FLOAT32_CAPABLE',
-                   'WEBGL_PACK', 'WEBGL_FORCE_F16_TEXTURES', 'WEBGL_USE_SHAPES_UNIFORMS'];
-    const flags = {};
-    for (const name of names) {
-      try {
-        flags[name] = tf.env().get(name);
-      } catch (error) {
-        // not registered in this environment (e.g. WebGL flags under Node)
-      }
-    }
-    return flags;
-  }
-
-  return {encodeTensor, decodeTensor, useBackend, onesInput, captureModel, precisionFlags};
+  return {encodeTensor, decodeTensor, applyFlags, useBackend, selfTest, runCapture};
 }));

@@ -11,8 +11,9 @@ const os = require('os');
 const path = require('path');
 const common = require('./inference_common.js');
 
-const USAGE = 'usage: node inference_in_node.js --model MODEL_JSON --out CAPTURE_JSON [--backend tensorflow]';
-const BACKENDS = ['tensorflow'];
+const USAGE = 'usage: node inference_in_node.js --model MODEL_JSON --out CAPTURE_JSON ' +
+  '[--backend tensorflow|cpu|wasm] [--flags JSON] [--repeat N]';
+const BACKENDS = ['tensorflow', 'cpu', 'wasm'];
 
 function fail(message) {
   console.error(`error: ${message}`);
@@ -22,20 +23,27 @@ function fail(message) {
 process.on('unhandledRejection', (error) => fail(error && error.message ? error.message : String(error)));
 
 function parseArgs(argv) {
-  const args = {backend: 'tensorflow'};
+  const args = {backend: 'tensorflow', flags: '{}', repeat: '10'};
+  const keys = {'--model': 'model', '--out': 'out', '--backend': 'backend', '--flags': 'flags', '--repeat': 'repeat'};
   for (let i = 0; i < argv.length; i += 1) {
     const flag = argv[i];
     if (flag === '--help' || flag === '-h') {
       console.log(USAGE);
       process.exit(0);
     }
-    const key = {'--model': 'model', '--out': 'out', '--backend': 'backend'}[flag];
-    if (!key) fail(`unknown argument ${flag}\n${USAGE}`);
+    if (!keys[flag]) fail(`unknown argument ${flag}\n${USAGE}`);
     if (i + 1 >= argv.length) fail(`${flag} needs a value\n${USAGE}`);
-    args[key] = argv[++i];
+    args[keys[flag]] = argv[++i];
   }
   if (!args.model || !args.out) fail(`--model and --out are required\n${USAGE}`);
   if (!BACKENDS.includes(args.backend)) fail(`--backend ${args.backend} is not one of ${BACKENDS.join(', ')}`);
+  try {
+    args.flags = JSON.parse(args.flags);
+  } catch (error) {
+    fail(`--flags must be a JSON object, e.g. '{"WEBGL_PACK": false}'`);
+  }
+  args.repeat = Number(args.repeat);
+  if (!Number.isInteger(args.repeat) || args.repeat < 1) fail('--repeat must be a whole number of at least 1');
   return args;
 }
 
@@ -53,29 +61,32 @@ async function main() {
 
   let tf;
   try {
+    // tfjs-node registers the native `tensorflow` backend (and file:// model loading); the
+    // tfjs it brings also has `cpu`, and the wasm package adds `wasm`.
     tf = require('@tensorflow/tfjs-node');
+    require('@tensorflow/tfjs-backend-wasm');
   } catch (error) {
     fail(`cannot load @tensorflow/tfjs-node (${error.message.split('\n')[0]}); run \`make setup\``);
   }
-  await common.useBackend(tf, args.backend);
-  const binding = tf.backend().binding;
-  console.error(`tfjs ${tf.version.tfjs}, backend ${tf.getBackend()}, TensorFlow ${binding ? binding.TF_Version : '-'}`);
+  const binding = tf.backend('tensorflow').binding;
+  const tensorflowVersion = binding ? binding.TF_Version : null;
+  console.error(`tfjs ${tf.version.tfjs}, TensorFlow ${tensorflowVersion}, backend ${args.backend}`);
 
-  const model = await tf.loadLayersModel(`file://${modelPath}`);
   const inputFile = path.join(path.dirname(modelPath), 'input.json');
-  const input = fs.existsSync(inputFile)
-    ? common.decodeTensor(tf, JSON.parse(fs.readFileSync(inputFile, 'utf8')))
-    : common.onesInput(tf, model);
-
-  const capture = common.captureModel(tf, model, input, {
-    runtime: 'node',
-    backend: tf.getBackend(),
-    versions: Object.assign({node: process.version, tensorflow: binding ? binding.TF_Version : null}, tf.version),
-    environment: {TF_ENABLE_ONEDNN_OPTS: process.env.TF_ENABLE_ONEDNN_OPTS || '(unset: oneDNN on)'},
-    flags: common.precisionFlags(tf),
-    platform: `${os.type()} ${os.arch()}`,
-    cpu: os.cpus()[0].model,
-    created: new Date().toISOString(),
+  const capture = await common.runCapture(tf, {
+    backend: args.backend,
+    flags: args.flags,
+    repeat: args.repeat,
+    loadModel: () => tf.loadLayersModel(`file://${modelPath}`),
+    loadInput: async () => (fs.existsSync(inputFile)
+      ? common.decodeTensor(tf, JSON.parse(fs.readFileSync(inputFile, 'utf8'))) : null),
+    metadata: {
+      runtime: 'node',
+      versions: Object.assign({node: process.version, tensorflow: tensorflowVersion}, tf.version),
+      environment: {TF_ENABLE_ONEDNN_OPTS: process.env.TF_ENABLE_ONEDNN_OPTS || '(unset: oneDNN on)'},
+      platform: `${os.type()} ${os.arch()}`,
+      cpu: os.cpus()[0].model,
+    },
   });
   writeAtomically(path.resolve(args.out), JSON.stringify(capture));
 }

@@ -1,17 +1,22 @@
 """Step 3 of 4: run the converted model in headless Chromium (tfjs WebGL backend), driven
 by pyppeteer, and capture every layer.
 
-    python run_browser.py [--out-dir results]
+    python run_browser.py [--out-dir results] [--backend webgl|wasm|cpu|webgpu|all]
+                          [--precision f32|f16] [--flag NAME=VALUE ...] [--repeat 10]
 
 Serves the page and model on 127.0.0.1 at a free port, reads the capture straight from the
-page, and writes OUT_DIR/keras_model_tfjs_browser.json. CHROME_PATH picks the browser.
+page, and writes OUT_DIR/keras_model_tfjs_browser.json (backend webgl), or
+keras_model_tfjs_browser_<backend>[_<variant>].json for any other run. `all` shares one
+Chromium launch. CHROME_PATH picks the browser.
 """
 import argparse
 from pathlib import Path
 
 from tfjs_parity import paths
 from tfjs_parity.cli import run_main
+from tfjs_parity import KitError
 from tfjs_parity.runners import browser_runner
+from tfjs_parity.runs import PRECISIONS, add_run_arguments, chosen_backends, flags_of, save_results
 
 
 def main():
@@ -20,11 +25,18 @@ def main():
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
     parser.add_argument("--chromium-arg", action="append", default=[], metavar="SWITCH",
                         help="extra Chromium switch, repeatable (e.g. --chromium-arg=--disable-webgl)")
+    add_run_arguments(parser, browser_runner.BACKENDS, default_backend="webgl")
+    # f16 emulates a phone GPU that renders to float16 textures (WEBGL_FORCE_F16_TEXTURES).
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="f32",
+                        help="f16: store WebGL textures as float16, as many mobile GPUs do (default f32)")
     args = parser.parse_args()
-    capture = browser_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json",
-                                 chromium_args=args.chromium_arg)
-    capture.save(args.out_dir / paths.BROWSER_CAPTURE)
-    print(f"wrote {args.out_dir / paths.BROWSER_CAPTURE} ({capture.label}, {capture.metadata.get('renderer')})")
+    backends = chosen_backends(args.backend, browser_runner.BACKENDS)
+    if args.precision == "f16" and backends != ["webgl"]:
+        raise KitError("--precision f16 emulates float16 WebGL textures: use it with --backend webgl")
+    flags = flags_of(args.flag, args.precision)
+    results = browser_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", backends, flags,
+                                 args.repeat, chromium_args=args.chromium_arg)
+    save_results(results, args.out_dir, browser_runner.NAME, flags)
 
 
 if __name__ == "__main__":

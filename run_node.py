@@ -1,9 +1,11 @@
 """Step 2 of 4: run the converted model under Node with @tensorflow/tfjs-node (TensorFlow's
 native backend) and capture every layer.
 
-    python run_node.py [--out-dir results]
+    python run_node.py [--out-dir results] [--backend tensorflow|cpu|wasm|all]
+                       [--flag NAME=VALUE ...] [--repeat 10]
 
-Reads OUT_DIR/keras_converted/ and writes OUT_DIR/keras_model_tfjs_node.json.
+Reads OUT_DIR/keras_converted/ and writes OUT_DIR/keras_model_tfjs_node.json (backend
+tensorflow), or keras_model_tfjs_node_<backend>[_<flags>].json for any other run.
 """
 import argparse
 from pathlib import Path
@@ -11,16 +13,19 @@ from pathlib import Path
 from tfjs_parity import paths
 from tfjs_parity.cli import run_main
 from tfjs_parity.runners import node_runner
+from tfjs_parity.runs import add_run_arguments, chosen_backends, flags_of, save_results
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
+    add_run_arguments(parser, node_runner.BACKENDS, default_backend="tensorflow")
     args = parser.parse_args()
-    capture = node_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json")
-    capture.save(args.out_dir / paths.NODE_CAPTURE)
-    print(f"wrote {args.out_dir / paths.NODE_CAPTURE} ({capture.label})")
+    flags = flags_of(args.flag)
+    results = node_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json",
+                              chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat)
+    save_results(results, args.out_dir, node_runner.NAME, flags)
 
 
 if __name__ == "__main__":

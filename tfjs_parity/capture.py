@@ -75,8 +75,9 @@ class Capture:
 
     @property
     def label(self):
-        """Who produced it, e.g. 'node/tensorflow'."""
-        return f"{self.metadata.get('runtime', '?')}/{self.metadata.get('backend', '?')}"
+        """Who produced it, e.g. 'node/tensorflow' or 'browser/webgl/f16'."""
+        parts = [self.metadata.get("runtime", "?"), self.metadata.get("backend", "?"), self.metadata.get("variant")]
+        return "/".join(p for p in parts if p)
 
     @property
     def layer_names(self):

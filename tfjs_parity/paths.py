@@ -23,3 +23,15 @@ MADE_BY = {
     NODE_CAPTURE: "run_node.py",
     BROWSER_CAPTURE: "run_browser.py",
 }
+
+
+def capture_file_name(runtime, backend, variant=""):
+    """The study's names for the study's runs (Node on tensorflow, the browser on WebGL);
+    keras_model_tfjs_<runtime>_<backend>[_<variant>].json for every other run, so runs of
+    different backends and flags never overwrite each other."""
+    if runtime == "python":
+        return PYTHON_CAPTURE
+    study = {("node", "tensorflow"): NODE_CAPTURE, ("browser", "webgl"): BROWSER_CAPTURE}
+    if not variant and (runtime, backend) in study:
+        return study[(runtime, backend)]
+    return f"keras_model_tfjs_{runtime}_{backend}" + (f"_{variant}" if variant else "") + ".json"

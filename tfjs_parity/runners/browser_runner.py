@@ -1,9 +1,11 @@
 """tfjs in headless Chromium, driven by pyppeteer: serve the page and model on loopback,
 run inference_in_browser.html, and take the capture from the page itself."""
 import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import urlencode
 
 from .. import KitError
 from ..capture import Capture
@@ -11,14 +13,26 @@ from ..paths import BROWSER_PAGE, COMMON_JS, NODE_MODULES
 from ..server import PageServer
 
 NAME = "browser"
-BACKENDS = ("webgl",)
+BACKENDS = ("webgl", "wasm", "cpu", "webgpu")
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-TFJS_BUNDLE = "node_modules/@tensorflow/tfjs/dist/tf.min.js"
+# The page's scripts and the wasm binaries, from the kit's own pinned npm packages.
+TFJS_FILES = [
+    "node_modules/@tensorflow/tfjs/dist/tf.min.js",
+    "node_modules/@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js",
+    "node_modules/@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm",
+    "node_modules/@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm",
+    "node_modules/@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm",
+    "node_modules/@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js",
+]
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",  # the kit may run as root (CI, containers), where the sandbox refuses to start
     # WebGL 2 with float32 render targets on the CPU, through SwiftShader: no GPU needed.
     "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    # WebGPU on SwiftShader's Vulkan: with --enable-unsafe-webgpu alone the adapter
+    # initialises but computes zeros.
+    "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
+    "--use-webgpu-adapter=swiftshader",
     # A closed network: stop Chromium calling home at start (it retries refused hosts).
     "--disable-background-networking", "--no-first-run", "--disable-component-update", "--disable-sync",
 ]
@@ -40,56 +54,75 @@ def find_chromium():
 
 
 def routes_for(model_json):
-    """What the page needs, and nothing else: the page, its script, tfjs, and the model files."""
+    """What the page needs, and nothing else: the page, its scripts, tfjs, and the model files."""
     model_dir = Path(model_json).parent
-    routes = {
-        "/inference_in_browser.html": BROWSER_PAGE,
-        "/inference_common.js": COMMON_JS,
-        f"/{TFJS_BUNDLE}": NODE_MODULES.parent / TFJS_BUNDLE,
-    }
+    routes = {"/inference_in_browser.html": BROWSER_PAGE, "/inference_common.js": COMMON_JS}
+    for name in TFJS_FILES:
+        routes[f"/{name}"] = NODE_MODULES.parent / name
     for file in sorted(model_dir.iterdir()):
         if file.is_file() and file.suffix in (".json", ".bin"):
             routes[f"/model/{file.name}"] = file
     return routes
 
 
-def run(model_json, backend="webgl", chromium_args=(), timeout=300):
-    """Run the tfjs model at `model_json` in headless Chromium on `backend`; return its Capture.
+def run(model_json, backends=("webgl",), flags=None, repeat=10, chromium_args=(), timeout=300):
+    """Run the tfjs model at `model_json` in one headless Chromium, once per backend (each in
+    a fresh page); return {backend: Capture or the KitError that backend raised}.
 
-    `chromium_args` are extra Chromium switches, added after the kit's own."""
+    `flags` are tfjs flags set before the backend starts; `chromium_args` extra Chromium
+    switches, added after the kit's own."""
     if not Path(model_json).is_file():
         raise KitError(f"{model_json} not found; run `python create_keras_model.py` first")
-    if not (NODE_MODULES.parent / TFJS_BUNDLE).is_file():
-        raise KitError(f"{TFJS_BUNDLE} is missing; run `make setup`")
+    missing = [name for name in TFJS_FILES if not (NODE_MODULES.parent / name).is_file()]
+    if missing:
+        raise KitError(f"{missing[0]} is missing; run `make setup`")
     chromium = find_chromium()
-    return asyncio.run(_run(chromium, CHROMIUM_FLAGS + list(chromium_args), model_json, backend, timeout))
+    return asyncio.run(_run(chromium, CHROMIUM_FLAGS + list(chromium_args), model_json, backends,
+                            flags or {}, repeat, timeout))
 
 
-async def _run(chromium, flags, model_json, backend, timeout):
+async def _run(chromium, switches, model_json, backends, flags, repeat, timeout):
     import pyppeteer
+    results = {}
     with PageServer(routes_for(model_json)) as server:
         try:
-            browser = await pyppeteer.launch(executablePath=chromium, headless=True, args=flags,
+            browser = await pyppeteer.launch(executablePath=chromium, headless=True, args=switches,
                                              handleSIGINT=False, handleSIGTERM=False, handleSIGHUP=False)
         except Exception as error:
             raise KitError(f"could not start {chromium}: {error}") from None
         try:
-            page = await browser.newPage()
-            console = []
-            page.on("console", lambda message: console.append(message.text))
-            page.on("pageerror", lambda error: console.append(f"page error: {error}"))
-            await page.goto(f"{server.url}/inference_in_browser.html?backend={backend}&model=model/model.json")
-            try:
-                await page.waitForFunction("window.kitResult !== undefined", timeout=timeout * 1000)
-            except pyppeteer.errors.TimeoutError:
-                raise KitError(f"the page did not finish within {timeout} s; its console said: "
-                               + " | ".join(console[-5:])) from None
-            result = await page.evaluate("window.kitResult")
+            for backend in backends:
+                query = urlencode({"backend": backend, "model": "model/model.json", "flags": json.dumps(flags),
+                                   "repeat": repeat})
+                try:
+                    results[backend] = await _capture_page(browser, f"{server.url}/inference_in_browser.html?{query}",
+                                                           backend, timeout)
+                except KitError as error:
+                    results[backend] = error
         finally:
             await browser.close()
+    return results
+
+
+async def _capture_page(browser, url, backend, timeout):
+    import pyppeteer
+    page = await browser.newPage()
+    console = []
+    page.on("console", lambda message: console.append(message.text))
+    page.on("pageerror", lambda error: console.append(f"page error: {error}"))
+    try:
+        await page.goto(url)
+        try:
+            await page.waitForFunction("window.kitResult !== undefined", timeout=timeout * 1000)
+        except pyppeteer.errors.TimeoutError:
+            raise KitError(f"backend {backend}: the page did not finish within {timeout} s; its console said: "
+                           + " | ".join(console[-5:])) from None
+        result = await page.evaluate("window.kitResult")
+    finally:
+        await page.close()
     if not result.get("ok"):
         raise KitError(f"in the browser: {result.get('error')}")
-    capture = Capture.from_json(result["capture"], source="the browser's capture")
+    capture = Capture.from_json(result["capture"], source=f"the browser's {backend} capture")
     if capture.metadata.get("backend") != backend:
         raise KitError(f"asked the browser for backend {backend} but the capture says {capture.metadata.get('backend')}")
     return capture

@@ -2,6 +2,8 @@
 import datetime
 import os
 import platform
+import statistics
+import time
 
 from ..capture import Capture, encode_tensor
 from ..model import load_keras
@@ -9,8 +11,9 @@ from ..model import load_keras
 NAME = "python"
 
 
-def run(model, inputs):
-    """Predict `inputs` with `model`; capture each layer's weights and output."""
+def run(model, inputs, repeat=10):
+    """Predict `inputs` with `model`; capture each layer's weights and output, and time
+    `repeat` predictions after one warm-up."""
     keras = load_keras()
     import tensorflow as tf
     import numpy as np
@@ -33,9 +36,22 @@ def run(model, inputs):
         "environment": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: oneDNN on)")},
         "platform": f"{platform.system()} {platform.machine()}",
         "input": encode_tensor(inputs),
+        "timing": time_predictions(lambda: probe.predict(inputs, verbose=0), repeat),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return Capture(metadata, tensors)
+
+
+def time_predictions(predict, repeat):
+    """Warm up once, then time `repeat` calls: the same figures the JS side records."""
+    def once():
+        start = time.perf_counter()
+        predict()
+        return (time.perf_counter() - start) * 1000
+    warmup = once()
+    runs = [once() for _ in range(repeat)]
+    return {"warmup_ms": warmup, "runs_ms": runs, "median_ms": statistics.median(runs),
+            "min_ms": min(runs), "max_ms": max(runs)}
 
 
 def _as_list(value):

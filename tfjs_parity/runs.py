@@ -1,0 +1,101 @@
+"""What run_node.py and run_browser.py share: backend choice, tfjs flags and precision
+variants, sanity checks, and saving each backend's capture under its own name."""
+import argparse
+import re
+
+import numpy as np
+
+from . import KitError
+from .cli import positive_int
+from .paths import capture_file_name
+
+# Named precision modes. f16 makes WebGL store every texture as float16, as many phone
+# GPUs do (tfjs then reports WEBGL_RENDER_FLOAT32_ENABLED false).
+PRECISIONS = {"f32": {}, "f16": {"WEBGL_FORCE_F16_TEXTURES": True}}
+_FLAG_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def parse_flag(text):
+    """argparse type for --flag NAME=VALUE: VALUE is true, false or a number."""
+    name, sep, raw = text.partition("=")
+    if not sep or not _FLAG_NAME.match(name):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE with a tfjs flag name, e.g. WEBGL_PACK=false")
+    if raw in ("true", "false"):
+        return name, raw == "true"
+    try:
+        return name, int(raw)
+    except ValueError:
+        pass
+    try:
+        return name, float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: VALUE must be true, false or a number") from None
+
+
+def add_run_arguments(parser, backends, default_backend):
+    """The options both runtimes take: --backend, --flag, --repeat."""
+    parser.add_argument("--backend", choices=list(backends) + ["all"], default=default_backend,
+                        help=f"tfjs backend, or all of them in one go (default {default_backend})")
+    parser.add_argument("--flag", type=parse_flag, action="append", default=[], metavar="NAME=VALUE",
+                        help="set a tfjs environment flag before the model runs, repeatable "
+                             "(e.g. WEBGL_PACK=false); it goes into the capture's file name")
+    parser.add_argument("--repeat", type=positive_int, default=10, metavar="N",
+                        help="timed predictions after one warm-up (default 10)")
+
+
+def chosen_backends(choice, backends):
+    return list(backends) if choice == "all" else [choice]
+
+
+def flags_of(flag_pairs, precision="f32"):
+    """--precision's flags, then each --flag (a later one wins)."""
+    flags = dict(PRECISIONS[precision])
+    flags.update(flag_pairs)
+    return flags
+
+
+def variant_of(flags):
+    """A short, file-name-safe name for a set of flags: 'f16', 'webgl_pack-false', ..."""
+    rest, parts = dict(flags), []
+    for name, preset in PRECISIONS.items():
+        if preset and all(rest.get(k) == v for k, v in preset.items()):
+            parts.append(name)
+            for k in preset:
+                rest.pop(k)
+    parts += [f"{k.lower()}-{str(v).lower()}" for k, v in sorted(rest.items())]
+    return "_".join(parts)
+
+
+def check_sane(capture):
+    """A backend that returns nothing but zeros or NaN (as WebGPU does on a broken adapter)
+    has not computed anything: refuse its capture, naming the backend."""
+    outputs = [a for key, arrays in capture.tensors.items() if key.endswith("_output") for a in arrays]
+    if all(np.all((a == 0) | np.isnan(a)) for a in outputs):
+        raise KitError(f"backend {capture.metadata.get('backend')} ({capture.metadata.get('runtime')}) returned only "
+                       "zeros or NaN in every layer: it did not compute; check the browser's GPU flags")
+
+
+def save_results(results, out_dir, runtime, flags):
+    """Save each backend's capture as its own file; print one line per backend. Raise a
+    KitError after saving the rest when any backend failed (nothing is lost)."""
+    variant = variant_of(flags)
+    failures = []
+    for backend, result in results.items():
+        if not isinstance(result, KitError):
+            try:
+                check_sane(result)
+            except KitError as error:
+                result = error
+        if isinstance(result, KitError):
+            failures.append(str(result))
+            continue
+        if variant:
+            result.metadata["variant"] = variant
+        path = out_dir / capture_file_name(runtime, backend, variant)
+        result.save(path)
+        timing = result.metadata.get("timing", {})
+        print(f"wrote {path} ({result.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
+              + (f", {result.metadata['renderer']}" if result.metadata.get("renderer") else "") + ")")
+    if failures:
+        unique = list(dict.fromkeys(failures))
+        raise KitError(unique[0] if len(unique) == 1 else "; ".join(unique))
