@@ -44,7 +44,7 @@ def test_javascript_side_encodes_the_same_way():
       const tf = require('@tensorflow/tfjs');
       const common = require('./inference_common.js');
       const values = JSON.parse(process.argv[1]).map(v => ({'NaN': NaN, 'Infinity': Infinity, '-Infinity': -Infinity, '-0': -0})[v] ?? v);
-      console.log(JSON.stringify(common.encodeTensor(tf.tensor(values, [values.length], 'float32'))));
+      common.encodeTensor(tf.tensor(values, [values.length], 'float32')).then((e) => console.log(JSON.stringify(e)));
     """
     values = encode_tensor(SPECIAL_VALUES)["data"]
     done = subprocess.run(["node", "-e", script, json.dumps(values)], cwd=ROOT, capture_output=True, text=True,

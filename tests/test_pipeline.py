@@ -42,7 +42,7 @@ def test_browser_runs_webgl_with_the_same_weights_and_close_outputs(small_study)
     python, browser = load(small_study, "keras_model_python.json"), load(small_study, "keras_model_tfjs_browser.json")
     assert browser.metadata["backend"] == "webgl"
     assert browser.metadata["renderer"]  # SwiftShader here; the real GPU elsewhere
-    assert browser.metadata["flags"]["WEBGL_RENDER_FLOAT32_ENABLED"] is True
+    assert browser.metadata["precision_flags"]["WEBGL_RENDER_FLOAT32_ENABLED"] is True
     for layer in python.layer_names:
         for ours, theirs in zip(python.tensors[f"{layer}_weights"], browser.tensors[f"{layer}_weights"]):
             np.testing.assert_array_equal(ours, theirs)
