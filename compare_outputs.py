@@ -1,12 +1,19 @@
 """Step 4 of 4: diff the captures layer by layer and print the original study's report.
 
-    python compare_outputs.py [--out-dir results] [CAPTURE ...]
+    python compare_outputs.py [--out-dir results] [CAPTURE ...] [--full]
+                              [--rtol R] [--atol A] [--max-ulp N] [--json FILE] [--html FILE]
 
 With no CAPTURE files: prints the study's two blocks, tf.Keras Python vs tfjs Node and
 tf.Keras Python vs tfjs Browser, one line per tensor (how many values differ, their average
 absolute difference); when the folder holds more captures (other backends, flags), then one
 table of every capture against Python, a row per layer. With CAPTURE files: a block for
 each, then the table.
+
+--full then judges every layer of every capture against the exact answer (the model in
+float64, keras_model_float64.json): metrics, a verdict (same bits, float32 rounding,
+reduced precision, overflow, mismatch) and who is closest to the truth. --rtol/--atol/
+--max-ulp make it a gate: exit 1 naming the first capture and layer beyond them. --json
+and --html write the whole result for machines and for people.
 """
 import argparse
 from pathlib import Path
@@ -15,7 +22,8 @@ from tfjs_parity import paths
 from tfjs_parity.capture import Capture
 from tfjs_parity.cli import run_main
 from tfjs_parity.compare import compare_captures
-from tfjs_parity.report import layer_table, study_block
+from tfjs_parity.capture import atomic_write_text
+from tfjs_parity.report import full_report, layer_table, study_block, to_json
 
 BLOCKS = [("tf.Keras Python vs tfjs Node", paths.NODE_CAPTURE),
           ("tf.Keras Python vs tfjs Browser", paths.BROWSER_CAPTURE)]
@@ -28,6 +36,14 @@ def main():
                         help="capture files to compare with Python's (default: every capture in --out-dir)")
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR,
                         help="where the captures are (default: %(default)s)")
+    parser.add_argument("--full", action="store_true",
+                        help="after the study's blocks, every metric and verdict against the float64 reference")
+    gate = parser.add_argument_group("gate (exit 1 when a capture exceeds a limit against float64)")
+    gate.add_argument("--rtol", type=float, help="max |a - exact| / max |exact| per layer")
+    gate.add_argument("--atol", type=float, help="max |a - exact| per layer (added to rtol's allowance)")
+    gate.add_argument("--max-ulp", type=float, help="max distance in float32 ULPs of any value")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the full result as JSON")
+    parser.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
     args = parser.parse_args()
 
     reference = Capture.load(args.out_dir / paths.PYTHON_CAPTURE, made_by=paths.MADE_BY[paths.PYTHON_CAPTURE])
@@ -45,6 +61,27 @@ def main():
         others.sort(key=_column_order)
         sections.append(layer_table(reference, [diffs[id(c)] for c in others], others))
     print("\n\n".join(sections))
+
+    gating = any(v is not None for v in (args.rtol, args.atol, args.max_ulp))
+    if not (args.full or gating or args.json or args.html):
+        return 0
+    from tfjs_parity.verdict import closeness, gate as apply_gate, judge_all
+    exact = Capture.load(args.out_dir / paths.REFERENCE_CAPTURE, made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
+    results = judge_all(args.out_dir / paths.CONVERTED_DIR / "model.json", reference, exact,
+                        sorted(others, key=_column_order))
+    closest, sentences = closeness(results)
+    gate_result = apply_gate(results, args.rtol, args.atol, args.max_ulp) if gating else None
+    if args.full:
+        print("\n" + full_report(results, closest, sentences))
+    if args.json:
+        atomic_write_text(args.json, to_json(results, closest, sentences, gate_result))
+    if args.html:
+        from tfjs_parity.html_report import html_report
+        atomic_write_text(args.html, html_report(results, closest, sentences, gate_result))
+    if gate_result is not None:
+        print("\n" + gate_result.message)
+        return 0 if gate_result else 1
+    return 0
 
 
 def _column_order(capture):

@@ -4,7 +4,9 @@ TensorFlow Python and capture every layer's weights and output.
     python create_keras_model.py [--depth 10] [--units 50] [--seed 123] [--out-dir results]
 
 Writes OUT_DIR/keras_converted/ (the tfjs model plus input.json, the input every runtime
-sees) and OUT_DIR/keras_model_python.json.
+sees), OUT_DIR/keras_model_python.json, and OUT_DIR/keras_model_float64.json: the same
+model evaluated in float64 from the same float32 weights, the exact answer every runtime
+is measured against.
 """
 import argparse
 from pathlib import Path
@@ -26,15 +28,19 @@ def main():
     args = parser.parse_args()
 
     from tfjs_parity.model import build_study_model, held_stderr, save_converted, study_input
+    from tfjs_parity.reference import reference_capture
     from tfjs_parity.runners import python_runner
 
     with held_stderr():  # TensorFlow's native logs, shown only if something fails
         model = build_study_model(args.depth, args.units, args.seed)
         inputs = study_input(model)
         capture = python_runner.run(model, inputs, args.repeat)
+        exact = reference_capture(model, inputs)
         save_converted(model, inputs, args.out_dir / paths.CONVERTED_DIR)
     capture.save(args.out_dir / paths.PYTHON_CAPTURE)
-    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ and {args.out_dir / paths.PYTHON_CAPTURE}")
+    exact.save(args.out_dir / paths.REFERENCE_CAPTURE)
+    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/, {args.out_dir / paths.PYTHON_CAPTURE} "
+          f"and {args.out_dir / paths.REFERENCE_CAPTURE}")
 
 
 if __name__ == "__main__":

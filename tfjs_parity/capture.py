@@ -80,6 +80,13 @@ class Capture:
         return "/".join(p for p in parts if p)
 
     @property
+    def input(self):
+        """The input the model was run on (saved in the metadata), or None."""
+        if "input" not in self.metadata:
+            return None
+        return decode_tensor(self.metadata["input"], "metadata.input")
+
+    @property
     def layer_names(self):
         return [key[: -len(OUTPUT_SUFFIX)] for key in self.tensors if key.endswith(OUTPUT_SUFFIX)]
 

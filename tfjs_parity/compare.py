@@ -41,7 +41,8 @@ def diff_arrays(a, b):
     reproduced digit for digit. NaN counts as different from everything, as in numpy."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    return int(np.sum(a != b)), float(np.sum(np.abs(a - b)) / np.size(a))
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN: reported, not warned about
+        return int(np.sum(a != b)), float(np.sum(np.abs(a - b)) / np.size(a))
 
 
 def compare_captures(reference, other):
@@ -73,3 +74,46 @@ def compare_captures(reference, other):
 
 def _layer_of(key):
     return key.rsplit("_", 1)[0]
+
+
+@dataclass
+class Metrics:
+    """One layer output of one runtime against a reference (Python's or the float64 one)."""
+    different_values: int     # elements not equal (NaN never equals)
+    average_difference: float  # the study's metric
+    max_abs: float            # max |a - r|
+    max_rel: float            # max |a - r| / max |r|: scaled by the layer, so zero crossings cannot blow it up
+    ulp_max: float            # |a - r| in units of the float32 spacing at r
+    ulp_median: float
+    nonfinite: int            # NaN or infinite values where the reference is finite
+    magnitude: float          # max |r| over its finite values
+
+
+def measure(a, r):
+    """Metrics of `a` against reference `r`. Equal values (same-signed infinities included)
+    differ by 0; NaN against a number, or infinity against anything else, by NaN/inf."""
+    a = np.asarray(a, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    count, average = diff_arrays(a, r)
+    same = (a == r) | (np.isnan(a) & np.isnan(r))
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = np.where(same, 0.0, np.abs(a - r))
+        magnitude = float(np.max(np.abs(r[np.isfinite(r)]), initial=0.0))
+        spacing = np.spacing(np.abs(r).astype(np.float32)).astype(np.float64)
+        ulps = np.where(same, 0.0, error / spacing)
+    max_abs = _nan_max(error)
+    return Metrics(
+        different_values=count,
+        average_difference=average,
+        max_abs=max_abs,
+        max_rel=max_abs / magnitude if magnitude > 0 else (0.0 if max_abs == 0 else float("inf")),
+        ulp_max=_nan_max(ulps),
+        ulp_median=float(np.median(ulps)) if ulps.size else 0.0,
+        nonfinite=int(np.sum(~np.isfinite(a) & np.isfinite(r))),
+        magnitude=magnitude,
+    )
+
+
+def _nan_max(values):
+    """max, but NaN when any value is NaN (a NaN must never hide behind a larger number)."""
+    return float(np.max(values, initial=0.0)) if not np.any(np.isnan(values)) else float("nan")

@@ -22,13 +22,12 @@ def load_keras():
     """tf-keras (Keras 2), not Keras 3: tfjs-layers 4.22 refuses the topology Keras 3 writes
     ("An InputLayer should be passed either a `batchInputShape` or an `inputShape`").
     TF_USE_LEGACY_KERAS must be set before TensorFlow is first imported."""
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    with held_stderr():
-        import tensorflow as tf
-        import tf_keras
-    if tf.keras.__name__.split(".")[0] != "tf_keras":
+    if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         raise KitError("TensorFlow was imported before the kit could select tf-keras; "
                        "import tfjs_parity.model first or set TF_USE_LEGACY_KERAS=1")
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    with held_stderr():
+        import tf_keras
     return tf_keras
 
 

@@ -16,10 +16,12 @@ INPUT_FILE = "input.json"           # the input every runtime sees, beside model
 
 # capture file -> the script that writes it (named in "file not found" errors)
 PYTHON_CAPTURE = "keras_model_python.json"
+REFERENCE_CAPTURE = "keras_model_float64.json"  # the exact answer: the model in float64
 NODE_CAPTURE = "keras_model_tfjs_node.json"
 BROWSER_CAPTURE = "keras_model_tfjs_browser.json"
 MADE_BY = {
     PYTHON_CAPTURE: "create_keras_model.py",
+    REFERENCE_CAPTURE: "create_keras_model.py",
     NODE_CAPTURE: "run_node.py",
     BROWSER_CAPTURE: "run_browser.py",
 }

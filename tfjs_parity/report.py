@@ -50,3 +50,81 @@ def _cell(count, average):
 def _ms(capture):
     median = capture.metadata.get("timing", {}).get("median_ms")
     return "-" if median is None else f"{median:.2f}"
+
+
+SHORT_VERDICTS = {"same bits": "same bits", "float32 rounding": "rounding", "reduced precision": "reduced",
+                  "overflow": "OVERFLOW", "mismatch": "MISMATCH"}
+
+
+def full_report(results, closest, sentences):
+    """Per capture, one line per layer: the metrics against Python and against float64, how
+    much of the float32 rounding bound the layer used, and the verdict. Then a verdict
+    matrix, who is closest to the exact answer, and one sentence per runtime."""
+    sections = []
+    for result in results:
+        lines = [f"{result.label}  (stores {result.precision}; verdict: {result.verdict})",
+                 f"{'layer':<10}{'vs Python: differ':>18}{'average':>10}  |{'vs float64: max abs':>20}"
+                 f"{'max rel':>10}{'ULP max':>10}{'ULP med':>9}  |{'bound':>7}  verdict"]
+        for layer in result.layers:
+            p, f = layer.vs_python, layer.vs_float64
+            lines.append(f"{layer.layer:<10}{p.different_values:>18}{_g(p.average_difference):>10}  |"
+                         f"{_g(f.max_abs):>20}{_g(f.max_rel):>10}{_g(f.ulp_max):>10}{_g(f.ulp_median):>9}  |"
+                         f"{_g(layer.bound_ratio):>7}  {layer.verdict}"
+                         + (f" ({layer.reason})" if layer.verdict in ("overflow", "mismatch") else ""))
+        sections.append("\n".join(lines))
+    sections.append(verdict_matrix(results))
+    layers = "\n".join(f"  {layer}: {label}" for layer, label in closest.items())
+    sections.append("Closest to the exact float64 answer, per layer:\n" + layers)
+    sections.append("\n".join(sentences))
+    return "\n\n".join(sections)
+
+
+def verdict_matrix(results):
+    """Verdicts at a glance: rows = layers, columns = captures."""
+    header = [["", *(r.metadata.get("runtime", "?") for r in results)],
+              ["layer", *("/".join(p for p in (r.metadata.get("backend"), r.metadata.get("variant")) if p)
+                          for r in results)]]
+    layers = [layer.layer for layer in results[0].layers]
+    body = [[name, *(SHORT_VERDICTS[r.layers[i].verdict] for r in results)] for i, name in enumerate(layers)]
+    rows = header + body
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    notes = []
+    for r in results:
+        for verdict in ("overflow", "mismatch"):
+            first = r.first(verdict)
+            if first:
+                reason = next(layer.reason for layer in r.layers if layer.layer == first)
+                notes.append(f"{r.label}: {verdict} starts at {first}: {reason}")
+    return "\n".join(["Verdicts (against float64; 'same bits' = identical to TF Python):"]
+                     + ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows] + notes)
+
+
+def _g(value):
+    return f"{value:.2g}" if isinstance(value, float) else str(value)
+
+
+def to_json(results, closest, sentences, gate_result=None):
+    """Everything, for machines: per capture its metadata (input left out) and per layer
+    both metric sets, the bound ratio and the verdict."""
+    import dataclasses
+    import json
+    import math
+
+    def clean(value):  # JSON has no NaN or infinity: null and strings
+        if isinstance(value, float) and not math.isfinite(value):
+            return None if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    document = {
+        "captures": [{"label": r.label, "precision": r.precision, "verdict": r.verdict,
+                      "metadata": {k: v for k, v in r.metadata.items() if k != "input"},
+                      "layers": [dataclasses.asdict(layer) for layer in r.layers]} for r in results],
+        "closest_to_float64": closest,
+        "summary": sentences,
+        "gate": None if gate_result is None else {"passed": gate_result.passed, "message": gate_result.message},
+    }
+    return json.dumps(clean(document), indent=1, allow_nan=False)

@@ -1,0 +1,251 @@
+"""Verdicts: is a runtime's difference float32 rounding, reduced precision, overflow, or a bug?
+
+The rule, per layer and runtime (the README gives the reasoning):
+
+1. "same bits": weights and output bit-identical to TensorFlow Python's.
+2. Weights are checked against the true (Keras) weights: equal, or, on a runtime that
+   stores float16, within float16 rounding ("reduced precision"); anything else is a
+   "mismatch" (a wrong or corrupted weight).
+3. The output is checked against the *local* float64 reference: the layer alone, exact, on
+   the inputs this runtime fed it. Any float32 evaluation of a layer that sums n products,
+   in any order, stays within gamma(n+2) * scale + u * |y| of it, where u = 2**-24, gamma(k)
+   = k*u / (1 - k*u) and scale = sum |w x| + |b| (Higham, Accuracy and Stability of
+   Numerical Algorithms, 2nd ed., section 3.1; +2 for the bias and the final rounding).
+   Within that: "float32 rounding". Within the same bound with float16's u = 2**-11, on
+   a runtime that says it stores float16 (WEBGL_RENDER_FLOAT32_ENABLED false): "reduced
+   precision". NaN or infinity where the exact answer is finite: "overflow" when the exact
+   values pass the largest number the runtime's storage holds (65504 for float16), or when
+   an earlier layer overflowed; otherwise "mismatch". Anything else beyond the bound:
+   "mismatch".
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .compare import Metrics, measure
+
+VERDICTS = ("same bits", "float32 rounding", "reduced precision", "overflow", "mismatch")  # best to worst
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    unit_roundoff: float
+    largest: float
+
+
+FLOAT32 = Precision("float32", 2.0 ** -24, float(np.finfo(np.float32).max))
+FLOAT16 = Precision("float16", 2.0 ** -11, 65504.0)
+
+
+def storage_precision(capture):
+    """float16 when tfjs says it renders to half-float textures, else float32."""
+    return FLOAT16 if capture.metadata.get("precision_flags", {}).get("WEBGL_RENDER_FLOAT32_ENABLED") is False \
+        else FLOAT32
+
+
+def rounding_bound(local_output, scale, length, precision):
+    """The most any evaluation order in `precision` can be off, per output element."""
+    u = precision.unit_roundoff
+    k = length + 2
+    return (k * u / (1 - k * u)) * scale + u * np.abs(local_output)
+
+
+@dataclass
+class LayerResult:
+    layer: str
+    vs_python: Metrics
+    vs_float64: Metrics
+    bound_ratio: float  # max |output - local exact| / float32 rounding bound: <= 1 is float32 rounding
+    bound_rel: float    # the float32 rounding bound itself, relative to the layer's magnitude
+    verdict: str
+    reason: str
+
+
+@dataclass
+class RuntimeResult:
+    label: str
+    precision: str
+    metadata: dict
+    layers: list = field(default_factory=list)
+
+    @property
+    def verdict(self):
+        """The worst verdict over the layers."""
+        return max((layer.verdict for layer in self.layers), key=VERDICTS.index)
+
+    def first(self, verdict):
+        """The first layer with `verdict`, or None."""
+        return next((layer.layer for layer in self.layers if layer.verdict == verdict), None)
+
+
+def judge(capture, python, reference, local):
+    """Judge every layer of `capture` (Python's own capture included).
+
+    `python`, `reference`: the TF Python and float64 captures; `local`: the capture's
+    LocalReference.evaluate() result."""
+    precision = storage_precision(capture)
+    result = RuntimeResult(capture.label, precision.name, capture.metadata)
+    overflowed = False
+    for layer in reference.layer_names:
+        output = capture.tensors[f"{layer}_output"][0]
+        exact = reference.tensors[f"{layer}_output"][0]
+        local_output, scale, length = local[layer]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            error = np.abs(output.astype(np.float64) - local_output)
+            bound = rounding_bound(local_output, scale, length, FLOAT32)
+            ratio = _max_ratio(error, bound)
+            magnitude = float(np.max(np.abs(exact)))
+            bound_rel = float(np.nanmax(bound)) / magnitude if magnitude > 0 else float("nan")
+
+        verdict, reason = _judge_weights(capture.tensors[f"{layer}_weights"],
+                                         reference.tensors[f"{layer}_weights"], precision)
+        if verdict != "mismatch":
+            if capture is not python and _same_bits(capture, python, layer):
+                verdict, reason = "same bits", "bit-identical to TensorFlow Python"
+            elif not np.all(np.isfinite(output)):
+                verdict, reason = _judge_nonfinite(output, exact, local_output, precision, overflowed)
+            elif ratio <= 1:
+                verdict = _worse(verdict, "float32 rounding")
+                reason = reason or f"{ratio:.2g} of the float32 rounding bound"
+            elif precision is FLOAT16 and _max_ratio(error, rounding_bound(local_output, scale, length,
+                                                                            FLOAT16)) <= 1:
+                verdict = "reduced precision"
+                reason = f"{ratio:.3g}x the float32 bound, within float16's"
+            else:
+                index = np.unravel_index(np.nanargmax(np.where(np.isnan(error), np.inf, error)), error.shape)
+                verdict = "mismatch"
+                reason = (f"{ratio:.3g}x the {precision.name} rounding bound: output{list(index)} is "
+                          f"{output[index]:.7g}, exact {local_output[index]:.7g} from this runtime's own inputs")
+        overflowed = overflowed or verdict == "overflow"
+        result.layers.append(LayerResult(layer, measure(output, python.tensors[f"{layer}_output"][0]),
+                                         measure(output, exact), ratio, bound_rel, verdict, reason))
+    return result
+
+
+def _max_ratio(error, bound):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(error == 0, 0.0, error / bound)
+    return float("nan") if np.any(np.isnan(ratios)) else float(np.max(ratios, initial=0.0))
+
+
+def _worse(a, b):
+    return max(a, b, key=VERDICTS.index)
+
+
+def _same_bits(capture, python, layer):
+    ours = capture.tensors[f"{layer}_weights"] + capture.tensors[f"{layer}_output"]
+    theirs = python.tensors[f"{layer}_weights"] + python.tensors[f"{layer}_output"]
+    return all(a.shape == b.shape and np.array_equal(a.astype(np.float32).view(np.uint32),
+                                                     b.astype(np.float32).view(np.uint32))
+               for a, b in zip(ours, theirs))
+
+
+def _judge_weights(weights, true_weights, precision):
+    """('float32 rounding' | 'reduced precision' | 'mismatch', reason) for a layer's weights."""
+    verdict, reason = "float32 rounding", ""
+    for i, (w, t) in enumerate(zip(weights, true_weights)):
+        w, t = w.astype(np.float64), t.astype(np.float64)
+        if np.array_equal(w, t):
+            continue
+        with np.errstate(invalid="ignore"):
+            # float16 keeps 11 significant bits; below its smallest normal (6.1e-5) the step
+            # is 2**-24, so rounding moves a value by at most half of that.
+            within_f16 = np.abs(w - t) <= FLOAT16.unit_roundoff * np.abs(t) + 2.0 ** -25
+        if precision is FLOAT16 and np.all(within_f16):
+            verdict, reason = "reduced precision", "weights rounded to float16"
+            continue
+        bad = np.unravel_index(np.argmax(~within_f16 | (w != t)), w.shape)
+        return "mismatch", f"weights[{i}]{list(bad)} is {w[bad]:.7g}, the model's is {t[bad]:.7g}"
+    return verdict, reason
+
+
+def _judge_nonfinite(output, exact, local_output, precision, overflowed):
+    count = int(np.sum(~np.isfinite(output)))
+    largest = float(np.nanmax(np.abs(np.concatenate([exact.ravel(), local_output.ravel()]))))
+    if overflowed:
+        return "overflow", f"{count} NaN/inf passed on from an earlier overflow"
+    if largest > precision.largest:
+        return "overflow", (f"{count} NaN/inf: exact values reach {largest:.3g}, beyond {precision.name}'s "
+                            f"largest {precision.largest:.6g}")
+    return "mismatch", f"{count} NaN/inf where the exact answer is finite (at most {largest:.3g})"
+
+
+def closeness(results):
+    """Who is closest to the exact answer: per layer, the runtime with the smallest error
+    against float64; and for each runtime, a sentence comparing it with TF Python."""
+    python = next(r for r in results if r.metadata.get("runtime") == "python")
+    layers = [layer.layer for layer in python.layers]
+
+    def error(result, i):
+        value = result.layers[i].vs_float64.max_abs
+        return float("inf") if np.isnan(value) else value
+
+    closest = {name: min(results, key=lambda r: error(r, i)).label for i, name in enumerate(layers)}
+    sentences = []
+    for result in results:
+        if result is python:
+            continue
+        pairs = [(error(result, i), error(python, i)) for i in range(len(layers))]
+        closer = sum(ours < theirs for ours, theirs in pairs)
+        equal = sum(ours == theirs for ours, theirs in pairs)
+        further = len(pairs) - closer - equal
+        ratios = [ours / theirs for ours, theirs in pairs if theirs > 0]
+        worst = max(ratios, default=1.0)
+        lost = result.first("overflow") or result.first("mismatch")
+        reduced = result.first("reduced precision")
+        if all(layer.verdict == "same bits" for layer in result.layers):
+            sentences.append(f"{result.label} gives TF Python's answer bit for bit at every layer")
+        elif lost:
+            verdict = result.layers[layers.index(lost)].verdict
+            before = f"; reduced precision from {reduced}" if reduced and layers.index(reduced) < layers.index(lost) else ""
+            sentences.append(f"{result.label} loses the answer from {lost} on ({verdict}){before}")
+        elif reduced:
+            sentences.append(f"{result.label} is float16-accurate only: reduced precision from {reduced}, "
+                             f"at worst {worst:.3g}x Python's error")
+        elif further == 0:
+            sentences.append(f"{result.label} is no further from the exact answer than Python at any layer")
+        elif closer + equal >= further:
+            sentences.append(f"{result.label} is no further from the exact answer than Python: closer at "
+                             f"{closer}, equal at {equal}, further at {further} of {len(pairs)} layers "
+                             f"(at worst {worst:.2g}x Python's error)")
+        else:
+            sentences.append(f"{result.label} is further from the exact answer than Python at {further} of "
+                             f"{len(pairs)} layers (at worst {worst:.3g}x Python's error)")
+    return closest, sentences
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    message: str
+
+    def __bool__(self):
+        return self.passed
+
+
+def gate(results, rtol=None, atol=None, max_ulp=None):
+    """Every runtime's every layer against float64: max |a - r| <= atol + rtol * max |r|
+    and max ULPs <= max_ulp. Fails on the first runtime and layer that does not hold."""
+    rtol_, atol_ = rtol or 0.0, atol or 0.0
+    limits = ", ".join(f"{name} {value:g}" for name, value in
+                       (("--rtol", rtol), ("--atol", atol), ("--max-ulp", max_ulp)) if value is not None)
+    for result in results:
+        for layer in result.layers:
+            m = layer.vs_float64
+            if (rtol is not None or atol is not None) and not m.max_abs <= atol_ + rtol_ * m.magnitude:
+                return GateResult(False, f"FAILED: {result.label} exceeds {limits} at {layer.layer} "
+                                         f"(max abs difference {m.max_abs:.3g}, max relative {m.max_rel:.3g})")
+            if max_ulp is not None and not m.ulp_max <= max_ulp:
+                return GateResult(False, f"FAILED: {result.label} exceeds --max-ulp {max_ulp:g} at {layer.layer} "
+                                         f"({m.ulp_max:.3g} ULPs)")
+    return GateResult(True, f"PASSED: every capture within {limits} of the float64 reference at every layer")
+
+
+def judge_all(model_json, python, reference, captures):
+    """RuntimeResults for Python and every capture, each judged layer by layer.
+
+    `model_json`: the converted model, for its topology (the weights come from `reference`)."""
+    from .reference import LocalReference, load_converted_model
+    local = LocalReference(load_converted_model(model_json), reference)
+    return [judge(capture, python, reference, local.evaluate(capture)) for capture in [python, *captures]]
