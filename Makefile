@@ -26,7 +26,7 @@ matrix: setup
 	@$(PY) run_browser.py --backend all
 	@$(PY) run_browser.py --precision f16
 	@echo
-	@$(PY) compare_outputs.py
+	@$(PY) compare_outputs.py --html results/report.html --json results/report.json
 
 test: setup
 	$(PY) -m pytest tests

@@ -75,9 +75,11 @@ def main():
         print("\n" + full_report(results, closest, sentences))
     if args.json:
         atomic_write_text(args.json, to_json(results, closest, sentences, gate_result))
+        print(f"\nwrote {args.json}")
     if args.html:
         from tfjs_parity.html_report import html_report
         atomic_write_text(args.html, html_report(results, closest, sentences, gate_result))
+        print(f"\nwrote {args.html} (open it in a browser)")
     if gate_result is not None:
         print("\n" + gate_result.message)
         return 0 if gate_result else 1

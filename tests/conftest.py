@@ -1,5 +1,6 @@
 """Shared helpers: run the kit's scripts for real, as a user would, in a scratch folder."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,16 @@ def check(done):
     return done
 
 
+def assert_one_line_error(done, *fragments):
+    """An expected failure: exit 2 and one 'error:' line holding each fragment, no traceback."""
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in done.stderr
+
+
 def leftovers(folder):
     """Temporary files a failed write might have left behind."""
     return sorted(p.name for p in Path(folder).rglob("*") if p.name.startswith(".") or p.suffix == ".tmp")
@@ -36,4 +47,38 @@ def small_study(tmp_path_factory):
     check(run_script("create_keras_model.py", *SMALL_MODEL, "--out-dir", out))
     check(run_script("run_node.py", "--out-dir", out))
     check(run_script("run_browser.py", "--out-dir", out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_study(tmp_path_factory):
+    """The original study's model (the defaults), through Python, Node and the browser."""
+    out = tmp_path_factory.mktemp("default_study")
+    for script in ("create_keras_model.py", "run_node.py", "run_browser.py"):
+        check(run_script(script, "--out-dir", out))
+    return out
+
+
+NODE_FILES = {"tensorflow": "keras_model_tfjs_node.json", "cpu": "keras_model_tfjs_node_cpu.json",
+              "wasm": "keras_model_tfjs_node_wasm.json"}
+BROWSER_FILES = {"webgl": "keras_model_tfjs_browser.json", "wasm": "keras_model_tfjs_browser_wasm.json",
+                 "cpu": "keras_model_tfjs_browser_cpu.json", "webgpu": "keras_model_tfjs_browser_webgpu.json"}
+F16_FILE = "keras_model_tfjs_browser_webgl_f16.json"
+
+
+def copy_study(source, target, captures=("keras_model_python.json", "keras_model_float64.json")):
+    """A new folder holding `source`'s converted model and the given captures."""
+    shutil.copytree(source / "keras_converted", target / "keras_converted")
+    for name in captures:
+        shutil.copy(source / name, target / name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def matrix(small_study, tmp_path_factory):
+    """The small model on every backend, plus WebGL with float16 textures."""
+    out = copy_study(small_study, tmp_path_factory.mktemp("matrix"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "all", "--repeat", "3"))
+    check(run_script("run_browser.py", "--out-dir", out, "--backend", "all", "--repeat", "3"))
+    check(run_script("run_browser.py", "--out-dir", out, "--precision", "f16", "--repeat", "3"))
     return out

@@ -6,29 +6,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, check, leftovers, run_script
-from test_pipeline import assert_one_line_error
+from conftest import BROWSER_FILES, F16_FILE, NODE_FILES, ROOT, assert_one_line_error, check, leftovers, run_script
 from tfjs_parity.capture import Capture
 from tfjs_parity.runs import check_sane, parse_flag, variant_of
 from tfjs_parity import KitError
-
-NODE_FILES = {"tensorflow": "keras_model_tfjs_node.json", "cpu": "keras_model_tfjs_node_cpu.json",
-              "wasm": "keras_model_tfjs_node_wasm.json"}
-BROWSER_FILES = {"webgl": "keras_model_tfjs_browser.json", "wasm": "keras_model_tfjs_browser_wasm.json",
-                 "cpu": "keras_model_tfjs_browser_cpu.json", "webgpu": "keras_model_tfjs_browser_webgpu.json"}
-F16_FILE = "keras_model_tfjs_browser_webgl_f16.json"
-
-
-@pytest.fixture(scope="module")
-def matrix(small_study, tmp_path_factory):
-    out = tmp_path_factory.mktemp("matrix")
-    for name in ("keras_converted", "keras_model_python.json"):
-        (shutil.copytree if name == "keras_converted" else shutil.copy)(small_study / name, out / name)
-    check(run_script("run_node.py", "--out-dir", out, "--backend", "all", "--repeat", "3"))
-    check(run_script("run_browser.py", "--out-dir", out, "--backend", "all", "--repeat", "3"))
-    check(run_script("run_browser.py", "--out-dir", out, "--precision", "f16", "--repeat", "3"))
-    return out
-
 
 def relative_error(ours, reference):
     """max |ours - reference| scaled by the layer's magnitude."""

@@ -67,3 +67,40 @@ def test_study_block_uses_the_study_line_format():
     assert study_block("tf.Keras Python vs tfjs Browser", compare_captures(ref, other)) == (
         "********** tf.Keras Python vs tfjs Browser **********\n"
         "dense_1_output[0]: different values = 2, average difference = 0.375")
+
+
+# --- the metrics of --full, on arrays checkable by hand ---------------------------------
+from tfjs_parity.compare import measure  # noqa: E402
+
+
+def test_metrics_on_plain_numbers():
+    m = measure(np.array([1.0, 2.0, 4.0], np.float32), np.array([1.0, 2.5, 3.0]))
+    assert (m.different_values, m.average_difference, m.max_abs, m.magnitude) == (2, 0.5, 1.0, 3.0)
+    assert m.max_rel == 1.0 / 3.0
+    # float32 spacing: 2**-22 at 2.5 (in [2, 4)), 2**-22 at 3.0; so 0.5 and 1.0 are 2**21 and 2**22 ULPs
+    assert (m.ulp_max, m.ulp_median) == (2.0 ** 22, 2.0 ** 21)
+    assert m.nonfinite == 0
+
+
+def test_identical_values_including_zeros_signed_zeros_and_infinities_differ_by_nothing():
+    values = np.array([0.0, -0.0, np.inf, -np.inf, 5.0], np.float32)
+    m = measure(values, np.array([-0.0, 0.0, np.inf, -np.inf, 5.0]))
+    assert (m.different_values, m.max_abs, m.max_rel, m.ulp_max) == (0, 0.0, 0.0, 0.0)
+    zeros = measure(np.zeros(3, np.float32), np.zeros(3))
+    assert (zeros.max_rel, zeros.magnitude) == (0.0, 0.0)
+
+
+def test_relative_error_is_scaled_by_the_layer_so_zero_crossings_cannot_blow_it_up():
+    # the reference crosses zero at 1e-9; elementwise relative error would be 2 there
+    m = measure(np.array([-1e-9, 100.0], np.float32), np.array([1e-9, 100.0]))
+    assert m.max_rel == pytest.approx(2e-9 / 100.0)
+    assert m.ulp_max > 1e6  # ULPs, by contrast, are elementwise: huge next to zero
+
+
+def test_nan_and_infinity_are_never_hidden():
+    m = measure(np.array([np.nan, 1.0], np.float32), np.array([1.0, 1.0]))
+    assert np.isnan(m.max_abs) and np.isnan(m.max_rel) and np.isnan(m.ulp_max) and m.nonfinite == 1
+    m = measure(np.array([np.inf, 1.0], np.float32), np.array([70000.0, 1.0]))
+    assert m.max_abs == np.inf and m.nonfinite == 1 and m.magnitude == 70000.0
+    m = measure(np.array([np.nan], np.float32), np.array([np.nan]))  # NaN in both: not this runtime's doing
+    assert m.max_abs == 0.0 and m.nonfinite == 0 and m.different_values == 1  # the study's count keeps NaN != NaN

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import ROOT, SMALL_MODEL, check, leftovers, run_script
+from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, leftovers, run_script
 from tfjs_parity.capture import Capture
 from tfjs_parity.compare import compare_captures
 
@@ -62,26 +62,15 @@ def test_compare_outputs_prints_the_two_study_blocks(small_study):
                for line in blocks[0].splitlines()[1:])  # Node runs Python's own TensorFlow
 
 
-def test_default_study_reproduces_the_original_table_exactly(tmp_path):
+def test_default_study_reproduces_the_original_table_exactly(default_study):
     """The acceptance target: the original study's printed report, line for line
     (tests/data/original_study_report.txt is copied from its README)."""
-    for script in ("create_keras_model.py", "run_node.py", "run_browser.py"):
-        check(run_script(script, "--out-dir", tmp_path))
-    done = check(run_script("compare_outputs.py", "--out-dir", tmp_path))
+    done = check(run_script("compare_outputs.py", "--out-dir", default_study))
     expected = (ROOT / "tests" / "data" / "original_study_report.txt").read_text()
     assert done.stdout.strip() == expected.strip()
 
 
 # --- bad input: one clear line, a non-zero exit, and nothing half-written --------------
-
-def assert_one_line_error(done, *fragments):
-    assert done.returncode == 2, done
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in done.stderr
-
 
 @pytest.mark.parametrize("missing, script", [("keras_model_tfjs_node.json", "run_node.py"),
                                              ("keras_model_tfjs_browser.json", "run_browser.py")])

@@ -96,7 +96,8 @@ def judge(capture, python, reference, local):
             bound = rounding_bound(local_output, scale, length, FLOAT32)
             ratio = _max_ratio(error, bound)
             magnitude = float(np.max(np.abs(exact)))
-            bound_rel = float(np.nanmax(bound)) / magnitude if magnitude > 0 else float("nan")
+            largest_bound = float(np.max(np.where(np.isnan(bound), -np.inf, bound), initial=-np.inf))
+            bound_rel = largest_bound / magnitude if magnitude > 0 and largest_bound >= 0 else float("nan")
 
         verdict, reason = _judge_weights(capture.tensors[f"{layer}_weights"],
                                          reference.tensors[f"{layer}_weights"], precision)

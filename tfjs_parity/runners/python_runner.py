@@ -35,6 +35,7 @@ def run(model, inputs, repeat=10):
                      "numpy": np.__version__, "python": platform.python_version()},
         "environment": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: oneDNN on)")},
         "platform": f"{platform.system()} {platform.machine()}",
+        "cpu": _cpu_model(),
         "input": encode_tensor(inputs),
         "timing": time_predictions(lambda: probe.predict(inputs, verbose=0), repeat),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -52,6 +53,18 @@ def time_predictions(predict, repeat):
     runs = [once() for _ in range(repeat)]
     return {"warmup_ms": warmup, "runs_ms": runs, "median_ms": statistics.median(runs),
             "min_ms": min(runs), "max_ms": max(runs)}
+
+
+def _cpu_model():
+    """The CPU's name as Linux reports it (what os.cpus() gives Node), else the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _as_list(value):
