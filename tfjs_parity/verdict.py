@@ -182,7 +182,10 @@ def closeness(results):
         value = result.layers[i].vs_float64.max_abs
         return float("inf") if np.isnan(value) else value
 
-    closest = {name: min(results, key=lambda r: error(r, i)).label for i, name in enumerate(layers)}
+    closest = {}
+    for i, name in enumerate(layers):
+        best = min(error(r, i) for r in results)
+        closest[name] = ", ".join(r.label for r in results if error(r, i) == best)
     sentences = []
     for result in results:
         if result is python:
