@@ -68,7 +68,7 @@ async function main() {
   } catch (error) {
     fail(`cannot load @tensorflow/tfjs-node (${error.message.split('\n')[0]}); run \`make setup\``);
   }
-  const binding = tf.backend('tensorflow').binding;
+  const binding = tf.findBackend('tensorflow').binding;
   const tensorflowVersion = binding ? binding.TF_Version : null;
   console.error(`tfjs ${tf.version.tfjs}, TensorFlow ${tensorflowVersion}, backend ${args.backend}`);
 

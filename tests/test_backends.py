@@ -139,3 +139,13 @@ def test_a_capture_of_only_zeros_is_refused_naming_the_backend(small_study):
             capture.tensors[key] = [np.zeros_like(a) for a in arrays]
     with pytest.raises(KitError, match="backend webgl \\(browser\\) returned only zeros or NaN"):
         check_sane(capture)
+
+
+def test_compare_outputs_on_named_files_gives_a_block_each_and_the_table(matrix):
+    files = [matrix / NODE_FILES["cpu"], matrix / F16_FILE]
+    done = check(run_script("compare_outputs.py", "--out-dir", matrix, *files))
+    sections = done.stdout.strip().split("\n\n")
+    assert [s.splitlines()[0] for s in sections[:2]] == [
+        "********** tf.Keras Python vs tfjs node/cpu **********",
+        "********** tf.Keras Python vs tfjs browser/webgl/f16 **********"]
+    assert sections[2].splitlines()[2].split() == ["layer", "cpu", "webgl/f16"]

@@ -1,6 +1,7 @@
 """What run_node.py and run_browser.py share: backend choice, tfjs flags and precision
 variants, sanity checks, and saving each backend's capture under its own name."""
 import argparse
+import platform
 import re
 
 import numpy as np
@@ -75,6 +76,18 @@ def check_sane(capture):
                        "zeros or NaN in every layer: it did not compute; check the browser's GPU flags")
 
 
+def cpu_model():
+    """The CPU's name as Linux reports it (what os.cpus() gives Node), else the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def save_results(results, out_dir, runtime, flags):
     """Save each backend's capture as its own file; print one line per backend. Raise a
     KitError after saving the rest when any backend failed (nothing is lost)."""
@@ -91,6 +104,7 @@ def save_results(results, out_dir, runtime, flags):
             continue
         if variant:
             result.metadata["variant"] = variant
+        result.metadata.setdefault("cpu", cpu_model())  # a page cannot see the CPU's name; this host's is it
         path = out_dir / capture_file_name(runtime, backend, variant)
         result.save(path)
         timing = result.metadata.get("timing", {})

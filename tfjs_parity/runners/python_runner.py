@@ -5,8 +5,11 @@ import platform
 import statistics
 import time
 
-from ..capture import Capture, encode_tensor
+import numpy as np
+
+from ..capture import SCHEMA, Capture, encode_tensor
 from ..model import load_keras
+from ..runs import cpu_model
 
 NAME = "python"
 
@@ -16,7 +19,6 @@ def run(model, inputs, repeat=10):
     `repeat` predictions after one warm-up."""
     keras = load_keras()
     import tensorflow as tf
-    import numpy as np
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     outputs = [_as_list(layer.output) for layer in layers]
     # A model whose outputs are every layer's outputs: one predict, as the study did.
@@ -28,14 +30,14 @@ def run(model, inputs, repeat=10):
         tensors[f"{layer.name}_output"] = [np.asarray(p) for p in predictions[position:position + len(group)]]
         position += len(group)
     metadata = {
-        "schema": 1,
+        "schema": SCHEMA,
         "runtime": NAME,
         "backend": "tensorflow",
         "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "environment": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: oneDNN on)")},
         "platform": f"{platform.system()} {platform.machine()}",
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "input": encode_tensor(inputs),
         "timing": time_predictions(lambda: probe.predict(inputs, verbose=0), repeat),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -53,18 +55,6 @@ def time_predictions(predict, repeat):
     runs = [once() for _ in range(repeat)]
     return {"warmup_ms": warmup, "runs_ms": runs, "median_ms": statistics.median(runs),
             "min_ms": min(runs), "max_ms": max(runs)}
-
-
-def _cpu_model():
-    """The CPU's name as Linux reports it (what os.cpus() gives Node), else the platform's."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def _as_list(value):
