@@ -19,11 +19,11 @@ import argparse
 from pathlib import Path
 
 from tfjs_parity import paths
-from tfjs_parity.capture import Capture
+from tfjs_parity.capture import Capture, atomic_write_text
 from tfjs_parity.cli import run_main
 from tfjs_parity.compare import compare_captures
-from tfjs_parity.capture import atomic_write_text
 from tfjs_parity.report import full_report, layer_table, study_block, to_json
+from tfjs_parity.runners import column_order
 
 BLOCKS = [("tf.Keras Python vs tfjs Node", paths.NODE_CAPTURE),
           ("tf.Keras Python vs tfjs Browser", paths.BROWSER_CAPTURE)]
@@ -58,7 +58,7 @@ def main():
     diffs = {id(c): compare_captures(reference, c) for c in others}
     sections = [study_block(title, diffs[id(c)]) for title, c in titled]
     if len(others) > len(BLOCKS) or args.captures:
-        others.sort(key=_column_order)
+        others.sort(key=column_order)
         sections.append(layer_table(reference, [diffs[id(c)] for c in others], others))
     print("\n\n".join(sections))
 
@@ -68,7 +68,7 @@ def main():
     from tfjs_parity.verdict import closeness, gate as apply_gate, judge_all
     exact = Capture.load(args.out_dir / paths.REFERENCE_CAPTURE, made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
     results = judge_all(args.out_dir / paths.CONVERTED_DIR / "model.json", reference, exact,
-                        sorted(others, key=_column_order))
+                        sorted(others, key=column_order))
     closest, sentences = closeness(results)
     gate_result = apply_gate(results, args.rtol, args.atol, args.max_ulp) if gating else None
     if args.full:
@@ -84,17 +84,6 @@ def main():
         print("\n" + gate_result.message)
         return 0 if gate_result else 1
     return 0
-
-
-def _column_order(capture):
-    """Node before the browser, each runtime's backends in its runner's order, variants last."""
-    from tfjs_parity.runners import RUNNERS
-    runtime = capture.metadata.get("runtime")
-    backends = list(getattr(RUNNERS.get(runtime), "BACKENDS", ()))
-    backend = capture.metadata.get("backend")
-    return (list(RUNNERS).index(runtime) if runtime in RUNNERS else len(RUNNERS),
-            backends.index(backend) if backend in backends else len(backends),
-            capture.metadata.get("variant") or "")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ CHROMIUM_FLAGS = [
     "--no-sandbox",  # the kit may run as root (CI, containers), where the sandbox refuses to start
     # WebGL 2 with float32 render targets on the CPU, through SwiftShader: no GPU needed.
     "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-    # WebGPU on SwiftShader's Vulkan: with --enable-unsafe-webgpu alone the adapter
-    # initialises but computes zeros.
+    # WebGPU on SwiftShader's Vulkan. With --enable-unsafe-webgpu alone an earlier Chromium
+    # build initialised the backend and computed zeros (the self-test catches that).
     "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
     "--use-webgpu-adapter=swiftshader",
     # A closed network: stop Chromium calling home at start (it retries refused hosts).
