@@ -49,8 +49,8 @@ def _banner(results, gate_result):
         for verdict in ("mismatch", "overflow", "reduced precision"):
             first = r.first(verdict)
             if first:
-                reason = next(layer.reason for layer in r.layers if layer.layer == first)
-                problems.append(f"<p><b>{html.escape(r.label)}</b>: {verdict} from {first} ({html.escape(reason)})</p>")
+                problems.append(f"<p><b>{html.escape(r.label)}</b>: {verdict} from {first.layer} "
+                                f"({html.escape(first.reason)})</p>")
     if worst in ("same bits", "float32 rounding"):
         headline = "Every capture is within float32 rounding of the exact answer at every layer."
     else:

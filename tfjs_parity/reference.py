@@ -6,7 +6,7 @@ kit can load, not only Dense stacks):
 - the *global* reference (`reference_capture`): every layer's output for the model's input,
   saved like any other capture; the error against it is how far a runtime ends up from the
   right answer, including what earlier layers passed on;
-- the *local* reference (`local_references`): each layer alone, in float64, on the inputs
+- the *local* reference (`LocalReference`): each layer alone, in float64, on the inputs
   the runtime itself fed that layer (its own previous outputs). The error against it is
   only what that layer added, which is what a verdict needs: rounding in one layer is
   bounded, a wrong weight or op in one layer is not.
@@ -106,9 +106,8 @@ class LocalReference:
             if isinstance(layer, self.keras.layers.InputLayer):
                 continue
             inputs = self.layer_inputs(layer, capture)
-            call_inputs = inputs[0] if len(inputs) == 1 else inputs
-            output = np.asarray(layer(tf.constant(call_inputs) if len(inputs) == 1 else
-                                      [tf.constant(a) for a in inputs]), dtype=np.float64)
+            tensors = [tf.constant(a) for a in inputs]
+            output = np.asarray(layer(tensors[0] if len(tensors) == 1 else tensors), dtype=np.float64)
             kernel = getattr(layer, "kernel", None)
             if kernel is not None:
                 config = dict(layer.get_config(), activation="linear", name=f"{layer.name}_abs")

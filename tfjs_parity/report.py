@@ -28,19 +28,25 @@ def layer_table(reference, diffs, captures):
     match, and each runtime's median prediction time."""
     columns = [_layer_rows(diff) for diff in diffs]
     layers = list(columns[0]) if columns else []
-    header = [["", *(c.metadata.get("runtime", "?") for c in captures)],
-              ["layer", *("/".join(p for p in (c.metadata.get("backend"), c.metadata.get("variant")) if p)
-                          for c in captures)]]
     body = [[layer, *(_cell(*col[layer]) for col in columns)] for layer in layers]
     body.append(["weights", *("identical" if all(t.different_values == 0 for t in d.tensors if t.key.endswith("_weights"))
                               else "DIFFER" for d in diffs)])
     body.append(["median ms", *(_ms(c) for c in captures)])
-    rows = header + body
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     title = (f"{reference.label} vs each capture: per layer output, values that differ / average difference"
              f" (reference median {_ms(reference)} ms)")
-    lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
+    return "\n".join([title, _aligned(_header([c.metadata for c in captures]) + body)])
+
+
+def _header(metadatas):
+    """Two header rows for a column per capture: the runtime, then backend[/variant]."""
+    return [["", *(m.get("runtime", "?") for m in metadatas)],
+            ["layer", *("/".join(p for p in (m.get("backend"), m.get("variant")) if p) for m in metadatas)]]
+
+
+def _aligned(rows):
+    """Rows of cells as left-aligned text columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def _cell(count, average):
@@ -81,22 +87,16 @@ def full_report(results, closest, sentences):
 
 def verdict_matrix(results):
     """Verdicts at a glance: rows = layers, columns = captures."""
-    header = [["", *(r.metadata.get("runtime", "?") for r in results)],
-              ["layer", *("/".join(p for p in (r.metadata.get("backend"), r.metadata.get("variant")) if p)
-                          for r in results)]]
     layers = [layer.layer for layer in results[0].layers]
     body = [[name, *(SHORT_VERDICTS[r.layers[i].verdict] for r in results)] for i, name in enumerate(layers)]
-    rows = header + body
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     notes = []
     for r in results:
         for verdict in ("overflow", "mismatch"):
             first = r.first(verdict)
             if first:
-                reason = next(layer.reason for layer in r.layers if layer.layer == first)
-                notes.append(f"{r.label}: {verdict} starts at {first}: {reason}")
-    return "\n".join(["Verdicts (against float64; 'same bits' = identical to TF Python):"]
-                     + ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows] + notes)
+                notes.append(f"{r.label}: {verdict} starts at {first.layer}: {first.reason}")
+    return "\n".join(["Verdicts (against float64; 'same bits' = identical to TF Python):",
+                      _aligned(_header([r.metadata for r in results]) + body), *notes])
 
 
 def _g(value):

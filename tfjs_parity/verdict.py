@@ -74,9 +74,9 @@ class RuntimeResult:
         """The worst verdict over the layers."""
         return max((layer.verdict for layer in self.layers), key=VERDICTS.index)
 
-    def first(self, verdict):
-        """The first layer with `verdict`, or None."""
-        return next((layer.layer for layer in self.layers if layer.verdict == verdict), None)
+    def first(self, *verdicts):
+        """The first LayerResult whose verdict is one of `verdicts`, or None."""
+        return next((layer for layer in self.layers if layer.verdict in verdicts), None)
 
 
 def judge(capture, python, reference, local):
@@ -196,16 +196,16 @@ def closeness(results):
         further = len(pairs) - closer - equal
         ratios = [ours / theirs for ours, theirs in pairs if theirs > 0]
         worst = max(ratios, default=1.0)
-        lost = result.first("overflow") or result.first("mismatch")
+        lost = result.first("overflow", "mismatch")
         reduced = result.first("reduced precision")
         if all(layer.verdict == "same bits" for layer in result.layers):
             sentences.append(f"{result.label} gives TF Python's answer bit for bit at every layer")
         elif lost:
-            verdict = result.layers[layers.index(lost)].verdict
-            before = f"; reduced precision from {reduced}" if reduced and layers.index(reduced) < layers.index(lost) else ""
-            sentences.append(f"{result.label} loses the answer from {lost} on ({verdict}){before}")
+            before = (f"; reduced precision from {reduced.layer}"
+                      if reduced and layers.index(reduced.layer) < layers.index(lost.layer) else "")
+            sentences.append(f"{result.label} loses the answer from {lost.layer} on ({lost.verdict}){before}")
         elif reduced:
-            sentences.append(f"{result.label} is float16-accurate only: reduced precision from {reduced}, "
+            sentences.append(f"{result.label} is float16-accurate only: reduced precision from {reduced.layer}, "
                              f"at worst {worst:.3g}x Python's error")
         elif further == 0:
             sentences.append(f"{result.label} is no further from the exact answer than Python at any layer")
