@@ -67,7 +67,7 @@ def main():
         return 0
     from tfjs_parity.verdict import closeness, gate as apply_gate, judge_all
     exact = Capture.load(args.out_dir / paths.REFERENCE_CAPTURE, made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
-    results = judge_all(args.out_dir / paths.CONVERTED_DIR / "model.json", reference, exact,
+    results = judge_all(args.out_dir / paths.CONVERTED_DIR, reference, exact,
                         sorted(others, key=column_order))
     closest, sentences = closeness(results)
     gate_result = apply_gate(results, args.rtol, args.atol, args.max_ulp) if gating else None

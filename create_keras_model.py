@@ -1,46 +1,88 @@
-"""Step 1 of 4: build the study's Keras model, convert it to TensorFlow.js, run it in
-TensorFlow Python and capture every layer's weights and output.
+"""Step 1 of 4: build the study's Keras model (or load yours), convert it to TensorFlow.js,
+run it in TensorFlow Python and capture every layer's weights and output.
 
     python create_keras_model.py [--depth 10] [--units 50] [--seed 123] [--out-dir results]
+    python create_keras_model.py --model PATH [--input FILE | --input-seed 0] [--out-dir results]
 
-Writes OUT_DIR/keras_converted/ (the tfjs model plus input.json, the input every runtime
-sees), OUT_DIR/keras_model_python.json, and OUT_DIR/keras_model_float64.json: the same
-model evaluated in float64 from the same float32 weights, the exact answer every runtime
-is measured against.
+Without --model: the original study's model. With --model: a Keras 3 `.keras` file, a
+tf-keras `.h5` (or Keras 3's), or a tf-keras SavedModel folder; a Keras 3 model is
+translated into the tf-keras form tfjs reads, and its Python capture and float64 reference
+come from the original. --input gives the input (.npy, or .npz with an array per input
+name); without it a seeded random input that fits each input is used and recorded.
+
+Writes OUT_DIR/keras_converted/ (the tfjs model, probe_plan.json: what every runtime
+captures, and input.json: the inputs every runtime sees), OUT_DIR/keras_model_python.json,
+and OUT_DIR/keras_model_float64.json: the same model evaluated in float64 from the same
+float32 weights, the exact answer every runtime is measured against.
 """
 import argparse
+import hashlib
 from pathlib import Path
 
-from tfjs_parity import paths
+from tfjs_parity import KitError, paths
 from tfjs_parity.cli import positive_int, run_main
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, metavar="PATH",
+                        help="your model: a .keras file, a .h5 file or a SavedModel folder (default: the study's)")
+    parser.add_argument("--input", type=Path, metavar="FILE",
+                        help="the input for --model: .npy (one input) or .npz (an array per input name)")
+    parser.add_argument("--input-seed", type=int, default=0, metavar="N",
+                        help="seed of the random input used with --model when no --input is given (default 0)")
     # Defaults are the original study's model: 10 x Dense(50), RandomUniform(-1, 1, seed=123).
-    parser.add_argument("--depth", type=positive_int, default=10, help="number of Dense layers (default 10)")
-    parser.add_argument("--units", type=positive_int, default=50, help="units per layer and input size (default 50)")
-    parser.add_argument("--seed", type=int, default=123, help="seed of the RandomUniform(-1, 1) initializer (default 123)")
+    study = parser.add_argument_group("the study's model (without --model)")
+    study.add_argument("--depth", type=positive_int, help="number of Dense layers (default 10)")
+    study.add_argument("--units", type=positive_int, help="units per layer and input size (default 50)")
+    study.add_argument("--seed", type=int, help="seed of the RandomUniform(-1, 1) initializer (default 123)")
     parser.add_argument("--repeat", type=positive_int, default=10, metavar="N",
                         help="timed predictions after one warm-up (default 10)")
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
     args = parser.parse_args()
+    if args.model and any(v is not None for v in (args.depth, args.units, args.seed)):
+        raise KitError("--depth, --units and --seed build the study's model; they do not apply with --model")
+    if args.input and not args.model:
+        raise KitError("--input is the input for --model; the study's input is a vector of ones")
 
-    from tfjs_parity.model import build_study_model, held_stderr, save_converted, study_input
+    from tfjs_parity import inputs as model_inputs
+    from tfjs_parity.model import (build_study_model, check_tfjs_can_run, flat_tf_keras_model, held_stderr,
+                                   load_user_model, make_plan, save_converted)
     from tfjs_parity.reference import reference_capture
     from tfjs_parity.runners import python_runner
 
     with held_stderr():  # TensorFlow's native logs, shown only if something fails
-        model = build_study_model(args.depth, args.units, args.seed)
-        inputs = study_input(model)
-        capture = python_runner.run(model, inputs, args.repeat)
-        exact = reference_capture(model, inputs)
-        save_converted(model, inputs, args.out_dir / paths.CONVERTED_DIR)
+        if args.model:
+            source = load_user_model(args.model)
+        else:
+            source = build_study_model(args.depth or 10, args.units or 50, 123 if args.seed is None else args.seed)
+        check_tfjs_can_run(source.graph)
+        flat = flat_tf_keras_model(source)
+        specs = model_inputs.specs(source.graph)
+        if args.input:
+            feed = model_inputs.load_inputs(args.input, specs)
+            origin = {"file": str(args.input), "sha256": hashlib.sha256(args.input.read_bytes()).hexdigest()}
+        elif args.model:
+            feed = model_inputs.random_inputs(specs, source.graph, args.input_seed)
+            origin = {"random_seed": args.input_seed, "floats": "uniform(-1, 1)",
+                      "integers": "uniform over each Embedding's vocabulary, else 0..9",
+                      "repeat_with": f"--input-seed {args.input_seed}"}
+        else:
+            feed = model_inputs.study_inputs(specs)
+            origin = {"study": "a batch of one vector of ones"}
+        plan = make_plan(source, flat, specs)
+        capture = python_runner.run(source.model, source.keras, plan, feed, args.repeat)
+        exact = reference_capture(source, plan, feed)
+        save_converted(flat, plan, feed, source, args.out_dir / paths.CONVERTED_DIR)
+    described = {"file": str(source.file) if source.file else None, "format": source.format,
+                 "points": len(plan.points)}
+    for result in (capture, exact):
+        result.metadata.update(input_origin=origin, model=described)
     capture.save(args.out_dir / paths.PYTHON_CAPTURE)
     exact.save(args.out_dir / paths.REFERENCE_CAPTURE)
-    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/, {args.out_dir / paths.PYTHON_CAPTURE} "
-          f"and {args.out_dir / paths.REFERENCE_CAPTURE}")
+    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} capture points), "
+          f"{args.out_dir / paths.PYTHON_CAPTURE} and {args.out_dir / paths.REFERENCE_CAPTURE}")
 
 
 if __name__ == "__main__":

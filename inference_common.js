@@ -1,6 +1,7 @@
 // What inference_in_node.js and inference_in_browser.html share: set tfjs flags, choose a
 // backend (and prove it is the one in use and that it computes), run a tfjs Layers model,
-// time it, and capture every layer's weights and output in the kit's capture format
+// time it, and capture every point of the probe plan (probe_plan.json, written by Python
+// beside the model: tfjs_parity/plan.py) in the kit's capture format
 // (tfjs_parity/capture.py documents it; both sides must encode numbers the same way).
 (function (root, factory) {
   if (typeof module === 'object' && module.exports) {
@@ -30,12 +31,22 @@
   const SPECIAL = {'NaN': NaN, 'Infinity': Infinity, '-Infinity': -Infinity, '-0': -0};
 
   async function encodeTensor(tensor) {
+    if (tensor.dtype === 'int32') return {dtype: 'int32', shape: tensor.shape, data: Array.from(await tensor.data())};
     return {dtype: 'float32', shape: tensor.shape, data: Array.from(await tensor.data(), encodeNumber)};
   }
 
   function decodeTensor(tf, obj) {
+    const dtype = obj.dtype === 'int32' ? 'int32' : 'float32';
     const values = obj.data.map((v) => (typeof v === 'string' ? SPECIAL[v] : v));
-    return tf.tensor(values, obj.shape, 'float32');
+    return tf.tensor(values, obj.shape, dtype);
+  }
+
+  // input.json: {input name: tensor}; from before named inputs, one bare tensor.
+  function decodeInputs(tf, document, plan) {
+    if (document && Array.isArray(document.shape)) return {[plan.inputs[0].name]: decodeTensor(tf, document)};
+    const inputs = {};
+    for (const [name, obj] of Object.entries(document)) inputs[name] = decodeTensor(tf, obj);
+    return inputs;
   }
 
   // Set tfjs environment flags, refusing names tfjs does not know and values of the wrong type.
@@ -81,30 +92,48 @@
     }
   }
 
-  // The study's input when none was saved beside the model: a batch of one vector of ones.
-  function onesInput(tf, model) {
-    const shape = model.inputs[0].shape.map((d, i) => (i === 0 ? 1 : d));
-    return tf.ones(shape, 'float32');
+  // The plan executed on tfjs's own graph: each point is the output tensors of one call
+  // (inbound node) of one layer, so a model whose outputs are all of them yields every point
+  // in one predict, as Keras does on the Python side.
+  function probeModel(tf, model, plan) {
+    const outputs = [];
+    for (const point of plan.points) {
+      let layer;
+      try {
+        layer = model.getLayer(point.layer);
+      } catch (error) {
+        throw new Error(`the probe plan names layer ${point.layer}, which the model does not have; ` +
+                        'run create_keras_model.py again');
+      }
+      const node = layer.inboundNodes[point.node];
+      if (!node || node.outputTensors.length !== point.outputs) {
+        throw new Error(`layer ${point.layer}: call ${point.node} is not the one the probe plan describes ` +
+                        `(${node ? node.outputTensors.length : 'no'} outputs, plan: ${point.outputs})`);
+      }
+      outputs.push(...node.outputTensors);
+    }
+    return tf.model({inputs: model.inputs, outputs});
   }
 
-  // A model whose outputs are every layer's outputs, so one predict yields them all.
-  function probeModel(tf, model) {
-    const layers = model.layers.filter((layer) => layer.getClassName() !== 'InputLayer');
-    const outputs = layers.map((layer) => (Array.isArray(layer.output) ? layer.output : [layer.output]));
-    return {layers, outputs, model: tf.model({inputs: model.inputs, outputs: outputs.flat()})};
+  // The model's inputs in its own order, from {name: tensor}.
+  function feedOf(model, inputs) {
+    return model.inputNames.map((name) => {
+      if (!(name in inputs)) throw new Error(`input.json holds no input ${name} (it has ${Object.keys(inputs).join(', ')})`);
+      return inputs[name];
+    });
   }
 
-  async function predictAll(probe, input) {
-    const predictions = probe.model.predict(input);
+  async function predictAll(probe, feed) {
+    const predictions = probe.predict(feed.length === 1 ? feed[0] : feed);
     return Array.isArray(predictions) ? predictions : [predictions];
   }
 
   // Warm up once (shader compilation, allocation), then time `repeat` predictions, each
   // until its results are read back.
-  async function timePredictions(tf, probe, input, repeat) {
+  async function timePredictions(tf, probe, feed, repeat) {
     const once = async () => {
       const start = performance.now();
-      const predictions = await predictAll(probe, input);
+      const predictions = await predictAll(probe, feed);
       await Promise.all(predictions.map((t) => t.data()));
       tf.dispose(predictions);
       return performance.now() - start;
@@ -136,26 +165,31 @@
     return values;
   }
 
-  // The whole capture: flags, backend, self-test, model, input, outputs, timing, metadata.
-  //   options: {backend, flags, repeat, loadModel(), loadInput(model), metadata}
+  // The whole capture: flags, backend, self-test, model, inputs, outputs, timing, metadata.
+  //   options: {backend, flags, repeat, loadModel(), loadPlan(), loadInputs(plan), metadata}
   async function runCapture(tf, options) {
     await applyFlags(tf, options.flags || {});
     await useBackend(tf, options.backend);
     await selfTest(tf, options.backend);
     const model = await options.loadModel();
-    const input = (await options.loadInput(model)) || onesInput(tf, model);
-    const probe = probeModel(tf, model);
-    const predictions = await predictAll(probe, input);
+    const plan = await options.loadPlan();
+    const inputs = await options.loadInputs(plan);
+    const feed = feedOf(model, inputs);
+    const probe = probeModel(tf, model, plan);
+    const predictions = await predictAll(probe, feed);
     const capture = {metadata: {}};
     let position = 0;
-    for (let i = 0; i < probe.layers.length; i += 1) {
-      const layer = probe.layers[i];
-      const count = probe.outputs[i].length;
-      capture[`${layer.name}_weights`] = await Promise.all(layer.getWeights().map(encodeTensor));
-      capture[`${layer.name}_output`] = await Promise.all(predictions.slice(position, position + count).map(encodeTensor));
-      position += count;
+    for (const point of plan.points) {
+      if (point.weights) {
+        capture[`${point.name}_weights`] = await Promise.all(model.getLayer(point.layer).getWeights().map(encodeTensor));
+      }
+      capture[`${point.name}_output`] = await Promise.all(
+        predictions.slice(position, position + point.outputs).map(encodeTensor));
+      position += point.outputs;
     }
     tf.dispose(predictions);
+    const encodedInputs = {};
+    for (const [name, tensor] of Object.entries(inputs)) encodedInputs[name] = await encodeTensor(tensor);
     capture.metadata = Object.assign({
       schema: SCHEMA,
       backend: tf.getBackend(),
@@ -163,12 +197,12 @@
       flags: options.flags || {},
       precision_flags: await precisionFlagValues(tf, options.backend),
       evaluated_flags: Object.assign({}, tf.env().getFlags()),
-      input: await encodeTensor(input),
-      timing: await timePredictions(tf, probe, input, options.repeat || 10),
+      inputs: encodedInputs,
+      timing: await timePredictions(tf, probe, feed, options.repeat || 10),
       created: new Date().toISOString(),
     }, options.metadata);
     return capture;
   }
 
-  return {encodeTensor, decodeTensor, applyFlags, useBackend, selfTest, runCapture};
+  return {encodeTensor, decodeTensor, decodeInputs, applyFlags, useBackend, selfTest, runCapture};
 }));

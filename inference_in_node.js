@@ -72,14 +72,19 @@ async function main() {
   const tensorflowVersion = binding ? binding.TF_Version : null;
   console.error(`tfjs ${tf.version.tfjs}, TensorFlow ${tensorflowVersion}, backend ${args.backend}`);
 
-  const inputFile = path.join(path.dirname(modelPath), 'input.json');
+  const modelDir = path.dirname(modelPath);
+  const readJson = (name, what) => {
+    const file = path.join(modelDir, name);
+    if (!fs.existsSync(file)) fail(`${file} not found (${what}); run \`python create_keras_model.py\` again`);
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  };
   const capture = await common.runCapture(tf, {
     backend: args.backend,
     flags: args.flags,
     repeat: args.repeat,
     loadModel: () => tf.loadLayersModel(`file://${modelPath}`),
-    loadInput: async () => (fs.existsSync(inputFile)
-      ? common.decodeTensor(tf, JSON.parse(fs.readFileSync(inputFile, 'utf8'))) : null),
+    loadPlan: async () => readJson('probe_plan.json', 'what to capture'),
+    loadInputs: async (plan) => common.decodeInputs(tf, readJson('input.json', 'the inputs'), plan),
     metadata: {
       runtime: 'node',
       versions: Object.assign({node: process.version, tensorflow: tensorflowVersion}, tf.version),

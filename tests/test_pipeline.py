@@ -22,7 +22,7 @@ def test_python_capture_holds_every_layer_and_the_ones_input(small_study):
     assert capture.layer_names == ["dense_0", "dense_1", "dense_2"]
     assert [a.shape for a in capture.tensors["dense_0_weights"]] == [(8, 8), (8,)]
     assert capture.tensors["dense_2_output"][0].shape == (1, 8)
-    assert capture.metadata["input"]["data"] == [1.0] * 8
+    assert capture.metadata["inputs"]["input"]["data"] == [1.0] * 8
     assert capture.metadata["versions"]["tf_keras"].startswith("2.")
     kernel = capture.tensors["dense_0_weights"][0]
     assert kernel.min() >= -1 and kernel.max() <= 1 and kernel.std() > 0.3  # RandomUniform(-1, 1)
@@ -34,7 +34,7 @@ def test_node_runs_tensorflow_natively_and_matches_python_bit_for_bit(small_stud
     python, node = load(small_study, "keras_model_python.json"), load(small_study, "keras_model_tfjs_node.json")
     assert node.metadata["runtime"] == "node" and node.metadata["backend"] == "tensorflow"
     assert node.metadata["versions"]["tensorflow"] == python.metadata["versions"]["tensorflow"]  # one TensorFlow
-    assert node.metadata["input"] == python.metadata["input"]
+    assert node.metadata["inputs"] == python.metadata["inputs"]
     assert compare_captures(python, node).identical
 
 

@@ -25,15 +25,18 @@ import numpy as np
 from . import KitError
 
 SCHEMA = 1
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "int32")  # int32: integer model inputs (token ids), as tfjs holds them
 WEIGHTS_SUFFIX = "_weights"
 OUTPUT_SUFFIX = "_output"
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf, "-0": -0.0}
 
 
 def encode_tensor(array):
-    """A numpy array (float32 unless it is float64) as a JSON-ready tensor dict."""
+    """A numpy array (int32 if it holds integers, float64 if it is float64, else float32) as
+    a JSON-ready tensor dict."""
     array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        return {"dtype": "int32", "shape": list(array.shape), "data": array.astype(np.int32).ravel().tolist()}
     dtype = "float64" if array.dtype == np.float64 else "float32"
     values = array.astype(dtype).ravel().tolist()
     return {"dtype": dtype, "shape": list(array.shape), "data": [_encode_number(v) for v in values]}
@@ -60,6 +63,10 @@ def decode_tensor(obj, where="tensor"):
         raise KitError(f"{where}: shape and data must be lists")
     if math.prod(shape) != len(data):
         raise KitError(f"{where}: shape {shape} needs {math.prod(shape)} values, data has {len(data)}")
+    if obj["dtype"] == "int32":
+        if not all(isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31 for v in data):
+            raise KitError(f"{where}: int32 data holds something that is not a 32-bit integer")
+        return np.array(data, dtype=np.int32).reshape(shape)
     try:
         values = [_SPECIAL[v] if isinstance(v, str) else float(v) for v in data]
     except (KeyError, TypeError, ValueError):
@@ -80,15 +87,25 @@ class Capture:
         return "/".join(p for p in parts if p)
 
     @property
-    def input(self):
-        """The input the model was run on (saved in the metadata), or None."""
-        if "input" not in self.metadata:
-            return None
-        return decode_tensor(self.metadata["input"], "metadata.input")
+    def inputs(self):
+        """{input name: array} the model was run on (saved in the metadata); {} if not saved.
+        Captures of schema 1 from before named inputs hold one unnamed `input`."""
+        if isinstance(self.metadata.get("inputs"), dict):
+            return {name: decode_tensor(t, f"metadata.inputs.{name}") for name, t in self.metadata["inputs"].items()}
+        if "input" in self.metadata:
+            return {None: decode_tensor(self.metadata["input"], "metadata.input")}
+        return {}
 
     @property
     def layer_names(self):
+        """The capture points, in order (a layer's name, or <layer>_call<k> for a shared layer)."""
         return [key[: -len(OUTPUT_SUFFIX)] for key in self.tensors if key.endswith(OUTPUT_SUFFIX)]
+
+    def outputs(self, point):
+        return self.tensors[output_key(point)]
+
+    def weights(self, point):
+        return self.tensors.get(weights_key(point), [])
 
     def to_json(self):
         document = {"metadata": self.metadata}
@@ -127,6 +144,16 @@ class Capture:
             hint = f"; run `python {made_by}` first to make it" if made_by else ""
             raise KitError(f"{path} not found{hint}")
         return cls.from_json(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def weights_key(point):
+    """The capture key of a point's weights: the study's `<layer>_weights`."""
+    return f"{point}{WEIGHTS_SUFFIX}"
+
+
+def output_key(point):
+    """The capture key of a point's outputs: the study's `<layer>_output`."""
+    return f"{point}{OUTPUT_SUFFIX}"
 
 
 def atomic_write_text(path, text):

@@ -7,7 +7,7 @@ import math
 from .report import SHORT_VERDICTS
 from .verdict import FLOAT16, FLOAT32, VERDICTS
 
-COLOURS = {"same bits": "#1b7837", "float32 rounding": "#5aae61", "reduced precision": "#e6ab02",
+COLOURS = {"same bits": "#1b7837", "float32 rounding": "#5aae61", "no bound": "#878787", "reduced precision": "#e6ab02",
            "overflow": "#e66101", "mismatch": "#b2182b"}
 LINE_COLOURS = ["#333333", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                 "#bcbd22", "#7f7f7f", "#d62728"]
@@ -54,7 +54,9 @@ def _banner(results, gate_result):
     if worst in ("same bits", "float32 rounding"):
         headline = "Every capture is within float32 rounding of the exact answer at every layer."
     else:
-        headline = {"reduced precision": "Some captures compute in reduced precision.",
+        headline = {"no bound": "Every judged layer is within float32 rounding; some layers have no error model "
+                                "(metrics only).",
+                    "reduced precision": "Some captures compute in reduced precision.",
                     "overflow": "Some captures overflow: their outputs become NaN or infinite.",
                     "mismatch": "Mismatch: some captures compute something else (a bug, not rounding)."}[worst]
     gate = f"<p>{html.escape(gate_result.message)}</p>" if gate_result is not None else ""

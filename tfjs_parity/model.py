@@ -1,4 +1,4 @@
-"""Building the study's Keras model and converting it to TensorFlow.js.
+"""Building the study's Keras model or loading a user's, and converting it to TensorFlow.js.
 
 TensorFlow is imported here, lazily: it costs seconds and hundreds of MiB, and only the
 scripts that build or run a Keras model need it.
@@ -9,13 +9,15 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from . import KitError
+from . import KitError, topology
+from . import plan as plan_module
 from .capture import atomic_write_text, current_umask, encode_tensor
 from .paths import INPUT_FILE
+
+SOURCE_KERAS3_FILE = "source_model.keras"  # beside the converted model: the float64 reference's own model
 
 
 def load_keras():
@@ -31,6 +33,34 @@ def load_keras():
     return tf_keras
 
 
+def load_keras3():
+    """Keras 3 (the `keras` package), for a user's Keras 3 model: only to read it, run it
+    as the user would and take its float64 reference; tfjs gets a tf-keras translation."""
+    load_keras()
+    with held_stderr():
+        import keras
+    return keras
+
+
+@dataclass
+class SourceModel:
+    """The model the user gave (or the study's), as loaded, and its flat graph."""
+    model: object
+    keras: object        # the module that built it: tf_keras or keras (3)
+    format: str          # "tf_keras" or "keras3"
+    graph: topology.Graph = None
+    file: Path = None    # the user's file, None for the study's model
+
+    def __post_init__(self):
+        if self.graph is None:
+            config = json.loads(self.model.to_json())
+            if "layers" not in config.get("config", {}):
+                raise KitError(f"{self.file or 'the model'} is a subclassed Keras model ({config.get('class_name')}): "
+                               "the kit needs a functional or Sequential model, whose graph it can read")
+            keras3 = self.format == "keras3"
+            self.graph = topology.flatten(topology.parse(config, keras3), keras3)
+
+
 def build_study_model(depth=10, units=50, seed=123):
     """The original study's model: `depth` Dense(units) layers named dense_0..., linear,
     kernels and biases from one RandomUniform(-1, 1, seed) initializer, every layer an output."""
@@ -43,17 +73,169 @@ def build_study_model(depth=10, units=50, seed=123):
         x = keras.layers.Dense(units, dtype="float32", kernel_initializer=initializer,
                                bias_initializer=initializer, name=f"dense_{i}")(x)
         outputs.append(x)
+    return SourceModel(keras.Model(inputs=inputs, outputs=outputs), keras, "tf_keras")
+
+
+def load_user_model(path):
+    """A user's model: a Keras 3 `.keras` file, a tf-keras `.h5` (or Keras 3's), or a tf-keras
+    SavedModel folder. KitError naming the file when it is none of these."""
+    path = Path(path)
+    if not path.exists():
+        raise KitError(f"--model {path}: not found")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise KitError(f"--model {path}: a folder but not a SavedModel (no saved_model.pb)")
+        keras, keras3 = load_keras(), False
+    elif path.suffix == ".keras":
+        keras, keras3 = load_keras3(), True
+    elif path.suffix in (".h5", ".hdf5"):
+        keras3 = _h5_written_by_keras3(path)
+        keras = load_keras3() if keras3 else load_keras()
+    else:
+        raise KitError(f"--model {path}: expected a .keras file, a .h5 file or a SavedModel folder")
+    with held_stderr():
+        try:
+            if keras3:
+                model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+            else:
+                model = keras.models.load_model(str(path), compile=False)
+        except Exception as error:  # Keras raises many kinds for a file that is not a model
+            message = " ".join(str(error).split())
+            if "Lambda" in message:
+                raise KitError(f"--model {path}: it holds a Lambda layer (Python code), which tfjs cannot run; "
+                               "express it with built-in layers") from None
+            raise KitError(f"--model {path}: cannot load it as a Keras model ({message[:300]})") from None
+    if not hasattr(model, "to_json") or not hasattr(model, "layers"):
+        raise KitError(f"--model {path}: loaded, but it is not a Keras model (a bare SavedModel?); "
+                       "save the Keras model itself (model.save)")
+    return SourceModel(model, keras, "keras3" if keras3 else "tf_keras", file=path)
+
+
+def _h5_written_by_keras3(path):
+    """Keras 3 also writes .h5; its model_config spells InputLayer's shape `batch_shape`."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            config = f.attrs.get("model_config")
+    except OSError:
+        raise KitError(f"--model {path}: not an HDF5 file") from None
+    if config is None:
+        raise KitError(f"--model {path}: an HDF5 file without a model_config (weights only?); save the whole model")
+    config = config.decode() if isinstance(config, bytes) else config
+    return '"batch_shape"' in config or '"__keras_tensor__"' in config
+
+
+# tfjs-layers 4.22's layer classes (its serialization registry, minus optimizers, initializers,
+# constraints and activations; tests/test_model.py checks the list against the real registry).
+TFJS_LAYERS = frozenset("""
+    Activation Add AlphaDropout Average AveragePooling1D AveragePooling2D AveragePooling3D BatchNormalization
+    Bidirectional CategoryEncoding CenterCrop Concatenate Conv1D Conv2D Conv2DTranspose Conv3D Conv3DTranspose
+    ConvLSTM2D Cropping2D Dense DepthwiseConv2D Dot Dropout ELU Embedding Flatten GRU GaussianDropout
+    GaussianNoise GlobalAveragePooling1D GlobalAveragePooling2D GlobalMaxPooling1D GlobalMaxPooling2D Identity
+    InputLayer LSTM LayerNormalization LeakyReLU Masking MaxPooling1D MaxPooling2D MaxPooling3D Maximum Minimum
+    Multiply PReLU Permute RNN ReLU RepeatVector Rescaling Reshape Resizing SeparableConv2D SimpleRNN Softmax
+    SpatialDropout1D ThresholdedReLU TimeDistributed UpSampling2D ZeroPadding2D""".split())
+
+
+def check_tfjs_can_run(graph):
+    """KitError naming the first layer tfjs-layers 4.22 cannot load or run."""
+    for layer in graph.layers:
+        for class_name, config in _with_wrapped(layer.class_name, layer.config):
+            where = f"layer {layer.name!r} ({class_name})"
+            if class_name == "Lambda":
+                raise KitError(f"{where} runs Python code, which tfjs cannot run; express it with built-in layers")
+            if class_name not in TFJS_LAYERS:
+                raise KitError(f"{where}: tfjs-layers 4.22 has no {class_name} layer, so the converted model "
+                               "cannot load in tfjs")
+            if class_name == "GRU" and config.get("reset_after"):
+                raise KitError(f"{where} has reset_after=True (Keras' default), which tfjs-layers 4.22 refuses "
+                               "(tfjs issues #2442, #4621); reset_after=False is a different function, so there "
+                               "is no exact rewrite: retrain with GRU(reset_after=False) to ship it to tfjs")
+
+
+def _with_wrapped(class_name, config):
+    """The layer and any layer it wraps (Bidirectional, TimeDistributed)."""
+    yield class_name, config
+    for key in ("layer", "backward_layer"):
+        wrapped = config.get(key)
+        if isinstance(wrapped, dict) and "class_name" in wrapped:
+            yield from _with_wrapped(wrapped["class_name"], wrapped.get("config", {}))
+
+
+def find_layer(model, path):
+    """The layer at `path` (inner model names, then the layer's) in `model`."""
+    layer = model
+    for name in path:
+        layer = layer.get_layer(name)
+    return layer
+
+
+def flat_tf_keras_model(source):
+    """The source model as one flat tf-keras functional model with its weights: the model
+    tfjs gets. Keras 3 layers are translated (keras3.py); nested models are flattened."""
+    keras = load_keras()
+    if source.format == "keras3":
+        from .keras3 import translate_layer
+        def layer_config(layer):
+            return translate_layer(layer.class_name, layer.config, keras)
+    else:
+        def layer_config(layer):
+            return layer.config
+    config = topology.to_tf_keras_config(source.graph, layer_config)
+    with held_stderr():
+        try:
+            flat = keras.models.model_from_json(json.dumps(config))
+        except Exception as error:  # tf-keras raises many kinds for a config it cannot read
+            raise KitError(f"the model cannot be rebuilt in tf-keras, the dialect tfjs reads "
+                           f"({' '.join(str(error).split())[:300]})") from None
+    for layer in source.graph.layers:
+        weights = find_layer(source.model, layer.path).get_weights()
+        target = flat.get_layer(layer.name)
+        if [w.shape for w in target.get_weights()] != [w.shape for w in weights]:
+            raise KitError(f"layer {layer.name!r} ({layer.class_name}): its weights do not fit the translated layer "
+                           f"({[w.shape for w in weights]} vs {[w.shape for w in target.get_weights()]})")
+        target.set_weights(weights)
+    return flat
+
+
+def make_plan(source, flat_model, inputs):
+    """The probe plan of `source`, with the number of outputs of each call read from the
+    built flat model. `inputs`: [plan.Input]."""
+    counts = {}
+    for layer in source.graph.layers:
+        built = flat_model.get_layer(layer.name)
+        for k in range(len(layer.nodes)):
+            outputs = built._inbound_nodes[k].outputs
+            counts[(layer.name, k)] = len(outputs) if isinstance(outputs, (list, tuple)) else 1
+    described = {"format": source.format}
+    if source.format == "keras3":
+        described["file"] = SOURCE_KERAS3_FILE
+    return plan_module.build(source.graph, counts, inputs, described)
+
+
+def probe_model(model, keras, plan, by_path=True):
+    """A model with `model`'s inputs whose outputs are every capture point's, in plan order:
+    the plan executed on this model's own layers (found by their path in the user's model,
+    or by their flat name when `by_path` is False), so one predict yields every point."""
+    produced = {}
+    inputs = list(model.inputs)
+    by_name = dict(zip((i.name for i in plan.inputs), inputs))
+    outputs = []
+    for point in plan.points:
+        layer = find_layer(model, point.path if by_path else [point.layer])
+        args = [by_name[s["input"]] if "input" in s else produced[s["point"]][s["index"]] for s in point.sources]
+        result = layer(args[0] if len(args) == 1 else args, **point.kwargs)
+        result = list(result) if isinstance(result, (list, tuple)) else [result]
+        if len(result) != point.outputs:
+            raise KitError(f"layer {point.layer!r} returned {len(result)} tensors, the plan expects {point.outputs}")
+        produced[point.name] = result
+        outputs += result
     return keras.Model(inputs=inputs, outputs=outputs)
 
 
-def study_input(model):
-    """The study's input: a batch of one vector of ones, float32."""
-    shape = model.inputs[0].shape
-    return np.ones((1,) + tuple(shape[1:]), dtype=np.float32)
-
-
-def save_converted(model, inputs, converted_dir):
-    """Convert `model` to a tfjs Layers model in `converted_dir`, with the input beside it.
+def save_converted(flat_model, plan, inputs, source, converted_dir):
+    """Convert `flat_model` to a tfjs Layers model in `converted_dir`, with the probe plan,
+    the inputs ({name: array}) and, for a Keras 3 source, the source model beside it.
 
     Written to a temporary folder first and swapped in, so a failed conversion leaves the
     previous model (or nothing) in place."""
@@ -63,8 +245,12 @@ def save_converted(model, inputs, converted_dir):
     try:
         with held_stderr():  # its imports and legacy-format warnings are noise here
             import tensorflowjs
-            tensorflowjs.converters.save_keras_model(model, str(staging))
-        atomic_write_text(staging / INPUT_FILE, json.dumps(encode_tensor(inputs)))
+            tensorflowjs.converters.save_keras_model(flat_model, str(staging))
+            if source.format == "keras3":
+                source.model.save(str(staging / SOURCE_KERAS3_FILE))
+        _drop_fields_tfjs_refuses(staging / "model.json")
+        plan.save(staging / plan_module.PLAN_FILE)
+        atomic_write_text(staging / INPUT_FILE, json.dumps({name: encode_tensor(a) for name, a in inputs.items()}))
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the usual mode
         if converted_dir.exists():
             shutil.rmtree(converted_dir)
@@ -72,6 +258,29 @@ def save_converted(model, inputs, converted_dir):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+# tf-keras writes these into SeparableConv2D's config; tfjs-layers 4.22 refuses to load them
+# ("Fields kernelInitializer, kernelRegularizer and kernelConstraint are invalid for
+# SeparableConv2D"). They play no part in inference.
+TFJS_REFUSED_FIELDS = {"SeparableConv2D": ("kernel_initializer", "kernel_regularizer", "kernel_constraint")}
+
+
+def _drop_fields_tfjs_refuses(model_json):
+    document = json.loads(model_json.read_text())
+
+    def clean(value):
+        if isinstance(value, dict):
+            if value.get("class_name") in TFJS_REFUSED_FIELDS and isinstance(value.get("config"), dict):
+                for key in TFJS_REFUSED_FIELDS[value["class_name"]]:
+                    value["config"].pop(key, None)
+            for item in value.values():
+                clean(item)
+        elif isinstance(value, list):
+            for item in value:
+                clean(item)
+    clean(document["modelTopology"])
+    atomic_write_text(model_json, json.dumps(document))
 
 
 @contextlib.contextmanager
@@ -86,6 +295,8 @@ def held_stderr():
         os.dup2(held.fileno(), 2)
         try:
             yield
+        except KitError:
+            raise  # an expected failure is one line; the logs would bury it
         except BaseException:
             sys.stderr.flush()
             os.dup2(saved, 2)

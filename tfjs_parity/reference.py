@@ -1,122 +1,137 @@
 """The exact answer: the model evaluated in float64 from its float32 weights.
 
-Two kinds of reference, both from a float64 clone of the Keras model (any Keras model the
-kit can load, not only Dense stacks):
+Two kinds of reference, both from a float64 clone of the user's own model (for a Keras 3
+model, the Keras 3 original, not the tf-keras translation tfjs gets), both executing the
+probe plan:
 
-- the *global* reference (`reference_capture`): every layer's output for the model's input,
-  saved like any other capture; the error against it is how far a runtime ends up from the
-  right answer, including what earlier layers passed on;
-- the *local* reference (`LocalReference`): each layer alone, in float64, on the inputs
-  the runtime itself fed that layer (its own previous outputs). The error against it is
-  only what that layer added, which is what a verdict needs: rounding in one layer is
-  bounded, a wrong weight or op in one layer is not.
+- the *global* reference (`reference_capture`): every point's output for the model's
+  inputs, saved like any other capture; the error against it is how far a runtime ends up
+  from the right answer, including what earlier layers passed on;
+- the *local* reference (`LocalReference`): each point alone, in float64, on the inputs
+  the runtime itself fed it (its own previous outputs), with the model's true weights. The
+  error against it is only what that call added, which is what a verdict needs: rounding
+  in one layer is bounded (bounds.py), a wrong weight or op in one layer is not.
 """
 import json
 
 import numpy as np
 
 from . import KitError
-from .capture import Capture
-from .model import held_stderr, load_keras
+from .bounds import layer_bound
+from .model import find_layer, held_stderr, load_keras, load_keras3, probe_model
+from .plan import PLAN_FILE, Plan
 
 REFERENCE_RUNTIME, REFERENCE_BACKEND = "reference", "float64"
 
 
-def float64_clone(model, weights=None):
-    """The same topology with every dtype float64 and the (float32) weights cast exactly."""
-    keras = load_keras()
+def float64_clone(model, keras):
+    """The same topology (nested models included) with every float dtype float64 and the
+    (float32) weights cast exactly."""
     config = _as_float64(json.loads(model.to_json()))
     with held_stderr():
         clone = keras.models.model_from_json(json.dumps(config))
-    clone.set_weights([np.asarray(w, dtype=np.float64) for w in (weights or model.get_weights())])
+    clone.set_weights([np.asarray(w, dtype=np.float64) for w in model.get_weights()])
     return clone
 
 
 def _as_float64(config):
     if isinstance(config, dict):
-        return {key: ("float64" if key == "dtype" and value == "float32" else _as_float64(value))
-                for key, value in config.items()}
+        if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):  # Keras 3's dtype policies
+            return "float64"
+        return {key: ("float64" if key == "dtype" and value in ("float32", "float16", "mixed_float16")
+                      else _as_float64(value)) for key, value in config.items()}
     if isinstance(config, list):
         return [_as_float64(value) for value in config]
     return config
 
 
-def reference_capture(model, inputs):
-    """Capture the float64 clone of `model` on `inputs`: the exact answer, layer by layer."""
+def as_float64(arrays):
+    """Float arrays as float64; integer arrays (token ids) as they are."""
+    return [a if np.issubdtype(np.asarray(a).dtype, np.integer) else np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+def reference_capture(source, plan, inputs):
+    """Capture the float64 clone of the source model on `inputs`: the exact answer, point by point."""
     from .runners import python_runner
-    clone = float64_clone(model)
+    clone = float64_clone(source.model, source.keras)
     with held_stderr():
-        capture = python_runner.run(clone, np.asarray(inputs, dtype=np.float64), repeat=1)
+        capture = python_runner.run(clone, source.keras, plan, dict(zip(inputs, as_float64(inputs.values()))),
+                                    repeat=1)
     capture.metadata.update(runtime=REFERENCE_RUNTIME, backend=REFERENCE_BACKEND)
     capture.metadata.pop("timing", None)  # how fast float64 runs says nothing about anyone
     return capture
 
 
-def load_converted_model(model_json):
-    """The Keras model (topology and weights) of a converted tfjs Layers model."""
-    load_keras()
+def load_reference_model(converted_dir):
+    """(model, keras module, plan, by_path) for the local reference of a converted model: the
+    Keras 3 original when the user gave one (kept beside the converted model), else the
+    converted model itself (flat, so its layers are found by their flat names)."""
+    plan = Plan.load(converted_dir / PLAN_FILE)
+    if plan.source.get("format") == "keras3":
+        keras = load_keras3()
+        path = converted_dir / plan.source["file"]
+        with held_stderr():
+            try:
+                return keras.saving.load_model(str(path), compile=False), keras, plan, True
+            except Exception as error:  # Keras raises many kinds for a bad file
+                raise KitError(f"{path}: cannot load the Keras 3 source model ({error})") from None
+    keras = load_keras()
     with held_stderr():
         import tensorflowjs
         try:
-            return tensorflowjs.converters.load_keras_model(str(model_json))
+            model = tensorflowjs.converters.load_keras_model(str(converted_dir / "model.json"))
         except Exception as error:  # the converter raises many kinds for a bad model
-            raise KitError(f"{model_json}: cannot load as a Keras model ({error})") from None
+            raise KitError(f"{converted_dir / 'model.json'}: cannot load as a Keras model ({error})") from None
+    return model, keras, plan, False
 
 
 class LocalReference:
-    """Each layer of a float64 model, callable on one runtime's own inputs to that layer."""
+    """Each capture point of a float64 model, callable on one runtime's own inputs to it."""
 
-    def __init__(self, model, reference):
-        """`model`: the Keras topology; `reference`: the float64 capture whose weights are
-        the true ones (a runtime's own weights may be the very thing that is wrong)."""
-        keras = load_keras()
-        weights = []
-        for layer in model.layers:
-            if not isinstance(layer, keras.layers.InputLayer):
-                weights += reference.tensors.get(f"{layer.name}_weights", [])
-        self.model = float64_clone(model, weights)
-        self.keras = keras
-
-    def layer_inputs(self, layer, capture):
-        """The arrays `capture`'s runtime fed `layer`: its outputs of the layers before."""
-        nodes = layer._inbound_nodes
-        if len(nodes) != 1:
-            raise KitError(f"layer {layer.name} is used {len(nodes)} times; per-layer verdicts need each layer once")
-        inbound = nodes[0].inbound_layers
-        inbound = inbound if isinstance(inbound, (list, tuple)) else [inbound]
-        arrays = []
-        for source in inbound:
-            if isinstance(source, self.keras.layers.InputLayer):
-                arrays.append(capture.input)
-            else:
-                arrays.append(capture.tensors[f"{source.name}_output"][0])
-        return [np.asarray(a, dtype=np.float64) for a in arrays]
-
-    def evaluate(self, capture):
-        """{layer: (local output, rounding scale, accumulation length)} for `capture`.
-
-        The scale is what rounding errors are proportional to: for a layer with a kernel
-        (Dense, Conv...) the layer evaluated with |weights| on |inputs| and no activation,
-        i.e. sum |w x| + |b| per output; for other layers |output|. The accumulation length
-        is how many products each output sums (kernel size / output channels), 1 without a
-        kernel."""
+    def __init__(self, model, keras, plan, reference, by_path=True):
+        """`reference`: the float64 capture, whose weights are the true ones (a runtime's own
+        weights may be the very thing that is wrong)."""
         import tensorflow as tf
-        results = {}
-        for layer in self.model.layers:
-            if isinstance(layer, self.keras.layers.InputLayer):
-                continue
-            inputs = self.layer_inputs(layer, capture)
-            tensors = [tf.constant(a) for a in inputs]
-            output = np.asarray(layer(tensors[0] if len(tensors) == 1 else tensors), dtype=np.float64)
-            kernel = getattr(layer, "kernel", None)
-            if kernel is not None:
-                config = dict(layer.get_config(), activation="linear", name=f"{layer.name}_abs")
-                absolute = layer.__class__.from_config(config)
-                absolute.build(inputs[0].shape)
-                absolute.set_weights([np.abs(w) for w in layer.get_weights()])
-                scale = np.asarray(absolute(tf.constant(np.abs(inputs[0]))), dtype=np.float64)
-                length = int(np.prod(kernel.shape[:-1]))
+        self.tf = tf
+        self.plan, self.by_path = plan, by_path
+        self.model = float64_clone(model, keras)
+        probe_model(self.model, keras, plan, by_path)  # every layer built, as in the model
+        for point in plan.points:
+            if point.weights and reference.weights(point.name):
+                self.layer(point).set_weights([np.asarray(w, np.float64) for w in reference.weights(point.name)])
+
+    def layer(self, point):
+        return find_layer(self.model, point.path if self.by_path else [point.layer])
+
+    def point_inputs(self, point, capture):
+        """The arrays `capture`'s runtime fed `point`: model inputs, or its own outputs of earlier points."""
+        inputs = capture.inputs
+        if list(inputs) == [None] and len(self.plan.inputs) == 1:  # a capture from before named inputs
+            inputs = {self.plan.inputs[0].name: inputs[None]}
+        arrays = []
+        for source in point.sources:
+            if "input" in source:
+                if source["input"] not in inputs:
+                    raise KitError(f"{capture.label}: its metadata holds no input {source['input']!r}")
+                arrays.append(inputs[source["input"]])
             else:
-                scale, length = np.abs(output), 1
-            results[layer.name] = (output, scale, length)
+                arrays.append(capture.outputs(source["point"])[source["index"]])
+        return as_float64(arrays)
+
+    def evaluate(self, layer, arrays, kwargs=None):
+        tensors = [self.tf.constant(a) for a in arrays]
+        result = layer(tensors[0] if len(tensors) == 1 else tensors, **(kwargs or {}))
+        result = result if isinstance(result, (list, tuple)) else [result]
+        return [np.asarray(r, dtype=np.float64) for r in result]
+
+    def evaluate_capture(self, capture, precisions):
+        """{point: (exact outputs on this capture's own inputs, {precision name: bounds or None})}."""
+        results = {}
+        for point in self.plan.points:
+            layer = self.layer(point)
+            arrays = self.point_inputs(point, capture)
+            outputs = self.evaluate(layer, arrays, point.kwargs)
+            with np.errstate(all="ignore"):
+                bounds = {p.name: layer_bound(layer, arrays, outputs, p, self.evaluate) for p in precisions}
+            results[point.name] = (outputs, bounds)
         return results

@@ -58,7 +58,8 @@ def _ms(capture):
     return "-" if median is None else f"{median:.2f}"
 
 
-SHORT_VERDICTS = {"same bits": "same bits", "float32 rounding": "rounding", "reduced precision": "reduced",
+SHORT_VERDICTS = {"same bits": "same bits", "float32 rounding": "rounding", "no bound": "no bound",
+                  "reduced precision": "reduced",
                   "overflow": "OVERFLOW", "mismatch": "MISMATCH"}
 
 

@@ -7,16 +7,14 @@ The rule, per layer and runtime (the README gives the reasoning):
    stores float16, within float16 rounding ("reduced precision"); anything else is a
    "mismatch" (a wrong or corrupted weight).
 3. The output is checked against the *local* float64 reference: the layer alone, exact, on
-   the inputs this runtime fed it. Any float32 evaluation of a layer that sums n products,
-   in any order, stays within gamma(n+2) * scale + u * |y| of it, where u = 2**-24, gamma(k)
-   = k*u / (1 - k*u) and scale = sum |w x| + |b| (Higham, Accuracy and Stability of
-   Numerical Algorithms, 2nd ed., section 3.1; +2 for the bias and the final rounding).
-   Within that: "float32 rounding". Within the same bound with float16's u = 2**-11, on
-   a runtime that says it stores float16 (WEBGL_RENDER_FLOAT32_ENABLED false): "reduced
-   precision". NaN or infinity where the exact answer is finite: "overflow" when the exact
-   values pass the largest number the runtime's storage holds (65504 for float16), or when
-   an earlier layer overflowed; otherwise "mismatch". Anything else beyond the bound:
-   "mismatch".
+   the inputs this runtime fed it, and the rounding bound of the layer's type on those
+   inputs (bounds.py: the most any correct float32 evaluation can be off). Within it:
+   "float32 rounding". Within the same bound with float16's u = 2**-11, on a runtime that
+   says it stores float16 (WEBGL_RENDER_FLOAT32_ENABLED false): "reduced precision". NaN
+   or infinity where the exact answer is finite: "overflow" when the exact values pass the
+   largest number the runtime's storage holds (65504 for float16), or when an earlier
+   layer overflowed; otherwise "mismatch". Anything else beyond the bound: "mismatch".
+   A layer type with no error model gets its metrics and "no bound": never a guess.
 """
 from dataclasses import dataclass, field
 
@@ -24,7 +22,7 @@ import numpy as np
 
 from .compare import Metrics, measure
 
-VERDICTS = ("same bits", "float32 rounding", "reduced precision", "overflow", "mismatch")  # best to worst
+VERDICTS = ("same bits", "float32 rounding", "no bound", "reduced precision", "overflow", "mismatch")  # best to worst
 
 
 @dataclass(frozen=True)
@@ -32,10 +30,11 @@ class Precision:
     name: str
     unit_roundoff: float
     largest: float
+    tiny: float      # the smallest normal number: GPUs may flush anything below it to zero
 
 
-FLOAT32 = Precision("float32", 2.0 ** -24, float(np.finfo(np.float32).max))
-FLOAT16 = Precision("float16", 2.0 ** -11, 65504.0)
+FLOAT32 = Precision("float32", 2.0 ** -24, float(np.finfo(np.float32).max), 2.0 ** -126)
+FLOAT16 = Precision("float16", 2.0 ** -11, 65504.0, 2.0 ** -14)
 
 
 def storage_precision(capture):
@@ -44,19 +43,12 @@ def storage_precision(capture):
         else FLOAT32
 
 
-def rounding_bound(local_output, scale, length, precision):
-    """The most any evaluation order in `precision` can be off, per output element."""
-    u = precision.unit_roundoff
-    k = length + 2
-    return (k * u / (1 - k * u)) * scale + u * np.abs(local_output)
-
-
 @dataclass
 class LayerResult:
     layer: str
     vs_python: Metrics
     vs_float64: Metrics
-    bound_ratio: float  # max |output - local exact| / float32 rounding bound: <= 1 is float32 rounding
+    bound_ratio: float  # max |output - local exact| / float32 rounding bound: <= 1 is float32 rounding; NaN: no bound
     bound_rel: float    # the float32 rounding bound itself, relative to the layer's magnitude
     verdict: str
     reason: str
@@ -79,49 +71,70 @@ class RuntimeResult:
         return next((layer for layer in self.layers if layer.verdict in verdicts), None)
 
 
-def judge(capture, python, reference, local):
-    """Judge every layer of `capture` (Python's own capture included).
+def judge(capture, python, reference, local, plan):
+    """Judge every point of `capture` (Python's own capture included).
 
     `python`, `reference`: the TF Python and float64 captures; `local`: the capture's
-    LocalReference.evaluate() result."""
+    LocalReference.evaluate_capture() result; `plan`: the probe plan."""
     precision = storage_precision(capture)
     result = RuntimeResult(capture.label, precision.name, capture.metadata)
     overflowed = False
-    for layer in reference.layer_names:
-        output = capture.tensors[f"{layer}_output"][0]
-        exact = reference.tensors[f"{layer}_output"][0]
-        local_output, scale, length = local[layer]
+    for point in plan.points:
+        output = _joined(capture.outputs(point.name))
+        exact = _joined(reference.outputs(point.name))
+        local_outputs, bounds = local[point.name]
+        local_output = _joined(local_outputs)
+        bound = None if bounds["float32"] is None else _joined(bounds["float32"])
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             error = np.abs(output.astype(np.float64) - local_output)
-            bound = rounding_bound(local_output, scale, length, FLOAT32)
-            ratio = _max_ratio(error, bound)
-            magnitude = float(np.max(np.abs(exact)))
-            largest_bound = float(np.max(np.where(np.isnan(bound), -np.inf, bound), initial=-np.inf))
+            ratio = float("nan") if bound is None else _max_ratio(error, bound)
+            magnitude = float(np.max(np.abs(exact), initial=0.0))
+            largest_bound = float("nan") if bound is None else float(np.max(np.where(np.isnan(bound), -np.inf, bound),
+                                                                             initial=-np.inf))
             bound_rel = largest_bound / magnitude if magnitude > 0 and largest_bound >= 0 else float("nan")
 
-        verdict, reason = _judge_weights(capture.tensors[f"{layer}_weights"],
-                                         reference.tensors[f"{layer}_weights"], precision)
+        verdict, reason = "float32 rounding", ""
+        if point.weights:
+            verdict, reason = _judge_weights(capture.weights(point.name), reference.weights(point.name), precision)
         if verdict != "mismatch":
-            if capture is not python and _same_bits(capture, python, layer):
+            if capture is not python and _same_bits(capture, python, point):
                 verdict, reason = "same bits", "bit-identical to TensorFlow Python"
             elif not np.all(np.isfinite(output)):
                 verdict, reason = _judge_nonfinite(output, exact, local_output, precision, overflowed)
+            elif bound is None:
+                verdict = _worse(verdict, "no bound")
+                reason = f"no error model for {point.class_name} here: metrics only"
             elif ratio <= 1:
                 verdict = _worse(verdict, "float32 rounding")
                 reason = reason or f"{ratio:.2g} of the float32 rounding bound"
-            elif precision is FLOAT16 and _max_ratio(error, rounding_bound(local_output, scale, length,
-                                                                            FLOAT16)) <= 1:
+            elif precision is FLOAT16 and bounds.get("float16") is not None and \
+                    _max_ratio(error, _joined(bounds["float16"])) <= 1:
                 verdict = "reduced precision"
                 reason = f"{ratio:.3g}x the float32 bound, within float16's"
             else:
-                index = np.unravel_index(np.nanargmax(np.where(np.isnan(error), np.inf, error)), error.shape)
+                index = int(np.nanargmax(np.where(np.isnan(error), np.inf, error)))
                 verdict = "mismatch"
-                reason = (f"{ratio:.3g}x the {precision.name} rounding bound: output{list(index)} is "
-                          f"{output[index]:.7g}, exact {local_output[index]:.7g} from this runtime's own inputs")
+                reason = (f"{ratio:.3g}x the {precision.name} rounding bound: {_element(capture, point, index)} is "
+                          f"{output[index]:.9g}, exact {local_output[index]:.9g} from this runtime's own inputs")
         overflowed = overflowed or verdict == "overflow"
-        result.layers.append(LayerResult(layer, measure(output, python.tensors[f"{layer}_output"][0]),
+        result.layers.append(LayerResult(point.name, measure(output, _joined(python.outputs(point.name))),
                                          measure(output, exact), ratio, bound_rel, verdict, reason))
     return result
+
+
+def _joined(arrays):
+    """A point's outputs (several for e.g. an LSTM returning its states) as one flat array."""
+    return np.concatenate([np.ravel(np.asarray(a)) for a in arrays]) if arrays else np.zeros(0)
+
+
+def _element(capture, point, flat_index):
+    """'output[0, 3]' (or 'output 2 [1, 4]' for a later output) for an index into _joined."""
+    for i, array in enumerate(capture.outputs(point.name)):
+        if flat_index < array.size:
+            where = [int(v) for v in np.unravel_index(flat_index, array.shape)]
+            return f"output{where}" if i == 0 else f"output {i} {where}"
+        flat_index -= array.size
+    return "output"
 
 
 def _max_ratio(error, bound):
@@ -134,9 +147,11 @@ def _worse(a, b):
     return max(a, b, key=VERDICTS.index)
 
 
-def _same_bits(capture, python, layer):
-    ours = capture.tensors[f"{layer}_weights"] + capture.tensors[f"{layer}_output"]
-    theirs = python.tensors[f"{layer}_weights"] + python.tensors[f"{layer}_output"]
+def _same_bits(capture, python, point):
+    ours = capture.weights(point.name) + capture.outputs(point.name)
+    theirs = python.weights(point.name) + python.outputs(point.name)
+    if len(ours) != len(theirs):
+        return False
     return all(a.shape == b.shape and np.array_equal(a.astype(np.float32).view(np.uint32),
                                                      b.astype(np.float32).view(np.uint32))
                for a, b in zip(ours, theirs))
@@ -246,10 +261,16 @@ def gate(results, rtol=None, atol=None, max_ulp=None):
     return GateResult(True, f"PASSED: every capture within {limits} of the float64 reference at every layer")
 
 
-def judge_all(model_json, python, reference, captures):
-    """RuntimeResults for Python and every capture, each judged layer by layer.
+def judge_all(converted_dir, python, reference, captures):
+    """RuntimeResults for Python and every capture, each judged point by point.
 
-    `model_json`: the converted model, for its topology (the weights come from `reference`)."""
-    from .reference import LocalReference, load_converted_model
-    local = LocalReference(load_converted_model(model_json), reference)
-    return [judge(capture, python, reference, local.evaluate(capture)) for capture in [python, *captures]]
+    `converted_dir`: the converted model's folder, for the probe plan and the model whose
+    float64 layers make the local reference (the weights come from `reference`)."""
+    from .reference import LocalReference, load_reference_model
+    model, keras, plan, by_path = load_reference_model(converted_dir)
+    local = LocalReference(model, keras, plan, reference, by_path)
+    results = []
+    for capture in [python, *captures]:
+        precisions = [FLOAT32] + ([FLOAT16] if storage_precision(capture) is FLOAT16 else [])
+        results.append(judge(capture, python, reference, local.evaluate_capture(capture, precisions), plan))
+    return results

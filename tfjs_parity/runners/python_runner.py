@@ -1,4 +1,5 @@
-"""TensorFlow Python (tf-keras): run a Keras model and capture every layer."""
+"""TensorFlow Python: run the user's Keras model (tf-keras or Keras 3) and capture every
+point of the probe plan."""
 import datetime
 import os
 import platform
@@ -7,39 +8,41 @@ import time
 
 import numpy as np
 
-from ..capture import SCHEMA, Capture, encode_tensor
-from ..model import load_keras
+from ..capture import SCHEMA, Capture, encode_tensor, output_key, weights_key
+from ..model import find_layer, probe_model
 from ..runs import cpu_model
 
 NAME = "python"
 
 
-def run(model, inputs, repeat=10):
-    """Predict `inputs` with `model`; capture each layer's weights and output, and time
-    `repeat` predictions after one warm-up."""
-    keras = load_keras()
+def run(model, keras, plan, inputs, repeat=10):
+    """Predict `inputs` ({name: array}) with `model` (tf-keras or Keras 3, as `keras` says);
+    capture every point of `plan` (weights and outputs), and time `repeat` predictions of
+    the model after one warm-up."""
     import tensorflow as tf
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    outputs = [_as_list(layer.output) for layer in layers]
-    # A model whose outputs are every layer's outputs: one predict, as the study did.
-    probe = keras.Model(inputs=model.inputs, outputs=[o for group in outputs for o in group])
-    predictions = _as_list(probe.predict(inputs, verbose=0))
+    probe = probe_model(model, keras, plan)
+    feed = [inputs[i.name] for i in plan.inputs]
+    feed = feed[0] if len(feed) == 1 else feed
+    predictions = probe.predict(feed, verbose=0)
+    predictions = list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
     tensors, position = {}, 0
-    for layer, group in zip(layers, outputs):
-        tensors[f"{layer.name}_weights"] = layer.get_weights()
-        tensors[f"{layer.name}_output"] = [np.asarray(p) for p in predictions[position:position + len(group)]]
-        position += len(group)
+    for point in plan.points:
+        if point.weights:
+            tensors[weights_key(point.name)] = find_layer(model, point.path).get_weights()
+        tensors[output_key(point.name)] = [np.asarray(p) for p in predictions[position:position + point.outputs]]
+        position += point.outputs
+    keras_name = "tf_keras" if keras.__name__.startswith("tf_keras") else "keras"
     metadata = {
         "schema": SCHEMA,
         "runtime": NAME,
         "backend": "tensorflow",
-        "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__,
+        "versions": {"tensorflow": tf.__version__, keras_name: keras.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "environment": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: oneDNN on)")},
         "platform": f"{platform.system()} {platform.machine()}",
         "cpu": cpu_model(),
-        "input": encode_tensor(inputs),
-        "timing": time_predictions(lambda: probe.predict(inputs, verbose=0), repeat),
+        "inputs": {name: encode_tensor(array) for name, array in inputs.items()},
+        "timing": time_predictions(lambda: probe.predict(feed, verbose=0), repeat),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return Capture(metadata, tensors)
@@ -56,6 +59,3 @@ def time_predictions(predict, repeat):
     return {"warmup_ms": warmup, "runs_ms": runs, "median_ms": statistics.median(runs),
             "min_ms": min(runs), "max_ms": max(runs)}
 
-
-def _as_list(value):
-    return list(value) if isinstance(value, (list, tuple)) else [value]

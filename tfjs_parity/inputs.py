@@ -1,0 +1,110 @@
+"""The inputs every runtime sees: the study's vector of ones, a user's file, or a seeded
+random input that fits each of the model's inputs. Made once, by step 1, and saved beside
+the converted model (input.json) and in every capture's metadata."""
+from pathlib import Path
+
+import numpy as np
+
+from . import KitError
+from .plan import Input
+
+FLOAT_RANGE = (-1.0, 1.0)   # random float inputs: uniform, like normalised data
+INTEGER_RANGE = 10          # random integer inputs that feed no Embedding: 0..9
+
+
+def specs(graph):
+    """[plan.Input] of a flat topology.Graph, in the model's input order."""
+    by_name = {layer.name: layer for layer in graph.layers}
+    result = []
+    for name, _, _ in graph.inputs:
+        config = by_name[name].config
+        shape = config.get("batch_input_shape") or config.get("batch_shape")
+        dtype = config.get("dtype", "float32")
+        dtype = dtype if isinstance(dtype, str) else dtype.get("config", {}).get("name", "float32")
+        result.append(Input(name, list(shape), "int32" if "int" in dtype else "float32"))
+    return result
+
+
+def study_inputs(specs):
+    """The study's input: a batch of one vector of ones, float32."""
+    spec = specs[0]
+    return {spec.name: np.ones([1] + spec.shape[1:], dtype=np.float32)}
+
+
+def random_inputs(specs, graph, seed):
+    """A batch of one for each input, from `seed`: floats uniform in FLOAT_RANGE, integers
+    within the smallest vocabulary of the Embeddings they feed (else 0..INTEGER_RANGE-1)."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for spec in specs:
+        shape = [1] + spec.shape[1:]
+        if any(d is None for d in shape):
+            raise KitError(f"input {spec.name!r} has shape {_shape(spec.shape)} with a free dimension besides the "
+                           "batch: give an input of the length you use with --input")
+        if spec.dtype == "int32":
+            high = min(_vocabularies(graph, spec.name), default=INTEGER_RANGE)
+            result[spec.name] = rng.integers(0, high, size=shape).astype(np.int32)
+        else:
+            result[spec.name] = rng.uniform(*FLOAT_RANGE, size=shape).astype(np.float32)
+    return result
+
+
+def _vocabularies(graph, input_name):
+    """input_dim of every Embedding that consumes the input `input_name` directly."""
+    for layer in graph.layers:
+        if layer.class_name == "Embedding" and any(node.inputs and node.inputs[0][0] == input_name
+                                                   for node in layer.nodes):
+            yield int(layer.config["input_dim"])
+
+
+def load_inputs(path, specs):
+    """{name: array} from a .npy (one input) or .npz (one array per input name), checked
+    against the model's inputs: KitError naming what was expected when it does not fit."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"--input {path}: not found")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise KitError(f"--input {path}: not a .npy or .npz file ({error})") from None
+    expected = ", ".join(f"{s.name} {_shape(s.shape)} {s.dtype}" for s in specs)
+    if isinstance(loaded, np.ndarray):
+        if len(specs) != 1:
+            raise KitError(f"--input {path}: one array, but the model has {len(specs)} inputs ({expected}); "
+                           "give a .npz with one array per input name")
+        arrays = {specs[0].name: loaded}
+    else:
+        with loaded:
+            names = list(loaded.files)
+            if len(specs) == 1 and len(names) == 1:
+                names = [specs[0].name]
+                arrays = {specs[0].name: loaded[loaded.files[0]]}
+            else:
+                arrays = {name: loaded[name] for name in names}
+        missing = [s.name for s in specs if s.name not in arrays]
+        if missing or len(arrays) != len(specs):
+            raise KitError(f"--input {path}: holds {', '.join(names) or 'nothing'}; the model's inputs are {expected}")
+    return {spec.name: _checked(arrays[spec.name], spec, path) for spec in specs}
+
+
+def _checked(array, spec, path):
+    where = f"--input {path}: input {spec.name!r}"
+    expected = f"expected shape {_shape(spec.shape)} {spec.dtype}"
+    if array.ndim != len(spec.shape) or any(want is not None and got != want
+                                            for got, want in zip(array.shape[1:], spec.shape[1:])):
+        raise KitError(f"{where} has shape {list(array.shape)}, {expected}")
+    if array.shape[0] < 1:
+        raise KitError(f"{where} has an empty batch, {expected}")
+    if spec.dtype == "int32":
+        if not np.issubdtype(array.dtype, np.integer):
+            raise KitError(f"{where} is {array.dtype}, {expected} (token ids, for an Embedding)")
+        if array.size and (array.min() < -2**31 or array.max() >= 2**31):
+            raise KitError(f"{where} holds values beyond int32")
+        return array.astype(np.int32)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise KitError(f"{where} is {array.dtype}, {expected}")
+    return array.astype(np.float32)  # what Keras feeds a float32 model; every runtime sees these values
+
+
+def _shape(shape):
+    return "(" + ", ".join("batch" if i == 0 else ("any" if d is None else str(d)) for i, d in enumerate(shape)) + ")"

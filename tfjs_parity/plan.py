@@ -1,0 +1,109 @@
+"""The probe plan: what to capture, written once by Python beside the converted model and
+executed by every runtime (the Python runner, the float64 reference, Node and the page), so
+"which tensors make a capture" is decided in one place.
+
+A capture point is one call of one layer: its name is the layer's name, or
+`<layer>_call<k>` for the k-th call of a layer used more than once (a shared layer). Each
+point records the tensors that feed it (a model input by name, or another point's output),
+how many tensors it returns, and whether it carries the layer's weights (its first call).
+"""
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import KitError
+from .capture import atomic_write_text
+
+PLAN_FILE = "probe_plan.json"
+PLAN_SCHEMA = 1
+
+
+@dataclass
+class Input:
+    name: str
+    shape: list      # with the batch dimension as null
+    dtype: str
+
+
+@dataclass
+class Point:
+    name: str        # the capture's key prefix
+    layer: str       # the layer's name in the converted (flat) model
+    class_name: str
+    node: int        # which call of the layer
+    sources: list    # what feeds it, in call order: [{"input": name}] or [{"point": name, "index": i}]
+    outputs: int     # how many tensors the call returns
+    weights: bool    # True for the layer's first call: its weights are captured there
+    path: list = field(default_factory=list)  # where the layer lives in the user's model (nested models)
+    kwargs: dict = field(default_factory=dict)  # the call's non-tensor keyword arguments
+
+
+@dataclass
+class Plan:
+    inputs: list
+    points: list
+    source: dict = field(default_factory=dict)  # the model the user gave: its format and file
+
+    def point(self, name):
+        return next(p for p in self.points if p.name == name)
+
+    def to_json(self):
+        return json.dumps({"schema": PLAN_SCHEMA, "source": self.source, "inputs": [asdict(i) for i in self.inputs],
+                           "points": [asdict(p) for p in self.points]}, indent=1)
+
+    def save(self, path):
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path):
+        path = Path(path)
+        if not path.is_file():
+            raise KitError(f"{path} not found; run `python create_keras_model.py` to convert the model again")
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            return cls([Input(**i) for i in document["inputs"]], [Point(**p) for p in document["points"]],
+                       document.get("source", {}))
+        except (ValueError, KeyError, TypeError) as error:
+            raise KitError(f"{path}: not a probe plan ({error}); run `python create_keras_model.py` again") from None
+
+
+def point_names(graph):
+    """{(layer, node): point name} for every call in a flat topology.Graph."""
+    names = {}
+    for layer in graph.layers:
+        for k in range(len(layer.nodes)):
+            names[(layer.name, k)] = layer.name if len(layer.nodes) == 1 else f"{layer.name}_call{k}"
+    taken = {layer.name for layer in graph.layers}
+    for (layer, k), name in names.items():
+        if name != layer and name in taken:
+            raise KitError(f"layer {layer!r} is called {k + 1}+ times and a layer is named {name!r}: "
+                           "the capture points would clash; rename that layer")
+    return names
+
+
+def build(graph, output_counts, inputs, source):
+    """The Plan of a flat graph. `output_counts`: {(layer, node): tensors that call returns}."""
+    input_names = {name for name, _, _ in graph.inputs}
+    names = point_names(graph)
+    points = []
+    for layer in graph.layers:
+        for k, node in enumerate(layer.nodes):
+            sources = [{"input": name} if name in input_names else {"point": names[(name, index)], "index": tensor}
+                       for name, index, tensor in node.inputs]
+            points.append(Point(names[(layer.name, k)], layer.name, layer.class_name, k, sources,
+                                output_counts[(layer.name, k)], k == 0, list(layer.path), node.kwargs))
+    return Plan(inputs, _topological(points), source)
+
+
+def _topological(points):
+    """Points ordered so that each comes after those feeding it, otherwise as given."""
+    done, ordered, pending = set(), [], list(points)
+    while pending:
+        ready = next((i for i, p in enumerate(pending)
+                      if all("input" in s or s["point"] in done for s in p.sources)), None)
+        if ready is None:
+            raise KitError(f"the model's graph has a cycle at layer {pending[0].layer!r}")
+        point = pending.pop(ready)
+        done.add(point.name)
+        ordered.append(point)
+    return ordered
