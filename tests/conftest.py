@@ -1,10 +1,12 @@
 """Shared helpers: run the kit's scripts for real, as a user would, in a scratch folder."""
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,3 +84,20 @@ def matrix(small_study, tmp_path_factory):
     check(run_script("run_browser.py", "--out-dir", out, "--backend", "all", "--repeat", "3"))
     check(run_script("run_browser.py", "--out-dir", out, "--precision", "f16", "--repeat", "3"))
     return out
+
+
+def corrupt_weight(model_dir, weight_name, change):
+    """Apply `change` (array -> array) to one weight in the converted model's shard file."""
+    manifest = json.loads((model_dir / "model.json").read_text())["weightsManifest"]
+    assert len(manifest) == 1 and len(manifest[0]["paths"]) == 1
+    shard = model_dir / manifest[0]["paths"][0]
+    data = np.frombuffer(shard.read_bytes(), dtype="<f4").copy()
+    offset = 0
+    for weight in manifest[0]["weights"]:
+        size = int(np.prod(weight["shape"]))
+        if weight["name"] == weight_name:
+            data[offset:offset + size] = change(data[offset:offset + size].reshape(weight["shape"])).ravel()
+            shard.write_bytes(data.astype("<f4").tobytes())
+            return
+        offset += size
+    raise AssertionError(f"no weight {weight_name}")

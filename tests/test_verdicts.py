@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import BROWSER_FILES, F16_FILE, NODE_FILES, check, copy_study, run_script
+from conftest import BROWSER_FILES, F16_FILE, NODE_FILES, check, copy_study, corrupt_weight, run_script
 from tfjs_parity.capture import Capture
 
 FLOAT32_OK = {"same bits", "float32 rounding"}
@@ -67,23 +67,6 @@ def test_study_model_on_f16_is_reduced_precision_then_overflows_from_dense_7(stu
 
 
 # --- injected faults: the model's weight file is corrupted, then run for real in Node --------
-
-def corrupt_weight(model_dir, weight_name, change):
-    """Apply `change` (array -> array) to one weight in the converted model's shard file."""
-    manifest = json.loads((model_dir / "model.json").read_text())["weightsManifest"]
-    assert len(manifest) == 1 and len(manifest[0]["paths"]) == 1
-    shard = model_dir / manifest[0]["paths"][0]
-    data = np.frombuffer(shard.read_bytes(), dtype="<f4").copy()
-    offset = 0
-    for weight in manifest[0]["weights"]:
-        size = int(np.prod(weight["shape"]))
-        if weight["name"] == weight_name:
-            data[offset:offset + size] = change(data[offset:offset + size].reshape(weight["shape"])).ravel()
-            shard.write_bytes(data.astype("<f4").tobytes())
-            return
-        offset += size
-    raise AssertionError(f"no weight {weight_name}")
-
 
 def with_one_changed(kernel):
     kernel = kernel.copy()

@@ -143,7 +143,10 @@ def layer_bound(layer, inputs, outputs, precision, evaluate):
     if bounds is None:
         return None
     if bounds is EXACT:
-        bounds = [np.zeros_like(y) for y in outputs]
+        # float16 storage rounds what it stores, the model's float32 inputs included, even
+        # where nothing is computed; float32 storage holds float32 values as they are
+        rounding = 0.0 if precision.unit_roundoff <= 2.0 ** -24 else precision.unit_roundoff
+        bounds = [rounding * np.abs(y) for y in outputs]
     return [b + precision.tiny for b in bounds]
 
 
@@ -155,9 +158,12 @@ def layer_bound(layer, inputs, outputs, precision, evaluate):
 def _exact(layer, inputs, outputs, u, evaluate):
     """Moving, selecting, comparing and zeroing values: no arithmetic that rounds, so the
     output must equal the exact answer (only the store could round, and the inputs were
-    already stored in the same precision). UpSampling2D with nearest neighbours too."""
+    already stored in the same precision). An Embedding's rows are its weights, stored in
+    the runtime's precision: one rounding (none in float32, whose weights are the model's)."""
     if type(layer).__name__ == "ReLU" and float(getattr(layer, "negative_slope", 0) or 0) != 0:
         return [2 * u * np.abs(y) for y in outputs]
+    if type(layer).__name__ == "Embedding":
+        return [u * np.abs(y) for y in outputs]
     return EXACT
 
 

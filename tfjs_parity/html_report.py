@@ -19,7 +19,8 @@ h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin-top
 table { border-collapse: collapse; font-size: .85em; } td, th { padding: .25em .45em; border: 1px solid #ddd; }
 th { background: #f4f4f4; text-align: left; } td.v { color: #fff; text-align: center; white-space: nowrap; }
 .legend span { display: inline-block; padding: .1em .6em; margin-right: .4em; color: #fff; border-radius: 3px; }
-.scroll { overflow-x: auto; } code { font-size: .9em; } .env td { vertical-align: top; } .muted { color: #666; }
+.scroll { overflow-x: auto; } .tall { max-height: 80vh; overflow: auto; }
+.tall th { position: sticky; top: 0; } .tall tr th:first-child { position: sticky; left: 0; } code { font-size: .9em; } .env td { vertical-align: top; } .muted { color: #666; }
 """
 
 
@@ -31,7 +32,7 @@ def html_report(results, closest, sentences, gate_result=None):
              f"<p class='muted'>{len(results)} captures of {len(results[0].layers)} layers, each judged "
              "layer by layer against the exact answer (the model evaluated in float64).</p>",
              _banner(results, gate_result),
-             "<h2>Error against the exact answer, per layer</h2>", _chart(results),
+             "<h2>Error against the exact answer, per layer</h2>", "<div class='scroll'>", _chart(results), "</div>",
              "<h2>Verdicts</h2>", _legend(), _verdict_table(results),
              "<h2>Who is closest to the truth</h2><ul>",
              *(f"<li>{html.escape(s)}</li>" for s in sentences), "</ul>",
@@ -83,7 +84,7 @@ def _verdict_table(results):
             cells.append(f"<td class='v' style='background:{COLOURS[layer.verdict]}' title='{html.escape(tip, True)}'>"
                          f"{SHORT_VERDICTS[layer.verdict]}<br><small>{_fmt(m.max_rel)}</small></td>")
         rows.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
-    return ("<div class='scroll'><table>" + head + "".join(rows) + "</table></div><p class='muted'>Small figures: max relative "
+    return ("<div class='scroll tall'><table>" + head + "".join(rows) + "</table></div><p class='muted'>Small figures: max relative "
             "error against float64 (max |a - exact| / max |exact| of the layer). Hover for more.</p>")
 
 
@@ -115,12 +116,19 @@ def _fmt(value):
     return "NaN" if isinstance(value, float) and math.isnan(value) else f"{value:.2g}"
 
 
-def _chart(results, width=1000, height=420):
+def _chart(results, height=420):
     """Max relative error against float64 per layer, log scale, one line per capture; the
     float32 rounding band (one rounding, u, up to the layer's worst-case bound) shaded;
-    float16's unit roundoff dashed; NaN/overflow drawn as crosses along the top."""
+    float16's unit roundoff dashed; NaN/overflow drawn as crosses along the top. Wider
+    than the page for many layers (it scrolls), names slanted, every k-th one if crowded."""
     layers = [layer.layer for layer in results[0].layers]
-    left, right, top, bottom = 70, 210, 20, 50
+    slanted = len(layers) > 12
+    label_every = max(1, math.ceil(len(layers) / 80))
+    longest = max((len(name) for name in layers[::label_every]), default=0)
+    left, right, top = 70, 210, 20
+    bottom = min(40 + 6 * longest, 200) if slanted else 50
+    width = max(1000, left + right + 9 * len(layers))
+    height += bottom - 50
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [layer.vs_float64.max_rel for r in results for layer in r.layers]
     finite = [v for v in values if math.isfinite(v) and v > 0]
@@ -137,10 +145,12 @@ def _chart(results, width=1000, height=420):
 
     svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' font-size='12' "
            "font-family='system-ui, sans-serif' role='img' aria-label='error per layer'>"]
-    band_top = " ".join(f"{x(i):.1f},{y(layer.bound_rel):.1f}" for i, layer in enumerate(results[0].layers))
+    band = [layer.bound_rel if math.isfinite(layer.bound_rel) else FLOAT32.unit_roundoff  # no bound: no band
+            for layer in results[0].layers]
+    band_top = " ".join(f"{x(i):.1f},{y(value):.1f}" for i, value in enumerate(band))
     band_bottom = " ".join(f"{x(i):.1f},{y(FLOAT32.unit_roundoff):.1f}" for i in reversed(range(len(layers))))
     svg.append(f"<polygon points='{band_top} {band_bottom}' fill='#5aae61' fill-opacity='0.18'/>")
-    svg.append(f"<text x='{x(0) + 4:.1f}' y='{y(results[0].layers[0].bound_rel) - 6:.1f}' fill='#1b7837'>"
+    svg.append(f"<text x='{x(0) + 4:.1f}' y='{y(band[0]) - 6:.1f}' fill='#1b7837'>"
                "float32 rounding band (one rounding up to the worst case for any summation order)</text>")
     svg.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(FLOAT16.unit_roundoff):.1f}' "
                f"y2='{y(FLOAT16.unit_roundoff):.1f}' stroke='#e6ab02' stroke-dasharray='6 4'/>")
@@ -150,8 +160,12 @@ def _chart(results, width=1000, height=420):
         svg.append(f"<line x1='{left}' x2='{left + plot_w}' y1='{y(10.0 ** exponent):.1f}' "
                    f"y2='{y(10.0 ** exponent):.1f}' stroke='#eee'/>")
         svg.append(f"<text x='{left - 8}' y='{y(10.0 ** exponent) + 4:.1f}' text-anchor='end'>1e{exponent}</text>")
-    for i, name in enumerate(layers):
-        svg.append(f"<text x='{x(i):.1f}' y='{top + plot_h + 20}' text-anchor='middle'>{html.escape(name)}</text>")
+    for i, name in list(enumerate(layers))[::label_every]:
+        if slanted:
+            svg.append(f"<text x='{x(i):.1f}' y='{top + plot_h + 12}' text-anchor='end' font-size='10' "
+                       f"transform='rotate(-60 {x(i):.1f} {top + plot_h + 12})'>{html.escape(name)}</text>")
+        else:
+            svg.append(f"<text x='{x(i):.1f}' y='{top + plot_h + 20}' text-anchor='middle'>{html.escape(name)}</text>")
     svg.append(f"<text x='14' y='{top + plot_h / 2:.1f}' transform='rotate(-90 14 {top + plot_h / 2:.1f})' "
                "text-anchor='middle'>max relative error vs float64</text>")
     for n, r in enumerate(results):

@@ -87,9 +87,12 @@ def load_user_model(path):
             raise KitError(f"--model {path}: a folder but not a SavedModel (no saved_model.pb)")
         keras, keras3 = load_keras(), False
     elif path.suffix == ".keras":
+        _refuse_lambda(path, _keras_file_config(path))
         keras, keras3 = load_keras3(), True
     elif path.suffix in (".h5", ".hdf5"):
-        keras3 = _h5_written_by_keras3(path)
+        config = _h5_config(path)
+        _refuse_lambda(path, config)
+        keras3 = '"batch_shape"' in config or '"__keras_tensor__"' in config  # how Keras 3 spells its graph
         keras = load_keras3() if keras3 else load_keras()
     else:
         raise KitError(f"--model {path}: expected a .keras file, a .h5 file or a SavedModel folder")
@@ -101,9 +104,6 @@ def load_user_model(path):
                 model = keras.models.load_model(str(path), compile=False)
         except Exception as error:  # Keras raises many kinds for a file that is not a model
             message = " ".join(str(error).split())
-            if "Lambda" in message:
-                raise KitError(f"--model {path}: it holds a Lambda layer (Python code), which tfjs cannot run; "
-                               "express it with built-in layers") from None
             raise KitError(f"--model {path}: cannot load it as a Keras model ({message[:300]})") from None
     if not hasattr(model, "to_json") or not hasattr(model, "layers"):
         raise KitError(f"--model {path}: loaded, but it is not a Keras model (a bare SavedModel?); "
@@ -111,8 +111,17 @@ def load_user_model(path):
     return SourceModel(model, keras, "keras3" if keras3 else "tf_keras", file=path)
 
 
-def _h5_written_by_keras3(path):
-    """Keras 3 also writes .h5; its model_config spells InputLayer's shape `batch_shape`."""
+def _keras_file_config(path):
+    """The model config inside a .keras file (a zip holding config.json)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read("config.json").decode("utf-8")
+    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError):
+        raise KitError(f"--model {path}: not a Keras 3 .keras file (no readable config.json inside)") from None
+
+
+def _h5_config(path):
     import h5py
     try:
         with h5py.File(path, "r") as f:
@@ -121,8 +130,26 @@ def _h5_written_by_keras3(path):
         raise KitError(f"--model {path}: not an HDF5 file") from None
     if config is None:
         raise KitError(f"--model {path}: an HDF5 file without a model_config (weights only?); save the whole model")
-    config = config.decode() if isinstance(config, bytes) else config
-    return '"batch_shape"' in config or '"__keras_tensor__"' in config
+    return config.decode() if isinstance(config, bytes) else config
+
+
+def _refuse_lambda(path, config_text):
+    """A Lambda layer holds Python code: tfjs cannot run it, and loading it would run it."""
+    def find(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "Lambda":
+                return (value.get("config") or {}).get("name", "?")
+            return next((name for name in map(find, value.values()) if name), None)
+        if isinstance(value, list):
+            return next((name for name in map(find, value) if name), None)
+        return None
+    try:
+        name = find(json.loads(config_text))
+    except ValueError:
+        raise KitError(f"--model {path}: its model config is not JSON") from None
+    if name:
+        raise KitError(f"--model {path}: layer {name!r} (Lambda) runs Python code, which tfjs cannot run; "
+                       "express it with built-in layers")
 
 
 # tfjs-layers 4.22's layer classes (its serialization registry, minus optimizers, initializers,
@@ -189,6 +216,8 @@ def flat_tf_keras_model(source):
             raise KitError(f"the model cannot be rebuilt in tf-keras, the dialect tfjs reads "
                            f"({' '.join(str(error).split())[:300]})") from None
     for layer in source.graph.layers:
+        if layer.class_name == "InputLayer":  # no weights; a Sequential's is not among its layers
+            continue
         weights = find_layer(source.model, layer.path).get_weights()
         target = flat.get_layer(layer.name)
         if [w.shape for w in target.get_weights()] != [w.shape for w in weights]:

@@ -68,16 +68,17 @@ def full_report(results, closest, sentences):
     much of the float32 rounding bound the layer used, and the verdict. Then a verdict
     matrix, who is closest to the exact answer, and one sentence per runtime."""
     sections = []
+    width = max([10] + [len(_short(layer.layer)) + 1 for layer in results[0].layers])
     for result in results:
         lines = [f"{result.label}  (stores {result.precision}; verdict: {result.verdict})",
-                 f"{'layer':<10}{'vs Python: differ':>18}{'average':>10}  |{'vs float64: max abs':>20}"
+                 f"{'layer':<{width}}{'vs Python: differ':>18}{'average':>10}  |{'vs float64: max abs':>20}"
                  f"{'max rel':>10}{'ULP max':>10}{'ULP med':>9}  |{'bound':>7}  verdict"]
         for layer in result.layers:
             p, f = layer.vs_python, layer.vs_float64
-            lines.append(f"{layer.layer:<10}{p.different_values:>18}{_g(p.average_difference):>10}  |"
+            lines.append(f"{_short(layer.layer):<{width}}{p.different_values:>18}{_g(p.average_difference):>10}  |"
                          f"{_g(f.max_abs):>20}{_g(f.max_rel):>10}{_g(f.ulp_max):>10}{_g(f.ulp_median):>9}  |"
-                         f"{_g(layer.bound_ratio):>7}  {layer.verdict}"
-                         + (f" ({layer.reason})" if layer.verdict in ("overflow", "mismatch") else ""))
+                         f"{_g(layer.bound_ratio) if layer.bound_ratio == layer.bound_ratio else '-':>7}  {layer.verdict}"
+                         + (f" ({layer.reason})" if layer.verdict in ("overflow", "mismatch", "no bound") else ""))
         sections.append("\n".join(lines))
     sections.append(verdict_matrix(results))
     layers = "\n".join(f"  {layer}: {label}" for layer, label in closest.items())
@@ -86,9 +87,14 @@ def full_report(results, closest, sentences):
     return "\n\n".join(sections)
 
 
+def _short(name, limit=40):
+    """A layer name cut in the middle when longer than `limit`, so columns stay readable."""
+    return name if len(name) <= limit else name[: limit // 2 - 1] + "…" + name[-(limit // 2):]
+
+
 def verdict_matrix(results):
     """Verdicts at a glance: rows = layers, columns = captures."""
-    layers = [layer.layer for layer in results[0].layers]
+    layers = [_short(layer.layer) for layer in results[0].layers]
     body = [[name, *(SHORT_VERDICTS[r.layers[i].verdict] for r in results)] for i, name in enumerate(layers)]
     notes = []
     for r in results:

@@ -6,10 +6,10 @@ Both Keras formats describe a functional model as a list of layers, each with it
 nodes (one per call), each node naming the tensors it consumes as (layer, node, tensor).
 They differ in spelling:
 
-- tf-keras: `inbound_nodes: [[[layer, node, tensor, kwargs], ...], ...]`, and a nested
-  model's node indices count from 1 (its node 0 is its own construction);
+- tf-keras: `inbound_nodes: [[[layer, node, tensor, kwargs], ...], ...]`;
 - Keras 3: `inbound_nodes: [{"args": [...], "kwargs": {...}}]` with `__keras_tensor__`
-  entries holding `keras_history: [layer, node, tensor]`, and node indices from 0.
+  entries holding `keras_history: [layer, node, tensor]`;
+and in how they count a nested model's calls (`_counts_from_one`).
 """
 from dataclasses import dataclass, field
 
@@ -57,12 +57,23 @@ def parse(model_config, keras3):
         layer = Layer(entry.get("name", entry["config"].get("name")), entry["class_name"], entry["config"])
         layer.nodes = [_parse_node(node, keras3) for node in entry.get("inbound_nodes", [])]
         layers.append(layer)
-    offsets = {} if keras3 else {layer.name: 1 for layer in layers if is_model(layer.class_name)}
-    for layer in layers:  # tf-keras counts a nested model's calls from 1
-        for node in layer.nodes:
-            node.inputs = [(name, index - offsets.get(name, 0), tensor) for name, index, tensor in node.inputs]
+    # A nested model built on an Input has a node of its own construction, which the saved
+    # config skips: its calls count from 1 there (tf-keras: everywhere; Keras 3: only in
+    # output_layers, and only for Functional models; its tensors' keras_history counts from 0).
+    offsets = {layer.name: 1 for layer in layers if _counts_from_one(layer, keras3)}
+    if not keras3:
+        for layer in layers:
+            for node in layer.nodes:
+                node.inputs = [(name, index - offsets.get(name, 0), tensor) for name, index, tensor in node.inputs]
     outputs = [(name, index - offsets.get(name, 0), tensor) for name, index, tensor in _triples(config["output_layers"])]
     return Graph(config.get("name", "model"), layers, _triples(config["input_layers"]), outputs)
+
+
+def _counts_from_one(layer, keras3):
+    if layer.class_name in ("Functional", "Model"):
+        return True
+    first = (layer.config.get("layers") or [{}])[0]
+    return not keras3 and layer.class_name == "Sequential" and first.get("class_name") == "InputLayer"
 
 
 def _triples(value):

@@ -1,0 +1,248 @@
+"""Your own model: a zoo of user-like models (tests/zoo.py), each converted and run for real
+in TensorFlow Python, every Node backend and browser WebGL, and judged layer by layer."""
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_one_line_error, check, corrupt_weight, leftovers, run_script
+from tfjs_parity.capture import Capture
+from tfjs_parity.plan import PLAN_FILE, Plan
+
+sys.path.insert(0, str(ROOT / "tests"))
+from zoo import ZOO  # noqa: E402
+
+FLOAT32_OK = {"same bits", "float32 rounding"}
+EXPECTED_CAPTURES = {"python/tensorflow", "node/tensorflow", "node/cpu", "node/wasm", "browser/webgl"}
+
+
+@pytest.fixture(scope="session")
+def zoo_files(tmp_path_factory):
+    """Every zoo model, saved as its user would (.h5, SavedModel, Keras 3 .keras)."""
+    folder = tmp_path_factory.mktemp("zoo")
+    subprocess.run([sys.executable, str(ROOT / "tests" / "zoo.py"), str(folder)], check=True, capture_output=True)
+    return {name: folder / file for name, file in ZOO.items()}
+
+
+def run_pipeline(model_file, out):
+    """Steps 1 to 4 on `model_file`, as a user runs them; the --full JSON result."""
+    check(run_script("create_keras_model.py", "--model", model_file, "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "all", "--repeat", "1"))
+    check(run_script("run_browser.py", "--out-dir", out, "--repeat", "1"))
+    done = check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    return done, json.loads((out / "full.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def zoo_runs(zoo_files, tmp_path_factory):
+    """{name: (out dir, compare's stdout, --full JSON)} for every zoo model; two at a time."""
+    root = tmp_path_factory.mktemp("zoo_runs")
+
+    def one(name):
+        done, document = run_pipeline(zoo_files[name], root / name)
+        return name, (root / name, done.stdout, document)
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(one, ZOO))
+
+
+def verdicts(capture_entry):
+    return {layer["layer"]: layer["verdict"] for layer in capture_entry["layers"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ZOO))
+def test_every_layer_in_every_runtime_is_float32_rounding(zoo_runs, name):
+    out, stdout, document = zoo_runs[name]
+    plan = Plan.load(out / "keras_converted" / PLAN_FILE)
+    captures = {c["label"]: c for c in document["captures"]}
+    assert set(captures) == EXPECTED_CAPTURES
+    for label, entry in captures.items():
+        judged = verdicts(entry)
+        assert list(judged) == [p.name for p in plan.points], label  # every point, in order
+        assert set(judged.values()) <= FLOAT32_OK, (label, {k: v for k, v in judged.items() if v not in FLOAT32_OK})
+        for layer in entry["layers"]:
+            assert layer["bound_ratio"] <= 1 and layer["vs_float64"]["max_rel"] < 1e-3, (label, layer)
+    for point in plan.points:  # every point appears in the printed report too
+        assert f"\n{point.name[:19]}" in stdout
+
+
+def test_nested_models_and_shared_layers_become_points_of_their_own(zoo_runs):
+    out, _, _ = zoo_runs["two_inputs"]
+    plan = Plan.load(out / "keras_converted" / PLAN_FILE)
+    points = {p.name: p for p in plan.points}
+    assert [i.name for i in plan.inputs] == ["left", "right"]
+    # one Dense called on both inputs: a point per call, the weights at the first
+    assert points["shared_call0"].sources == [{"input": "left"}] and points["shared_call0"].weights
+    assert points["shared_call1"].sources == [{"input": "right"}] and not points["shared_call1"].weights
+    # a Sequential inside the model: its layers, not one opaque block
+    assert points["inner_dense"].path == ["inner", "inner_dense"] and "inner" not in points
+    node = Capture.load(out / "keras_model_tfjs_node.json")
+    python = Capture.load(out / "keras_model_python.json")
+    assert "shared_call1_weights" not in node.tensors
+    np.testing.assert_array_equal(node.outputs("shared_call1")[0], python.outputs("shared_call1")[0])
+
+
+def test_keras3_model_is_translated_and_judged_against_its_original(zoo_runs):
+    out, stdout, document = zoo_runs["keras3"]
+    converted = out / "keras_converted"
+    plan = Plan.load(converted / PLAN_FILE)
+    assert plan.source == {"format": "keras3", "file": "source_model.keras"}
+    assert (converted / "source_model.keras").is_file()
+    python = Capture.load(out / "keras_model_python.json")
+    assert python.metadata["versions"]["keras"].startswith("3.")  # captured by Keras 3 itself
+    assert python.metadata["model"]["format"] == "keras3"
+    topology = json.loads((converted / "model.json").read_text())["modelTopology"]["model_config"]["config"]
+    leaky = next(layer for layer in topology["layers"] if layer["class_name"] == "LeakyReLU")
+    assert leaky["config"]["alpha"] == pytest.approx(0.1)  # Keras 3's negative_slope, renamed
+    assert [p.name for p in plan.points][-2:] == ["head_hidden", "head_dense"]  # the nested Keras 3 model
+
+
+def test_integer_inputs_stay_within_the_vocabulary_and_the_input_is_recorded(zoo_runs, zoo_files, tmp_path):
+    out, _, _ = zoo_runs["text"]
+    python = Capture.load(out / "keras_model_python.json")
+    tokens = python.inputs["tokens"]
+    assert tokens.dtype == np.int32 and tokens.shape == (1, 12) and 0 <= tokens.min() and tokens.max() < 50
+    assert python.metadata["input_origin"]["random_seed"] == 0
+    node = Capture.load(out / "keras_model_tfjs_node.json")
+    np.testing.assert_array_equal(node.inputs["tokens"], tokens)
+    # the same seed gives the same input; another seed another
+    check(run_script("create_keras_model.py", "--model", zoo_files["text"], "--out-dir", tmp_path, "--repeat", "1",
+                     "--input-seed", "5"))
+    other = Capture.load(tmp_path / "keras_model_python.json").inputs["tokens"]
+    assert not np.array_equal(other, tokens)
+
+
+def test_an_npz_input_feeds_each_input_by_name(zoo_files, tmp_path):
+    left = np.linspace(-2, 2, 6, dtype=np.float32)[None]
+    right = np.full((1, 6), 0.5, dtype=np.float64)  # float64: fed to the float32 model as float32
+    np.savez(tmp_path / "feed.npz", right=right, left=left)
+    out = tmp_path / "out"
+    check(run_script("create_keras_model.py", "--model", zoo_files["two_inputs"], "--input", tmp_path / "feed.npz",
+                     "--out-dir", out, "--repeat", "1"))
+    python = Capture.load(out / "keras_model_python.json")
+    np.testing.assert_array_equal(python.inputs["left"], left)
+    np.testing.assert_array_equal(python.inputs["right"], right.astype(np.float32))
+    assert python.metadata["input_origin"]["file"].endswith("feed.npz")
+
+
+@pytest.mark.slow
+def test_a_scaled_kernel_in_the_weights_file_is_a_mismatch_at_that_layer_only(zoo_runs, tmp_path):
+    source, _, _ = zoo_runs["cnn"]
+    out = tmp_path / "cnn"
+    shutil.copytree(source / "keras_converted", out / "keras_converted")
+    for name in ("keras_model_python.json", "keras_model_float64.json"):
+        shutil.copy(source / name, out / name)
+    corrupt_weight(out / "keras_converted", "separable_conv2d/pointwise_kernel", lambda w: w * 1.001)
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "cpu", "--repeat", "1"))
+    done = run_script("compare_outputs.py", "--out-dir", out, out / "keras_model_tfjs_node_cpu.json", "--full",
+                      "--json", out / "full.json")
+    captures = {c["label"]: c for c in json.loads((out / "full.json").read_text())["captures"]}
+    judged = list(verdicts(captures["node/cpu"]).items())
+    layers = [name for name, _ in judged]
+    at = layers.index("separable_conv2d")
+    assert judged[at][1] == "mismatch", judged
+    assert all(verdict in FLOAT32_OK for _, verdict in judged[:at]), judged
+    assert "node/cpu: mismatch starts at separable_conv2d" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_recurrent_kernel_off_by_a_little_is_caught_by_the_output_check_alone(zoo_runs, tmp_path):
+    """A runtime that reports the right weights but computes with an LSTM recurrent kernel
+    off by 0.3%: only the output check, through the bound carried over 12 time steps, sees it."""
+    source, _, _ = zoo_runs["text"]
+    out = tmp_path / "text"
+    shutil.copytree(source / "keras_converted", out / "keras_converted")
+    for name in ("keras_model_python.json", "keras_model_float64.json"):
+        shutil.copy(source / name, out / name)
+    corrupt_weight(out / "keras_converted", "lstm/lstm_cell/recurrent_kernel", lambda w: w * 1.003)
+    check(run_script("run_node.py", "--out-dir", out, "--repeat", "1"))
+    node = Capture.load(out / "keras_model_tfjs_node.json")
+    python = Capture.load(out / "keras_model_python.json")
+    for key in node.tensors:
+        if key.endswith("_weights"):
+            node.tensors[key] = python.tensors[key]
+    node.save(out / "keras_model_tfjs_node.json")
+    run_script("compare_outputs.py", "--out-dir", out, out / "keras_model_tfjs_node.json", "--full", "--json",
+               out / "full.json")
+    captures = {c["label"]: c for c in json.loads((out / "full.json").read_text())["captures"]}
+    judged = verdicts(captures["node/tensorflow"])
+    assert judged["embedding"] == "same bits" and judged["lstm"] == "mismatch", judged
+
+
+def test_the_long_report_stays_aligned(zoo_runs):
+    _, stdout, document = zoo_runs["mobilenet"]
+    assert len(document["captures"][0]["layers"]) > 150
+    block = next(b for b in stdout.split("\n\n") if b.startswith("python/tensorflow  (stores")).splitlines()
+    header, rows = block[1], block[2:]
+    column = header.index("vs Python")
+    assert all(len(row) > column and row[column - 1] == " " for row in rows)  # names never push into the numbers
+
+
+# --- bad input: one line, a non-zero exit, nothing written ----------------------------------
+
+def build_with_tf_keras(tmp_path, code, name):
+    """Save a small tf-keras model made by `code` (which sets `model`) as tmp_path/name."""
+    script = ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tf_keras as keras\n" + code +
+              f"\nmodel.save({str(tmp_path / name)!r})\n")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("code, fragments", [
+    ("i = keras.Input((4,)); model = keras.Model(i, keras.layers.Lambda(lambda x: x * 2, name='double')(i))",
+     ["layer 'double' (Lambda)", "tfjs cannot run"]),
+    ("i = keras.Input((5, 3)); model = keras.Model(i, keras.layers.GRU(2, name='gru_default')(i))",
+     ["layer 'gru_default' (GRU)", "reset_after=True", "reset_after=False"]),
+])
+def test_a_layer_tfjs_cannot_run_is_named(tmp_path, code, fragments):
+    model = build_with_tf_keras(tmp_path, code, "model.h5")
+    done = run_script("create_keras_model.py", "--model", model, "--out-dir", tmp_path / "out")
+    assert_one_line_error(done, *fragments)
+    assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("missing.keras", None, "not found"),
+    ("notes.keras", b"not a zip", "not a Keras 3 .keras file"),
+    ("weights.h5", b"\x89HDF\r\n\x1a\n garbage", "not an HDF5 file"),
+    ("model.onnx", b"x", "expected a .keras file, a .h5 file or a SavedModel folder"),
+])
+def test_a_file_that_is_not_a_model_is_one_line(tmp_path, name, content, fragment):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    done = run_script("create_keras_model.py", "--model", tmp_path / name, "--out-dir", tmp_path / "out")
+    assert_one_line_error(done, f"--model {tmp_path / name}", fragment)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model, array, fragments", [
+    ("mlp", np.zeros((1, 21), np.float32), ["input 'input_1'", "shape [1, 21]", "expected shape (batch, 20) float32"]),
+    ("text", np.zeros((1, 12), np.float32), ["input 'tokens' is float32", "expected shape (batch, 12) int32"]),
+    ("two_inputs", np.zeros((1, 6), np.float32), ["one array, but the model has 2 inputs", "left (batch, 6)"]),
+])
+def test_an_input_that_does_not_fit_names_what_was_expected(zoo_files, tmp_path, model, array, fragments):
+    np.save(tmp_path / "input.npy", array)
+    done = run_script("create_keras_model.py", "--model", zoo_files[model], "--input", tmp_path / "input.npy",
+                      "--out-dir", tmp_path / "out")
+    assert_one_line_error(done, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_study_options_do_not_mix_with_a_model(zoo_files, tmp_path):
+    done = run_script("create_keras_model.py", "--model", zoo_files["mlp"], "--depth", "3", "--out-dir", tmp_path)
+    assert_one_line_error(done, "--depth, --units and --seed build the study's model")
+
+
+def test_the_kit_knows_which_layers_tfjs_has():
+    """model.TFJS_LAYERS against the classes tfjs-layers really registers."""
+    from tfjs_parity.model import TFJS_LAYERS
+    script = ("const tf = require('@tensorflow/tfjs');"
+              "console.log(JSON.stringify(Object.keys(tf.serialization.SerializationMap.getMap().classNameMap)));")
+    done = subprocess.run(["node", "-e", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    registered = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert TFJS_LAYERS <= registered, TFJS_LAYERS - registered
+    assert "Lambda" not in registered and "Subtract" not in registered
