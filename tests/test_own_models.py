@@ -246,3 +246,36 @@ def test_the_kit_knows_which_layers_tfjs_has():
     registered = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert TFJS_LAYERS <= registered, TFJS_LAYERS - registered
     assert "Lambda" not in registered and "Subtract" not in registered
+
+
+@pytest.mark.slow
+def test_every_browser_backend_and_float16_on_a_cnn(zoo_runs, tmp_path):
+    """WebGPU, WASM and the plain CPU backend in Chromium are float32 rounding on every layer;
+    float16 textures are reduced precision (max pooling stays exact), never a mismatch."""
+    source, _, _ = zoo_runs["cnn"]
+    out = tmp_path / "cnn"
+    shutil.copytree(source / "keras_converted", out / "keras_converted")
+    for name in ("keras_model_python.json", "keras_model_float64.json"):
+        shutil.copy(source / name, out / name)
+    check(run_script("run_browser.py", "--out-dir", out, "--backend", "all", "--repeat", "1"))
+    check(run_script("run_browser.py", "--out-dir", out, "--precision", "f16", "--repeat", "1"))
+    check(run_script("compare_outputs.py", "--out-dir", out, *sorted(out.glob("keras_model_tfjs_*.json")),
+                     "--full", "--json", out / "full.json"))
+    captures = {c["label"]: c for c in json.loads((out / "full.json").read_text())["captures"]}
+    assert set(captures) == {"python/tensorflow", "browser/webgl", "browser/wasm", "browser/cpu", "browser/webgpu",
+                             "browser/webgl/f16"}
+    for label, entry in captures.items():
+        expected = FLOAT32_OK | ({"reduced precision"} if label.endswith("f16") else set())
+        assert set(verdicts(entry).values()) <= expected, (label, verdicts(entry))
+    assert "reduced precision" in verdicts(captures["browser/webgl/f16"]).values()
+
+
+def test_keras3_hard_sigmoid_has_no_tfjs_counterpart(tmp_path):
+    """Keras 3's hard_sigmoid is clip(x/6 + 0.5); tf-keras's and tfjs's is clip(0.2x + 0.5):
+    translating the name would silently change the function."""
+    script = ("import keras\ni = keras.Input((5, 3))\n"
+              "o = keras.layers.LSTM(2, recurrent_activation='hard_sigmoid', name='gates')(i)\n"
+              f"keras.Model(i, o).save({str(tmp_path / 'hard.keras')!r})\n")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    done = run_script("create_keras_model.py", "--model", tmp_path / "hard.keras", "--out-dir", tmp_path / "out")
+    assert_one_line_error(done, "layer 'gates' (LSTM)", "hard_sigmoid", "clip(x/6 + 0.5)")
