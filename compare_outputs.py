@@ -46,15 +46,16 @@ def main():
     parser.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
     args = parser.parse_args()
 
-    reference = Capture.load(args.out_dir / paths.PYTHON_CAPTURE, made_by=paths.MADE_BY[paths.PYTHON_CAPTURE])
+    reference = Capture.load(paths.find_capture(args.out_dir, paths.PYTHON_CAPTURE),
+                             made_by=paths.MADE_BY[paths.PYTHON_CAPTURE])
     if args.captures:
         others = [Capture.load(path) for path in args.captures]
         titled = [(f"tf.Keras Python vs tfjs {c.label}", c) for c in others]
     else:
-        study = [Capture.load(args.out_dir / name, made_by=paths.MADE_BY[name]) for _, name in BLOCKS]
+        study = [Capture.load(paths.find_capture(args.out_dir, name), made_by=paths.MADE_BY[name])
+                 for _, name in BLOCKS]
         titled = [(title, c) for (title, _), c in zip(BLOCKS, study)]
-        others = study + [Capture.load(path) for path in sorted(args.out_dir.glob("keras_model_tfjs_*.json"))
-                          if path.name not in (name for _, name in BLOCKS)]
+        others = study + [Capture.load(path) for path in paths.extra_captures(args.out_dir, [n for _, n in BLOCKS])]
     diffs = {id(c): compare_captures(reference, c) for c in others}
     sections = [study_block(title, diffs[id(c)]) for title, c in titled]
     if len(others) > len(BLOCKS) or args.captures:
@@ -66,7 +67,8 @@ def main():
     if not (args.full or gating or args.json or args.html):
         return 0
     from tfjs_parity.verdict import closeness, gate as apply_gate, judge_all
-    exact = Capture.load(args.out_dir / paths.REFERENCE_CAPTURE, made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
+    exact = Capture.load(paths.find_capture(args.out_dir, paths.REFERENCE_CAPTURE),
+                         made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
     results = judge_all(args.out_dir / paths.CONVERTED_DIR, reference, exact,
                         sorted(others, key=column_order))
     closest, sentences = closeness(results)

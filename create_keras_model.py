@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tfjs_parity import KitError, paths
 from tfjs_parity.cli import positive_int, run_main
+from tfjs_parity.runs import add_format_argument, add_timing_arguments, format_note, save_capture
 
 
 def main():
@@ -37,9 +38,9 @@ def main():
     study.add_argument("--depth", type=positive_int, help="number of Dense layers (default 10)")
     study.add_argument("--units", type=positive_int, help="units per layer and input size (default 50)")
     study.add_argument("--seed", type=int, help="seed of the RandomUniform(-1, 1) initializer (default 123)")
-    parser.add_argument("--repeat", type=positive_int, default=10, metavar="N",
-                        help="timed predictions after one warm-up (default 10)")
+    add_timing_arguments(parser)
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
+    add_format_argument(parser)
     args = parser.parse_args()
     if args.model and any(v is not None for v in (args.depth, args.units, args.seed)):
         raise KitError("--depth, --units and --seed build the study's model; they do not apply with --model")
@@ -72,17 +73,18 @@ def main():
             feed = model_inputs.study_inputs(specs)
             origin = {"study": "a batch of one vector of ones"}
         plan = make_plan(source, flat, specs)
-        capture = python_runner.run(source.model, source.keras, plan, feed, args.repeat)
+        capture = python_runner.run(source.model, source.keras, plan, feed, args.repeat, args.budget)
         exact = reference_capture(source, plan, feed)
         save_converted(flat, plan, feed, source, args.out_dir / paths.CONVERTED_DIR)
     described = {"file": str(source.file) if source.file else None, "format": source.format,
                  "points": len(plan.points)}
     for result in (capture, exact):
         result.metadata.update(input_origin=origin, model=described)
-    capture.save(args.out_dir / paths.PYTHON_CAPTURE)
-    exact.save(args.out_dir / paths.REFERENCE_CAPTURE)
-    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} capture points), "
-          f"{args.out_dir / paths.PYTHON_CAPTURE} and {args.out_dir / paths.REFERENCE_CAPTURE}")
+    written = [save_capture(result, args.out_dir / name, args.format)
+               for result, name in ((capture, paths.PYTHON_CAPTURE), (exact, paths.REFERENCE_CAPTURE))]
+    note = format_note(capture, written[0], args.format)
+    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} capture points), {written[0]} and "
+          f"{written[1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
 
 
 if __name__ == "__main__":

@@ -128,9 +128,10 @@
     return Array.isArray(predictions) ? predictions : [predictions];
   }
 
-  // Warm up once (shader compilation, allocation), then time `repeat` predictions, each
-  // until its results are read back.
-  async function timePredictions(tf, probe, feed, repeat) {
+  // Warm up once (shader compilation, allocation), then time up to `repeat` predictions, each
+  // until its results are read back, stopping early once `budgetMs` is spent (a model whose
+  // prediction takes seconds gets fewer runs; the count is in runs_ms).
+  async function timePredictions(tf, probe, feed, repeat, budgetMs) {
     const once = async () => {
       const start = performance.now();
       const predictions = await predictAll(probe, feed);
@@ -140,12 +141,16 @@
     };
     const warmupMs = await once();
     const runsMs = [];
-    for (let i = 0; i < repeat; i += 1) runsMs.push(await once());
+    let spent = 0;
+    while (runsMs.length < repeat && (runsMs.length === 0 || spent < budgetMs)) {
+      runsMs.push(await once());
+      spent += runsMs[runsMs.length - 1];
+    }
     const sorted = runsMs.slice().sort((a, b) => a - b);
     const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2]
       : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
     return {warmup_ms: warmupMs, runs_ms: runsMs, median_ms: median, min_ms: sorted[0],
-            max_ms: sorted[sorted.length - 1]};
+            max_ms: sorted[sorted.length - 1], repeat, budget_s: budgetMs / 1000};
   }
 
   // Only this backend's own flags: evaluating another's can have side effects (the WebGL
@@ -165,8 +170,11 @@
     return values;
   }
 
-  // The whole capture: flags, backend, self-test, model, inputs, outputs, timing, metadata.
-  //   options: {backend, flags, repeat, loadModel(), loadPlan(), loadInputs(plan), metadata}
+  // The whole capture: flags, backend, self-test, model, inputs, timing, metadata, then
+  // every point's tensors handed to `options.sink`, which writes or uploads them.
+  //   options: {backend, flags, repeat, budgetSeconds, loadModel(), loadPlan(), loadInputs(plan),
+  //             metadata, describe() (more metadata, once the backend runs), sink(metadata, entries, progress),
+  //             progress(done, total)}
   async function runCapture(tf, options) {
     await applyFlags(tf, options.flags || {});
     await useBackend(tf, options.backend);
@@ -177,20 +185,17 @@
     const feed = feedOf(model, inputs);
     const probe = probeModel(tf, model, plan);
     const predictions = await predictAll(probe, feed);
-    const capture = {metadata: {}};
+    const entries = [];  // [{key, tensors}] in plan order
     let position = 0;
     for (const point of plan.points) {
-      if (point.weights) {
-        capture[`${point.name}_weights`] = await Promise.all(model.getLayer(point.layer).getWeights().map(encodeTensor));
-      }
-      capture[`${point.name}_output`] = await Promise.all(
-        predictions.slice(position, position + point.outputs).map(encodeTensor));
+      if (point.weights) entries.push({key: `${point.name}_weights`, tensors: model.getLayer(point.layer).getWeights()});
+      entries.push({key: `${point.name}_output`, tensors: predictions.slice(position, position + point.outputs)});
       position += point.outputs;
     }
-    tf.dispose(predictions);
     const encodedInputs = {};
     for (const [name, tensor] of Object.entries(inputs)) encodedInputs[name] = await encodeTensor(tensor);
-    capture.metadata = Object.assign({
+    const budgetMs = 1000 * (options.budgetSeconds || 10);
+    const metadata = Object.assign({
       schema: SCHEMA,
       backend: tf.getBackend(),
       versions: Object.assign({}, tf.version),
@@ -198,11 +203,63 @@
       precision_flags: await precisionFlagValues(tf, options.backend),
       evaluated_flags: Object.assign({}, tf.env().getFlags()),
       inputs: encodedInputs,
-      timing: await timePredictions(tf, probe, feed, options.repeat || 10),
+      timing: await timePredictions(tf, probe, feed, options.repeat || 10, budgetMs),
       created: new Date().toISOString(),
-    }, options.metadata);
+    }, options.metadata, options.describe ? await options.describe() : {});
+    try {
+      return await options.sink(metadata, entries, options.progress || (() => {}));
+    } finally {
+      tf.dispose(predictions);
+    }
+  }
+
+  // safetensors (tfjs_parity/capture.py documents the layout): the header for `entries`, from
+  // shapes and dtypes alone, and each tensor's bytes, one at a time, so no capture is ever
+  // one big string. Typed arrays are little-endian on every platform tfjs runs on.
+  const SAFETENSORS_DTYPES = {float32: 'F32', int32: 'I32'};
+
+  function safetensorsHeader(metadata, entries) {
+    const header = {};
+    let offset = 0;
+    for (const {key, tensors} of entries) {
+      tensors.forEach((tensor, i) => {
+        if (!(tensor.dtype in SAFETENSORS_DTYPES)) throw new Error(`${key}[${i}] has dtype ${tensor.dtype}`);
+        const size = tensor.size * 4;
+        header[`${key}/${i}`] = {dtype: SAFETENSORS_DTYPES[tensor.dtype], shape: tensor.shape,
+                                 data_offsets: [offset, offset + size]};
+        offset += size;
+      });
+    }
+    header.__metadata__ = {capture: JSON.stringify({metadata, keys: entries.map((e) => [e.key, e.tensors.length])})};
+    let json = JSON.stringify(header);
+    json += ' '.repeat((8 - (new TextEncoder().encode(json).length % 8)) % 8);
+    const body = new TextEncoder().encode(json);
+    const bytes = new Uint8Array(8 + body.length);
+    new DataView(bytes.buffer).setBigUint64(0, BigInt(body.length), true);
+    bytes.set(body, 8);
+    return {bytes, dataBytes: offset};
+  }
+
+  // Hand each tensor's bytes to `write` in header order; report progress per key.
+  async function eachTensorBytes(entries, write, progress) {
+    let done = 0;
+    for (const {tensors} of entries) {
+      for (const tensor of tensors) {
+        const data = await tensor.data();
+        await write(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      }
+      done += 1;
+      progress(done, entries.length);
+    }
+  }
+
+  // The capture as one JSON object (the study's format), for a page's download link.
+  async function jsonCapture(metadata, entries) {
+    const capture = {metadata};
+    for (const {key, tensors} of entries) capture[key] = await Promise.all(tensors.map(encodeTensor));
     return capture;
   }
 
-  return {encodeTensor, decodeTensor, decodeInputs, applyFlags, useBackend, selfTest, runCapture};
+  return {encodeTensor, decodeTensor, decodeInputs, applyFlags, useBackend, selfTest, runCapture,
+          safetensorsHeader, eachTensorBytes, jsonCapture};
 }));

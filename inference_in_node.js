@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 // Step 2 of 4: run the converted model under Node with @tensorflow/tfjs-node and capture
-// every layer. Usually started by run_node.py; by hand:
+// every point of the probe plan. Usually started by run_node.py; by hand:
 //
 //   node inference_in_node.js --model results/keras_converted/model.json \
-//       --out results/keras_model_tfjs_node.json [--backend tensorflow]
+//       --out capture.safetensors [--backend tensorflow] [--repeat 10] [--budget 10]
+//
+// Writes a safetensors capture (tfjs_parity/capture.py documents it), one tensor at a time:
+// a capture never passes through one big string. Prints `progress K/N` lines on stderr.
 'use strict';
 
 const fs = require('fs');
@@ -11,8 +14,8 @@ const os = require('os');
 const path = require('path');
 const common = require('./inference_common.js');
 
-const USAGE = 'usage: node inference_in_node.js --model MODEL_JSON --out CAPTURE_JSON ' +
-  '[--backend tensorflow|cpu|wasm] [--flags JSON] [--repeat N]';
+const USAGE = 'usage: node inference_in_node.js --model MODEL_JSON --out CAPTURE.safetensors ' +
+  '[--backend tensorflow|cpu|wasm] [--flags JSON] [--metadata JSON] [--repeat N] [--budget SECONDS]';
 const BACKENDS = ['tensorflow', 'cpu', 'wasm'];
 
 function fail(message) {
@@ -23,8 +26,9 @@ function fail(message) {
 process.on('unhandledRejection', (error) => fail(error && error.message ? error.message : String(error)));
 
 function parseArgs(argv) {
-  const args = {backend: 'tensorflow', flags: '{}', repeat: '10'};
-  const keys = {'--model': 'model', '--out': 'out', '--backend': 'backend', '--flags': 'flags', '--repeat': 'repeat'};
+  const args = {backend: 'tensorflow', flags: '{}', metadata: '{}', repeat: '10', budget: '10'};
+  const keys = {'--model': 'model', '--out': 'out', '--backend': 'backend', '--flags': 'flags',
+                '--metadata': 'metadata', '--repeat': 'repeat', '--budget': 'budget'};
   for (let i = 0; i < argv.length; i += 1) {
     const flag = argv[i];
     if (flag === '--help' || flag === '-h') {
@@ -37,21 +41,34 @@ function parseArgs(argv) {
   }
   if (!args.model || !args.out) fail(`--model and --out are required\n${USAGE}`);
   if (!BACKENDS.includes(args.backend)) fail(`--backend ${args.backend} is not one of ${BACKENDS.join(', ')}`);
-  try {
-    args.flags = JSON.parse(args.flags);
-  } catch (error) {
-    fail(`--flags must be a JSON object, e.g. '{"WEBGL_PACK": false}'`);
+  for (const name of ['flags', 'metadata']) {
+    try {
+      args[name] = JSON.parse(args[name]);
+    } catch (error) {
+      fail(`--${name} must be a JSON object, e.g. '{"WEBGL_PACK": false}'`);
+    }
   }
   args.repeat = Number(args.repeat);
   if (!Number.isInteger(args.repeat) || args.repeat < 1) fail('--repeat must be a whole number of at least 1');
+  args.budget = Number(args.budget);
+  if (!(args.budget > 0)) fail('--budget must be a number of seconds above 0');
   return args;
 }
 
-// Write through a temporary file and rename, so no reader ever sees half a capture.
-function writeAtomically(file, text) {
+// The capture as a safetensors file: header, then each tensor's bytes, through a temporary
+// file renamed at the end, so no reader ever sees half a capture.
+async function writeSafetensors(file, metadata, entries, progress) {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeSync(fd, common.safetensorsHeader(metadata, entries).bytes);
+    await common.eachTensorBytes(entries, async (bytes) => { fs.writeSync(fd, bytes); }, progress);
+    fs.closeSync(fd);
+    fs.renameSync(tmp, file);
+  } catch (error) {
+    fs.rmSync(tmp, {force: true});
+    throw error;
+  }
 }
 
 async function main() {
@@ -78,22 +95,24 @@ async function main() {
     if (!fs.existsSync(file)) fail(`${file} not found (${what}); run \`python create_keras_model.py\` again`);
     return JSON.parse(fs.readFileSync(file, 'utf8'));
   };
-  const capture = await common.runCapture(tf, {
+  await common.runCapture(tf, {
     backend: args.backend,
     flags: args.flags,
     repeat: args.repeat,
+    budgetSeconds: args.budget,
     loadModel: () => tf.loadLayersModel(`file://${modelPath}`),
     loadPlan: async () => readJson('probe_plan.json', 'what to capture'),
     loadInputs: async (plan) => common.decodeInputs(tf, readJson('input.json', 'the inputs'), plan),
-    metadata: {
+    metadata: Object.assign({
       runtime: 'node',
       versions: Object.assign({node: process.version, tensorflow: tensorflowVersion}, tf.version),
       environment: {TF_ENABLE_ONEDNN_OPTS: process.env.TF_ENABLE_ONEDNN_OPTS || '(unset: oneDNN on)'},
       platform: `${os.type()} ${os.arch()}`,
       cpu: os.cpus()[0].model,
-    },
+    }, args.metadata),
+    progress: (done, total) => console.error(`progress ${done}/${total}`),
+    sink: (metadata, entries, progress) => writeSafetensors(path.resolve(args.out), metadata, entries, progress),
   });
-  writeAtomically(path.resolve(args.out), JSON.stringify(capture));
 }
 
 main();

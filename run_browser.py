@@ -2,12 +2,14 @@
 by pyppeteer, and capture every layer.
 
     python run_browser.py [--out-dir results] [--backend webgl|wasm|cpu|webgpu|all]
-                          [--precision f32|f16] [--flag NAME=VALUE ...] [--repeat 10]
+                          [--precision f32|f16] [--flag NAME=VALUE ...] [--repeat 10] [--budget 10]
+                          [--format json|safetensors]
 
-Serves the page and model on 127.0.0.1 at a free port, reads the capture straight from the
-page, and writes OUT_DIR/keras_model_tfjs_browser.json (backend webgl), or
-keras_model_tfjs_browser_<backend>[_<variant>].json for any other run. `all` shares one
-Chromium launch. CHROME_PATH picks the browser.
+Serves the page and model on 127.0.0.1 at a free port, takes the capture the page uploads
+there (binary, on a one-time path), and writes OUT_DIR/keras_model_tfjs_browser.json
+(backend webgl), or keras_model_tfjs_browser_<backend>[_<variant>].json for any other run;
+a capture of more than a million values is written as .safetensors instead (--format
+chooses). `all` shares one Chromium launch. CHROME_PATH picks the browser.
 """
 import argparse
 from pathlib import Path
@@ -16,7 +18,8 @@ from tfjs_parity import paths
 from tfjs_parity.cli import run_main
 from tfjs_parity import KitError
 from tfjs_parity.runners import browser_runner
-from tfjs_parity.runs import PRECISIONS, add_run_arguments, chosen_backends, flags_of, save_results
+from tfjs_parity.runs import (PRECISIONS, add_run_arguments, chosen_backends, cpu_model, flags_of, save_results,
+                              variant_of)
 
 
 def main():
@@ -34,9 +37,12 @@ def main():
     if args.precision == "f16" and backends != ["webgl"]:
         raise KitError("--precision f16 emulates float16 WebGL textures: use it with --backend webgl")
     flags = flags_of(args.flag, args.precision)
-    results = browser_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", backends, flags,
-                                 args.repeat, chromium_args=args.chromium_arg)
-    save_results(results, args.out_dir, browser_runner.NAME, flags)
+    # a page cannot see the CPU's name; this host's is it
+    metadata = dict({"cpu": cpu_model()}, **({"variant": variant_of(flags)} if variant_of(flags) else {}))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    results = browser_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir, backends, flags,
+                                 args.repeat, args.budget, metadata, chromium_args=args.chromium_arg)
+    save_results(results, args.out_dir, browser_runner.NAME, flags, args.format)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 native backend) and capture every layer.
 
     python run_node.py [--out-dir results] [--backend tensorflow|cpu|wasm|all]
-                       [--flag NAME=VALUE ...] [--repeat 10]
+                       [--flag NAME=VALUE ...] [--repeat 10] [--budget 10] [--format json|safetensors]
 
 Reads OUT_DIR/keras_converted/ and writes OUT_DIR/keras_model_tfjs_node.json (backend
-tensorflow), or keras_model_tfjs_node_<backend>[_<flags>].json for any other run.
+tensorflow), or keras_model_tfjs_node_<backend>[_<flags>].json for any other run; a capture
+of more than a million values is written as .safetensors instead (--format chooses).
 """
 import argparse
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from tfjs_parity import paths
 from tfjs_parity.cli import run_main
 from tfjs_parity.runners import node_runner
-from tfjs_parity.runs import add_run_arguments, chosen_backends, flags_of, save_results
+from tfjs_parity.runs import add_run_arguments, chosen_backends, flags_of, save_results, variant_of
 
 
 def main():
@@ -23,9 +24,12 @@ def main():
     add_run_arguments(parser, node_runner.BACKENDS, default_backend="tensorflow")
     args = parser.parse_args()
     flags = flags_of(args.flag)
-    results = node_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json",
-                              chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat)
-    save_results(results, args.out_dir, node_runner.NAME, flags)
+    metadata = {"variant": variant_of(flags)} if variant_of(flags) else {}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    results = node_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir,
+                              chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat, args.budget,
+                              metadata)
+    save_results(results, args.out_dir, node_runner.NAME, flags, args.format)
 
 
 if __name__ == "__main__":

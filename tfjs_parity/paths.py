@@ -37,3 +37,23 @@ def capture_file_name(runtime, backend, variant=""):
     if not variant and (runtime, backend) in study:
         return study[(runtime, backend)]
     return f"keras_model_tfjs_{runtime}_{backend}" + (f"_{variant}" if variant else "") + ".json"
+
+
+CAPTURE_SUFFIXES = (".json", ".safetensors")
+
+
+def find_capture(out_dir, name):
+    """The capture called `name` (a .json name) in `out_dir`, as JSON or as safetensors:
+    whichever exists (the kit never leaves both); the .json path when neither does."""
+    for suffix in CAPTURE_SUFFIXES:
+        path = Path(out_dir) / Path(name).with_suffix(suffix)
+        if path.is_file():
+            return path
+    return Path(out_dir) / name
+
+
+def extra_captures(out_dir, skip):
+    """Every keras_model_tfjs_* capture in `out_dir` not named in `skip` (.json names), sorted."""
+    skip_stems = {Path(name).stem for name in skip}
+    found = [p for suffix in CAPTURE_SUFFIXES for p in Path(out_dir).glob(f"keras_model_tfjs_*{suffix}")]
+    return sorted(p for p in found if p.stem not in skip_stems)

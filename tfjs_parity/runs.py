@@ -1,12 +1,15 @@
 """What run_node.py and run_browser.py share: backend choice, tfjs flags and precision
 variants, sanity checks, and saving each backend's capture under its own name."""
 import argparse
+import os
 import platform
 import re
+from pathlib import Path
 
 import numpy as np
 
 from . import KitError
+from .capture import FORMATS, JSON_LIMIT, SafetensorsTensors, chosen_format
 from .cli import positive_int
 from .paths import capture_file_name
 
@@ -34,14 +37,38 @@ def parse_flag(text):
 
 
 def add_run_arguments(parser, backends, default_backend):
-    """The options both runtimes take: --backend, --flag, --repeat."""
+    """The options both runtimes take: --backend, --flag, --repeat, --budget, --format."""
     parser.add_argument("--backend", choices=list(backends) + ["all"], default=default_backend,
                         help=f"tfjs backend, or all of them in one go (default {default_backend})")
     parser.add_argument("--flag", type=parse_flag, action="append", default=[], metavar="NAME=VALUE",
                         help="set a tfjs environment flag before the model runs, repeatable "
                              "(e.g. WEBGL_PACK=false); it goes into the capture's file name")
+    add_timing_arguments(parser)
+    add_format_argument(parser)
+
+
+def add_timing_arguments(parser):
     parser.add_argument("--repeat", type=positive_int, default=10, metavar="N",
-                        help="timed predictions after one warm-up (default 10)")
+                        help="timed predictions after one warm-up, at most (default 10)")
+    # A model whose prediction takes seconds must not take minutes to time: stop at the budget.
+    parser.add_argument("--budget", type=positive_float, default=10.0, metavar="SECONDS",
+                        help="stop timing once this much was spent, after at least one run (default 10)")
+
+
+def add_format_argument(parser):
+    parser.add_argument("--format", choices=list(FORMATS),
+                        help=f"capture file format (default: json up to {JSON_LIMIT:,} values, safetensors above)")
+
+
+def positive_float(text):
+    """argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
 
 
 def chosen_backends(choice, backends):
@@ -88,9 +115,10 @@ def cpu_model():
     return platform.processor() or None
 
 
-def save_results(results, out_dir, runtime, flags):
-    """Save each backend's capture as its own file; print one line per backend. Raise a
-    KitError after saving the rest when any backend failed (nothing is lost)."""
+def save_results(results, out_dir, runtime, flags, requested_format=None):
+    """Save each backend's capture under its own name, in the format chosen for it; print one
+    line per backend. Raise a KitError after saving the rest when any backend failed
+    (nothing is lost). Captures backed by a staging file are moved, not copied."""
     variant = variant_of(flags)
     failures = []
     for backend, result in results.items():
@@ -102,14 +130,41 @@ def save_results(results, out_dir, runtime, flags):
         if isinstance(result, KitError):
             failures.append(str(result))
             continue
-        if variant:
-            result.metadata["variant"] = variant
-        result.metadata.setdefault("cpu", cpu_model())  # a page cannot see the CPU's name; this host's is it
-        path = out_dir / capture_file_name(runtime, backend, variant)
-        result.save(path)
+        path = save_capture(result, out_dir / capture_file_name(runtime, backend, variant), requested_format)
         timing = result.metadata.get("timing", {})
         print(f"wrote {path} ({result.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
-              + (f", {result.metadata['renderer']}" if result.metadata.get("renderer") else "") + ")")
+              + (f", {result.metadata['renderer']}" if result.metadata.get("renderer") else "")
+              + format_note(result, path, requested_format) + ")")
+    for result in results.values():
+        staged = getattr(result, "tensors", None)
+        if isinstance(staged, SafetensorsTensors) and staged.path.name.startswith("."):
+            staged.path.unlink(missing_ok=True)  # a capture refused above, or one saved as JSON
     if failures:
         unique = list(dict.fromkeys(failures))
         raise KitError(unique[0] if len(unique) == 1 else "; ".join(unique))
+
+
+def save_capture(capture, json_path, requested_format=None):
+    """Save `capture` beside `json_path`, as JSON or safetensors (chosen_format); a capture
+    whose tensors are already in a staging safetensors file is renamed into place. Returns
+    the path written."""
+    format_ = chosen_format(capture, requested_format)
+    path = Path(json_path).with_suffix(FORMATS[format_])
+    staged = capture.tensors if isinstance(capture.tensors, SafetensorsTensors) else None
+    if format_ == "safetensors" and staged is not None and not staged.replaced \
+            and staged.written_metadata == capture.metadata:
+        os.replace(staged.path, path)
+        staged.path = path
+        for suffix in FORMATS.values():
+            if path.with_suffix(suffix) != path:
+                path.with_suffix(suffix).unlink(missing_ok=True)
+    else:
+        capture.save(path)
+    return path
+
+
+def format_note(capture, path, requested_format):
+    """', safetensors: N values > JSON_LIMIT' when the size chose the binary format, else ''."""
+    if path.suffix == FORMATS["safetensors"] and not requested_format:
+        return f", safetensors: {capture.values:,} values > {JSON_LIMIT:,}"
+    return ""

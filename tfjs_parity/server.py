@@ -1,20 +1,121 @@
-"""A loopback HTTP server for the browser page that serves an allowlist and nothing else:
-no directory listing, no path resolution, so nothing outside those files can be reached."""
+"""A loopback HTTP server for the browser page that serves an allowlist and nothing else
+(no directory listing, no path resolution, no symlinks, only its own Host), and takes the
+page's captures as binary uploads on one-time paths.
+
+An upload is a safetensors file sent in pieces, each a POST to /upload/<token>/<name>/...:
+`begin` (the header: 8-byte length + JSON, which fixes the total size), `data` (the next
+tensor's bytes, in header order), `end`. The token is fresh for each run; the names are the
+captures this run asked for; each may be uploaded once; nothing beyond the size the header
+announced (and at most MAX_CAPTURE_BYTES) is accepted. The file is written to a temporary
+name in the staging folder and renamed when complete."""
 import http.server
+import json
+import os
+import secrets
+import struct
+import tempfile
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".json": "application/json",
                  ".bin": "application/octet-stream", ".wasm": "application/wasm"}
+MAX_HEADER_BYTES = 64 * 2 ** 20     # a safetensors header: names, shapes and the metadata
+MAX_CAPTURE_BYTES = 16 * 2 ** 30    # far above any model's activations here; refuses a runaway page
+MAX_REQUEST_BYTES = 2 * 2 ** 30     # one tensor per request
+
+
+class UploadRefused(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class Uploads:
+    """The one-time upload paths of one run: a capture per name in `names`."""
+
+    def __init__(self, staging_dir, names, limit=MAX_CAPTURE_BYTES):
+        self.token = secrets.token_urlsafe(18)
+        self.staging_dir, self.limit = Path(staging_dir), limit
+        self.state = {name: None for name in names}  # None, then {"file", "path", "total", "written", "done"}
+        self.lock = threading.Lock()
+
+    def path(self, name):
+        return f"/upload/{self.token}/{name}"
+
+    def completed(self, name):
+        """The staged safetensors file of `name`, once its upload ended; else None."""
+        state = self.state.get(name)
+        return state["path"] if state and state["done"] else None
+
+    def discard(self):
+        """Remove every staged file not taken (failed or unfinished uploads)."""
+        for state in self.state.values():
+            if state and not state.get("taken"):
+                state["file"].close()
+                Path(state["path"]).unlink(missing_ok=True)
+
+    def take(self, name):
+        state = self.state[name]
+        state["taken"] = True
+        return state["path"]
+
+    def receive(self, url_path, body):
+        """Handle one POST; raise UploadRefused(status, why) when it is not acceptable."""
+        parts = url_path.split("/")
+        if len(parts) != 5 or parts[1] != "upload" or not secrets.compare_digest(parts[2], self.token) \
+                or parts[3] not in self.state:
+            raise UploadRefused(404, "not an upload of this run")
+        name, step = parts[3], parts[4]
+        with self.lock:
+            state = self.state[name]
+            if step == "begin":
+                if state is not None:
+                    raise UploadRefused(409, f"{name} was already uploaded in this run")
+                self.state[name] = self._begin(name, body)
+            elif state is None or state["done"]:
+                raise UploadRefused(409, f"{name}: no upload in progress")
+            elif step == "data":
+                if state["written"] + len(body) > state["total"]:
+                    raise UploadRefused(413, f"{name}: more data than its header announced")
+                state["file"].write(body)
+                state["written"] += len(body)
+            elif step == "end":
+                if state["written"] != state["total"]:
+                    raise UploadRefused(400, f"{name}: {state['written']} of {state['total']} bytes arrived")
+                state["file"].close()
+                state["done"] = True
+            else:
+                raise UploadRefused(404, "not an upload step")
+
+    def _begin(self, name, body):
+        if len(body) < 8:
+            raise UploadRefused(400, "a safetensors header starts with its 8-byte length")
+        (length,) = struct.unpack("<Q", body[:8])
+        if length != len(body) - 8 or length > MAX_HEADER_BYTES:
+            raise UploadRefused(400, "the header length does not match the header sent")
+        try:
+            header = json.loads(body[8:])
+            ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise UploadRefused(400, "not a safetensors header") from None
+        total = len(body) + max(ends, default=0)
+        if total > self.limit:
+            raise UploadRefused(413, f"{name}: {total} bytes is more than the {self.limit} allowed")
+        fd, path = tempfile.mkstemp(dir=self.staging_dir, prefix=f".upload_{name}.", suffix=".safetensors")
+        handle = os.fdopen(fd, "wb")
+        handle.write(body)
+        return {"file": handle, "path": path, "total": total, "written": len(body), "done": False}
 
 
 class PageServer:
-    """Serve {url path: file} on 127.0.0.1 at a free port; use as a context manager."""
+    """Serve {url path: file} on `host` (loopback) at a free port, and take `uploads` (an
+    Uploads) if given; use as a context manager."""
 
-    def __init__(self, routes):
+    def __init__(self, routes, uploads=None, host="127.0.0.1"):
         self.routes = {path: Path(file) for path, file in routes.items()}
-        routes = self.routes
+        self.uploads = uploads
+        routes, server = self.routes, self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
@@ -23,9 +124,47 @@ class PageServer:
             def do_HEAD(self):
                 self._serve(body=False)
 
+            def do_POST(self):
+                if not self._own_host():
+                    return
+                length = self.headers.get("Content-Length")
+                if server.uploads is None or length is None or not length.isdigit():
+                    self._refuse(404 if server.uploads is None else 411, "no uploads here")
+                    return
+                if int(length) > MAX_REQUEST_BYTES:
+                    self.close_connection = True
+                    self._refuse(413, "body too large")
+                    return
+                body = self.rfile.read(int(length))
+                try:
+                    server.uploads.receive(unquote(urlsplit(self.path).path), body)
+                except UploadRefused as refused:
+                    self._refuse(refused.status, str(refused))
+                    return
+                self.send_response(204)
+                self.end_headers()
+
+            def _own_host(self):
+                """Only requests addressed to this server by its own address: a page elsewhere
+                that rebinds a name to 127.0.0.1 cannot read what is served."""
+                if self.headers.get("Host") != server.netloc:
+                    self._refuse(421, "wrong host")
+                    return False
+                return True
+
+            def _refuse(self, status, message):
+                data = message.encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def _serve(self, body):
+                if not self._own_host():
+                    return
                 file = routes.get(unquote(urlsplit(self.path).path))
-                if file is None or not file.is_file():
+                if file is None or file.is_symlink() or not file.is_file():
                     self.send_error(404, "not served")
                     return
                 data = file.read_bytes()
@@ -40,13 +179,17 @@ class PageServer:
             def log_message(self, *args):
                 pass  # the page's own console is what matters; request lines are noise
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
-    def url(self):
+    def netloc(self):
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{host}:{port}"
+
+    @property
+    def url(self):
+        return f"http://{self.netloc}"
 
     def __enter__(self):
         self._thread.start()
@@ -55,3 +198,5 @@ class PageServer:
     def __exit__(self, *exc):
         self._httpd.shutdown()
         self._httpd.server_close()
+        if self.uploads is not None:
+            self.uploads.discard()

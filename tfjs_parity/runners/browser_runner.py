@@ -1,5 +1,6 @@
 """tfjs in headless Chromium, driven by pyppeteer: serve the page and model on loopback,
-run inference_in_browser.html, and take the capture from the page itself."""
+run inference_in_browser.html, and take the capture the page uploads (binary, a tensor per
+request, to a one-time path of this run's server: nothing big passes through DevTools)."""
 import asyncio
 import json
 import os
@@ -8,9 +9,11 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from .. import KitError
-from ..capture import Capture
+from ..capture import read_safetensors
 from ..paths import BROWSER_PAGE, COMMON_JS, NODE_MODULES
-from ..server import PageServer
+from ..progress import Progress
+from ..server import PageServer, Uploads
+from .node_runner import PROGRESS
 
 NAME = "browser"
 BACKENDS = ("webgl", "wasm", "cpu", "webgpu")
@@ -65,26 +68,31 @@ def routes_for(model_json):
     return routes
 
 
-def run(model_json, backends=("webgl",), flags=None, repeat=10, chromium_args=(), timeout=300):
+def run(model_json, staging_dir, backends=("webgl",), flags=None, repeat=10, budget=10.0, metadata=None,
+        chromium_args=(), timeout=300):
     """Run the tfjs model at `model_json` in one headless Chromium, once per backend (each in
-    a fresh page); return {backend: Capture or the KitError that backend raised}.
+    a fresh page); return {backend: Capture (backed by a file in `staging_dir`) or the
+    KitError that backend raised}.
 
-    `flags` are tfjs flags set before the backend starts; `chromium_args` extra Chromium
-    switches, added after the kit's own."""
+    `flags` are tfjs flags set before the backend starts; `metadata` is added to each
+    capture's; `chromium_args` extra Chromium switches, added after the kit's own."""
     if not Path(model_json).is_file():
         raise KitError(f"{model_json} not found; run `python create_keras_model.py` first")
     missing = [name for name in TFJS_FILES if not (NODE_MODULES.parent / name).is_file()]
     if missing:
         raise KitError(f"{missing[0]} is missing; run `make setup`")
     chromium = find_chromium()
-    return asyncio.run(_run(chromium, CHROMIUM_FLAGS + list(chromium_args), model_json, backends,
-                            flags or {}, repeat, timeout))
+    page = {"model": "model/model.json", "flags": json.dumps(flags or {}), "repeat": repeat, "budget": budget,
+            "metadata": json.dumps(metadata or {})}
+    return asyncio.run(_run(chromium, CHROMIUM_FLAGS + list(chromium_args), model_json, staging_dir, backends,
+                            page, timeout))
 
 
-async def _run(chromium, switches, model_json, backends, flags, repeat, timeout):
+async def _run(chromium, switches, model_json, staging_dir, backends, page, timeout):
     import pyppeteer
     results = {}
-    with PageServer(routes_for(model_json)) as server:
+    uploads = Uploads(staging_dir, backends)
+    with PageServer(routes_for(model_json), uploads) as server:
         try:
             browser = await pyppeteer.launch(executablePath=chromium, headless=True, args=switches,
                                              handleSIGINT=False, handleSIGTERM=False, handleSIGHUP=False)
@@ -92,11 +100,17 @@ async def _run(chromium, switches, model_json, backends, flags, repeat, timeout)
             raise KitError(f"could not start {chromium}: {error}") from None
         try:
             for backend in backends:
-                query = urlencode({"backend": backend, "model": "model/model.json", "flags": json.dumps(flags),
-                                   "repeat": repeat})
+                query = urlencode(dict(page, backend=backend, upload=uploads.path(backend)))
                 try:
-                    results[backend] = await _capture_page(browser, f"{server.url}/inference_in_browser.html?{query}",
-                                                           backend, timeout)
+                    await _capture_page(browser, f"{server.url}/inference_in_browser.html?{query}", backend, timeout)
+                    staged = uploads.completed(backend)
+                    if staged is None:
+                        raise KitError(f"backend {backend}: the page finished but its capture did not arrive")
+                    capture = read_safetensors(uploads.take(backend))
+                    if capture.metadata.get("backend") != backend:
+                        raise KitError(f"asked the browser for backend {backend} but the capture says "
+                                       f"{capture.metadata.get('backend')}")
+                    results[backend] = capture
                 except KitError as error:
                     results[backend] = error
         finally:
@@ -108,21 +122,24 @@ async def _capture_page(browser, url, backend, timeout):
     import pyppeteer
     page = await browser.newPage()
     console = []
-    page.on("console", lambda message: console.append(message.text))
-    page.on("pageerror", lambda error: console.append(f"page error: {error}"))
-    try:
-        await page.goto(url)
+    with Progress(f"browser/{backend}") as progress:
+        def on_console(message):
+            match = PROGRESS.match(message.text)
+            if match:
+                progress.update(int(match[1]), int(match[2]))
+            else:
+                console.append(message.text)
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: console.append(f"page error: {error}"))
         try:
-            await page.waitForFunction("window.kitResult !== undefined", timeout=timeout * 1000)
-        except pyppeteer.errors.TimeoutError:
-            raise KitError(f"backend {backend}: the page did not finish within {timeout} s; its console said: "
-                           + " | ".join(console[-5:])) from None
-        result = await page.evaluate("window.kitResult")
-    finally:
-        await page.close()
+            await page.goto(url)
+            try:
+                await page.waitForFunction("window.kitResult !== undefined", timeout=timeout * 1000)
+            except pyppeteer.errors.TimeoutError:
+                raise KitError(f"backend {backend}: the page did not finish within {timeout} s; its console said: "
+                               + " | ".join(console[-5:])) from None
+            result = await page.evaluate("window.kitResult")
+        finally:
+            await page.close()
     if not result.get("ok"):
         raise KitError(f"in the browser: {result.get('error')}")
-    capture = Capture.from_json(result["capture"], source=f"the browser's {backend} capture")
-    if capture.metadata.get("backend") != backend:
-        raise KitError(f"asked the browser for backend {backend} but the capture says {capture.metadata.get('backend')}")
-    return capture

@@ -1,22 +1,28 @@
-"""tfjs under Node (@tensorflow/tfjs-node): run inference_in_node.js and read its capture."""
+"""tfjs under Node (@tensorflow/tfjs-node): run inference_in_node.js, which writes its
+capture straight to a safetensors file, and read it back (lazily)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from .. import KitError
-from ..capture import Capture
+from ..capture import read_safetensors
 from ..paths import NODE_MODULES, NODE_SCRIPT
+from ..progress import Progress
 
 NAME = "node"
 BACKENDS = ("tensorflow", "cpu", "wasm")
+PROGRESS = re.compile(r"^progress (\d+)/(\d+)$")
 
 
-def run(model_json, backends=("tensorflow",), flags=None, repeat=10, timeout=300):
+def run(model_json, staging_dir, backends=("tensorflow",), flags=None, repeat=10, budget=10.0, metadata=None,
+        timeout=300):
     """Run the tfjs model at `model_json` under Node, one fresh process per backend; return
-    {backend: Capture or the KitError that backend raised}."""
+    {backend: Capture (backed by a file in `staging_dir`) or the KitError that backend raised}."""
     node = shutil.which("node")
     if node is None:
         raise KitError("Node.js (`node`) not found on PATH; install Node 18 or newer, then run `make setup`")
@@ -27,26 +33,50 @@ def run(model_json, backends=("tensorflow",), flags=None, repeat=10, timeout=300
     results = {}
     for backend in backends:
         try:
-            results[backend] = _run_one(node, model_json, backend, flags or {}, repeat, timeout)
+            results[backend] = _run_one(node, model_json, staging_dir, backend, flags or {}, repeat, budget,
+                                        metadata or {}, timeout)
         except KitError as error:
             results[backend] = error
     return results
 
 
-def _run_one(node, model_json, backend, flags, repeat, timeout):
+def _run_one(node, model_json, staging_dir, backend, flags, repeat, budget, metadata, timeout):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    with tempfile.TemporaryDirectory(prefix="tfjs_parity_node_") as tmp:
-        out = Path(tmp) / "capture.json"
-        command = [node, str(NODE_SCRIPT), "--model", str(model_json), "--out", str(out), "--backend", backend,
-                   "--flags", json.dumps(flags), "--repeat", str(repeat)]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            raise KitError(f"{NODE_SCRIPT.name} on backend {backend} did not finish within {timeout} s") from None
-        if done.returncode != 0:
-            raise KitError(f"{NODE_SCRIPT.name} failed: {_last_error_line(done.stderr)}")
-        capture = Capture.load(out)
+    fd, out = tempfile.mkstemp(dir=staging_dir, prefix=f".node_{backend}.", suffix=".safetensors")
+    os.close(fd)
+    command = [node, str(NODE_SCRIPT), "--model", str(model_json), "--out", out, "--backend", backend,
+               "--flags", json.dumps(flags), "--metadata", json.dumps(metadata), "--repeat", str(repeat),
+               "--budget", str(budget)]
+    lines, timed_out = [], threading.Event()
+    try:
+        with Progress(f"node/{backend}") as progress, \
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                 env=env) as child:
+            def stop():
+                timed_out.set()
+                child.kill()
+            watchdog = threading.Timer(timeout, stop)
+            watchdog.start()
+            try:
+                for line in child.stderr:  # progress lines as they come; the rest for errors
+                    match = PROGRESS.match(line.strip())
+                    if match:
+                        progress.update(int(match[1]), int(match[2]))
+                    else:
+                        lines.append(line)
+                child.wait()
+            finally:
+                watchdog.cancel()
+        if timed_out.is_set():
+            raise KitError(f"{NODE_SCRIPT.name} on backend {backend} did not finish within {timeout} s")
+        if child.returncode != 0:
+            raise KitError(f"{NODE_SCRIPT.name} failed: {_last_error_line(''.join(lines))}")
+        capture = read_safetensors(out)
+    except BaseException:
+        Path(out).unlink(missing_ok=True)
+        raise
     if capture.metadata.get("backend") != backend:
+        Path(out).unlink(missing_ok=True)
         raise KitError(f"asked Node for backend {backend} but the capture says {capture.metadata.get('backend')}")
     return capture
 

@@ -15,10 +15,10 @@ from ..runs import cpu_model
 NAME = "python"
 
 
-def run(model, keras, plan, inputs, repeat=10):
+def run(model, keras, plan, inputs, repeat=10, budget=10.0):
     """Predict `inputs` ({name: array}) with `model` (tf-keras or Keras 3, as `keras` says);
-    capture every point of `plan` (weights and outputs), and time `repeat` predictions of
-    the model after one warm-up."""
+    capture every point of `plan` (weights and outputs), and time up to `repeat` predictions
+    after one warm-up, stopping once `budget` seconds are spent."""
     import tensorflow as tf
     probe = probe_model(model, keras, plan)
     feed = [inputs[i.name] for i in plan.inputs]
@@ -42,20 +42,22 @@ def run(model, keras, plan, inputs, repeat=10):
         "platform": f"{platform.system()} {platform.machine()}",
         "cpu": cpu_model(),
         "inputs": {name: encode_tensor(array) for name, array in inputs.items()},
-        "timing": time_predictions(lambda: probe.predict(feed, verbose=0), repeat),
+        "timing": time_predictions(lambda: probe.predict(feed, verbose=0), repeat, budget),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return Capture(metadata, tensors)
 
 
-def time_predictions(predict, repeat):
-    """Warm up once, then time `repeat` calls: the same figures the JS side records."""
+def time_predictions(predict, repeat, budget=10.0):
+    """Warm up once, then time up to `repeat` calls, stopping once `budget` seconds are spent
+    (at least one): the same figures the JS side records."""
     def once():
         start = time.perf_counter()
         predict()
         return (time.perf_counter() - start) * 1000
     warmup = once()
-    runs = [once() for _ in range(repeat)]
+    runs = []
+    while len(runs) < repeat and (not runs or sum(runs) < budget * 1000):
+        runs.append(once())
     return {"warmup_ms": warmup, "runs_ms": runs, "median_ms": statistics.median(runs),
-            "min_ms": min(runs), "max_ms": max(runs)}
-
+            "min_ms": min(runs), "max_ms": max(runs), "repeat": repeat, "budget_s": budget}
