@@ -10,12 +10,20 @@ VENV_STAMP := $(VENV)/.requirements-installed
 NPM_STAMP := node_modules/.npm-installed
 ADDON_STAMP := node_modules/.tfjs-node-built
 
-.PHONY: run matrix test setup chromium clean
+.PHONY: run matrix test bench setup chromium clean study-model study-node study-browser study-report
 
+# Node and the browser both only need step 1's model: they run side by side (-j2), each
+# step's output kept whole (-O).
 run: setup
+	@$(MAKE) --no-print-directory -j2 -O study-report
+
+study-model:
 	@$(PY) create_keras_model.py
+study-node: study-model
 	@$(PY) run_node.py
+study-browser: study-model
 	@$(PY) run_browser.py
+study-report: study-node study-browser
 	@echo
 	@$(PY) compare_outputs.py
 
@@ -48,10 +56,11 @@ $(ADDON_STAMP): $(NPM_STAMP) $(VENV_STAMP) scripts/build_tfjs_node.sh
 	scripts/build_tfjs_node.sh $(PY)
 	@touch $@
 
-# A Chromium for run_browser.py: CHROME_PATH or one on PATH, else Debian's package.
-chromium: $(VENV_STAMP)
-	@$(PY) -c "from tfjs_parity.runners.browser_runner import find_chromium; find_chromium()" 2>/dev/null \
-		|| scripts/install_chromium.sh
+# A Chromium for run_browser.py: CHROME_PATH or one on PATH (the names browser_runner.py
+# looks for), else Debian's package.
+chromium:
+	@test -x "$${CHROME_PATH:-/nonexistent}" || for name in chromium chromium-browser google-chrome \
+		google-chrome-stable; do command -v $$name >/dev/null && exit 0; done; scripts/install_chromium.sh
 
 clean:
 	rm -rf results

@@ -62,7 +62,7 @@ def main():
         flat = flat_tf_keras_model(source)
         specs = model_inputs.specs(source.graph)
         if args.input:
-            feed = model_inputs.load_inputs(args.input, specs)
+            feed = model_inputs.load_inputs(args.input, specs, source.graph)
             origin = {"file": str(args.input), "sha256": hashlib.sha256(args.input.read_bytes()).hexdigest()}
         elif args.model:
             feed = model_inputs.random_inputs(specs, source.graph, args.input_seed)

@@ -279,3 +279,79 @@ def test_keras3_hard_sigmoid_has_no_tfjs_counterpart(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
     done = run_script("create_keras_model.py", "--model", tmp_path / "hard.keras", "--out-dir", tmp_path / "out")
     assert_one_line_error(done, "layer 'gates' (LSTM)", "hard_sigmoid", "clip(x/6 + 0.5)")
+
+
+# --- models that broke earlier versions ----------------------------------------------------
+
+def pipeline_on_node_cpu(model, out, *create_args):
+    check(run_script("create_keras_model.py", "--model", model, "--out-dir", out, "--repeat", "1", *create_args))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "cpu", "--repeat", "1"))
+    run_script("compare_outputs.py", "--out-dir", out, out / "keras_model_tfjs_node_cpu.json", "--full",
+               "--json", out / "full.json")
+    return {c["label"]: verdicts(c) for c in json.loads((out / "full.json").read_text())["captures"]}
+
+
+def test_inner_and_outer_layers_of_the_same_name_are_both_captured(tmp_path):
+    model = build_with_tf_keras(tmp_path, (
+        "inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name='dense')], name='inner')\n"
+        "x = keras.Input((4,)); model = keras.Model(x, keras.layers.Dense(2, name='dense')(inner(x)))"), "clash.h5")
+    judged = pipeline_on_node_cpu(model, tmp_path / "out")
+    assert list(judged["node/cpu"]) == ["inner_dense", "dense"]
+    assert set(judged["node/cpu"].values()) <= FLOAT32_OK
+
+
+def test_tfjs_global_average_pooling_ignores_the_keras_mask(tmp_path):
+    """A real difference, kept as its minimal reproducer: Keras averages only the steps an
+    Embedding(mask_zero=True) leaves unmasked; tfjs-layers 4.22's GlobalAveragePooling1D
+    averages all of them. The kit carries Keras' mask into its float64 reference, so tfjs
+    is the mismatch and Python is float32 rounding."""
+    model = build_with_tf_keras(tmp_path, (
+        "x = keras.Input((7,), dtype='int32')\n"
+        "y = keras.layers.Embedding(20, 4, mask_zero=True)(x)\n"
+        "model = keras.Model(x, keras.layers.GlobalAveragePooling1D()(y))"), "mask.h5")
+    np.save(tmp_path / "tokens.npy", np.array([[3, 4, 0, 0, 5, 0, 1]], np.int32))
+    judged = pipeline_on_node_cpu(model, tmp_path / "out", "--input", tmp_path / "tokens.npy")
+    assert judged["python/tensorflow"]["global_average_pooling1d"] == "float32 rounding"
+    assert judged["node/cpu"]["global_average_pooling1d"] == "mismatch"
+    assert judged["node/cpu"]["embedding"] in FLOAT32_OK
+
+
+def test_a_nan_in_the_input_is_inherited_not_a_fault(tmp_path):
+    model = build_with_tf_keras(tmp_path, "x = keras.Input((3,)); model = keras.Model(x, keras.layers.Dense(2)(x))",
+                                "dense.h5")
+    np.save(tmp_path / "x.npy", np.array([[np.nan, 1.0, 2.0]], np.float32))
+    judged = pipeline_on_node_cpu(model, tmp_path / "out", "--input", tmp_path / "x.npy")
+    assert judged["python/tensorflow"]["dense"] in FLOAT32_OK
+    assert judged["node/cpu"]["dense"] in FLOAT32_OK
+
+
+@pytest.mark.parametrize("code, fragments", [
+    ("x = keras.Input((8, 8, 4)); model = keras.Model(x, keras.layers.Conv2D(4, 3, groups=2, name='grouped')(x))",
+     ["layer 'grouped' (Conv2D)", "groups=2"]),
+    ("x = keras.Input((8, 3)); model = keras.Model(x, keras.layers.Conv1D(2, 3, padding='causal', name='c')(x))",
+     ["layer 'c' (Conv1D)", "padding='causal'"]),
+    ("x = keras.Input((4,)); model = keras.Model(x, keras.layers.ReLU(negative_slope=0.1, name='r')(x))",
+     ["layer 'r' (ReLU)", "ignores negative_slope"]),
+    ("x = keras.Input((4,)); model = keras.Model(x, keras.layers.Dense(2, activation='exponential', name='e')(x))",
+     ["layer 'e' (Dense)", "activation='exponential' has no tfjs counterpart"]),
+    ("x = keras.Input((4,)); model = keras.Model(x, x)", ["no layers besides its inputs"]),
+])
+def test_what_tfjs_would_compute_differently_is_refused_by_name(tmp_path, code, fragments):
+    model = build_with_tf_keras(tmp_path, code, "model.h5")
+    assert_one_line_error(run_script("create_keras_model.py", "--model", model, "--out-dir", tmp_path / "out"),
+                          *fragments)
+
+
+@pytest.mark.parametrize("write, fragments", [
+    (lambda path: np.save(path.with_suffix(".npy"), np.array([[1, 2, 99, 3, 4, 5, 6, 7, 8, 9, 10, 11]], np.int32)),
+     ["input 'tokens' holds token id 99", "vocabulary (0 to 49)"]),
+    (lambda path: path.with_suffix(".npy").write_bytes(b"PK\x03\x04 not a zip"), ["not a .npy or .npz file"]),
+    (lambda path: np.savez(path.with_suffix(".npz"), tokens=np.array([None] * 12, dtype=object)[None]),
+     ["not a .npy or .npz file of plain arrays"]),
+])
+def test_token_ids_and_input_files_are_checked(zoo_files, tmp_path, write, fragments):
+    write(tmp_path / "input")
+    given = next(tmp_path.glob("input.*"))
+    done = run_script("create_keras_model.py", "--model", zoo_files["text"], "--input", given,
+                      "--out-dir", tmp_path / "out")
+    assert_one_line_error(done, *fragments)

@@ -468,3 +468,40 @@ def _recurrent_bound(layer, x, outputs, u):
             state_bounds = [eh, ec] if name == "LSTM" else [eh]
             return [bound] + state_bounds if len(outputs) == 1 + len(states) else None
     return [bound]
+
+
+@bound_of("Dot")
+def _dot(layer, inputs, outputs, u, evaluate):
+    """A dot product of n terms along the contracted axes: gamma(n) times the same product of
+    |a| and |b| (normalize=True divides by norms first: no model here)."""
+    if getattr(layer, "normalize", False):
+        return None
+    axes = layer.axes if isinstance(layer.axes, (list, tuple)) else [layer.axes, layer.axes]
+    n = inputs[0].shape[axes[0]]
+    scale = evaluate(layer, [np.abs(inputs[0]), np.abs(inputs[1])])[0]
+    return [gamma(n + 1, u) * scale + u * np.abs(outputs[0])]
+
+
+@bound_of("TimeDistributed")
+def _time_distributed(layer, inputs, outputs, u, evaluate):
+    """The wrapped layer's own bound, at every time step (the steps are independent)."""
+    inner = layer.layer
+    x = inputs[0]
+    steps = x.reshape((-1,) + x.shape[2:])
+    y = outputs[0].reshape((-1,) + outputs[0].shape[2:])
+    entry = REGISTRY.get(type(inner).__name__)
+    if entry is None:
+        return None
+
+    def evaluate_inner(layer_, arrays):
+        return evaluate(layer_, arrays) if layer_ is not inner else _call(layer_, arrays)
+
+    def _call(layer_, arrays):
+        import tensorflow as tf
+        return [np.asarray(layer_(tf.constant(arrays[0])), np.float64)]
+    bounds = entry(inner, [steps], [y], u, evaluate_inner)
+    if bounds is None:
+        return None
+    if bounds is EXACT:
+        return EXACT
+    return [bounds[0].reshape(outputs[0].shape)]

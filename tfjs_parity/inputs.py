@@ -1,6 +1,7 @@
 """The inputs every runtime sees: the study's vector of ones, a user's file, or a seeded
 random input that fits each of the model's inputs. Made once, by step 1, and saved beside
 the converted model (input.json) and in every capture's metadata."""
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -57,34 +58,44 @@ def _vocabularies(graph, input_name):
             yield int(layer.config["input_dim"])
 
 
-def load_inputs(path, specs):
+def load_inputs(path, specs, graph):
     """{name: array} from a .npy (one input) or .npz (one array per input name), checked
-    against the model's inputs: KitError naming what was expected when it does not fit."""
+    against the model's inputs (token ids against the vocabulary of the Embedding they
+    feed): KitError naming what was expected when it does not fit."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"--input {path}: not found")
+    expected = ", ".join(f"{s.name} {_shape(s.shape)} {s.dtype}" for s in specs)
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise KitError(f"--input {path}: not a .npy or .npz file ({error})") from None
-    expected = ", ".join(f"{s.name} {_shape(s.shape)} {s.dtype}" for s in specs)
-    if isinstance(loaded, np.ndarray):
-        if len(specs) != 1:
-            raise KitError(f"--input {path}: one array, but the model has {len(specs)} inputs ({expected}); "
-                           "give a .npz with one array per input name")
-        arrays = {specs[0].name: loaded}
-    else:
-        with loaded:
-            names = list(loaded.files)
-            if len(specs) == 1 and len(names) == 1:
-                names = [specs[0].name]
-                arrays = {specs[0].name: loaded[loaded.files[0]]}
-            else:
-                arrays = {name: loaded[name] for name in names}
+        if isinstance(loaded, np.ndarray):
+            if len(specs) != 1:
+                raise KitError(f"--input {path}: one array, but the model has {len(specs)} inputs ({expected}); "
+                               "give a .npz with one array per input name")
+            arrays, names = {specs[0].name: loaded}, [specs[0].name]
+        else:
+            with loaded:
+                names = list(loaded.files)
+                if len(specs) == 1 and len(names) == 1:
+                    arrays = {specs[0].name: loaded[names[0]]}
+                    names = [specs[0].name]
+                else:
+                    arrays = {name: loaded[name] for name in names}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # numpy's ways of saying "not an array file"
+        raise KitError(f"--input {path}: not a .npy or .npz file of plain arrays ({error})") from None
+    if not isinstance(loaded, np.ndarray):
         missing = [s.name for s in specs if s.name not in arrays]
         if missing or len(arrays) != len(specs):
             raise KitError(f"--input {path}: holds {', '.join(names) or 'nothing'}; the model's inputs are {expected}")
-    return {spec.name: _checked(arrays[spec.name], spec, path) for spec in specs}
+    checked = {spec.name: _checked(arrays[spec.name], spec, path) for spec in specs}
+    for spec in specs:
+        high = min(_vocabularies(graph, spec.name), default=None)
+        values = checked[spec.name]
+        if high is not None and values.size and (values.min() < 0 or values.max() >= high):
+            bad = values.min() if values.min() < 0 else values.max()
+            raise KitError(f"--input {path}: input {spec.name!r} holds token id {bad}, outside the vocabulary "
+                           f"(0 to {high - 1}) of the Embedding it feeds")
+    return checked
 
 
 def _checked(array, spec, path):

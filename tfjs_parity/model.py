@@ -164,6 +164,11 @@ TFJS_LAYERS = frozenset("""
     SpatialDropout1D ThresholdedReLU TimeDistributed UpSampling2D ZeroPadding2D""".split())
 
 
+# Keras activation names tfjs-layers 4.22 can load (its own are camelCase: hardSigmoid...).
+TFJS_ACTIVATIONS = frozenset("""linear relu relu6 elu selu sigmoid hard_sigmoid tanh softmax softplus softsign
+    swish silu gelu mish log_softmax""".split())
+
+
 def check_tfjs_can_run(graph):
     """KitError naming the first layer tfjs-layers 4.22 cannot load or run."""
     for layer in graph.layers:
@@ -174,6 +179,21 @@ def check_tfjs_can_run(graph):
             if class_name not in TFJS_LAYERS:
                 raise KitError(f"{where}: tfjs-layers 4.22 has no {class_name} layer, so the converted model "
                                "cannot load in tfjs")
+            for key in ("activation", "recurrent_activation"):
+                name = config.get(key)
+                if isinstance(name, str) and name not in TFJS_ACTIVATIONS:
+                    raise KitError(f"{where}: {key}={name!r} has no tfjs counterpart (tfjs-layers 4.22 has "
+                                   f"{', '.join(sorted(TFJS_ACTIVATIONS))})")
+            if int(config.get("groups", 1) or 1) != 1:
+                raise KitError(f"{where}: groups={config['groups']}: tfjs-layers 4.22 has no grouped convolution")
+            if config.get("padding") == "causal":
+                raise KitError(f"{where}: padding='causal' does not load in tfjs-layers 4.22; pad explicitly "
+                               "(ZeroPadding1D) and use 'valid'")
+            if class_name == "ReLU" and (float(config.get("negative_slope") or 0) or float(config.get("threshold") or 0)):
+                raise KitError(f"{where}: tfjs-layers 4.22's ReLU ignores negative_slope and threshold, so it would "
+                               "compute another function; use LeakyReLU, or ReLU with only max_value")
+            if class_name == "ELU" and float(config.get("alpha", 1.0)) != 1.0:
+                raise KitError(f"{where}: alpha={config['alpha']}: tfjs-layers 4.22's ELU layer supports only 1.0")
             if class_name == "GRU" and config.get("reset_after"):
                 raise KitError(f"{where} has reset_after=True (Keras' default), which tfjs-layers 4.22 refuses "
                                "(tfjs issues #2442, #4621); reset_after=False is a different function, so there "
@@ -242,24 +262,49 @@ def make_plan(source, flat_model, inputs):
     return plan_module.build(source.graph, counts, inputs, described)
 
 
+@dataclass
+class Probe:
+    """The plan executed on one model's layers: `model` outputs every point's tensors."""
+    model: object
+    layers: dict     # point name -> the layer object it calls
+    tensors: dict    # point name -> its symbolic output tensors
+    inputs: dict     # input name -> the symbolic input
+
+
 def probe_model(model, keras, plan, by_path=True):
-    """A model with `model`'s inputs whose outputs are every capture point's, in plan order:
-    the plan executed on this model's own layers (found by their path in the user's model,
-    or by their flat name when `by_path` is False), so one predict yields every point."""
-    produced = {}
-    inputs = list(model.inputs)
-    by_name = dict(zip((i.name for i in plan.inputs), inputs))
-    outputs = []
-    for point in plan.points:
-        layer = find_layer(model, point.path if by_path else [point.layer])
-        args = [by_name[s["input"]] if "input" in s else produced[s["point"]][s["index"]] for s in point.sources]
-        result = layer(args[0] if len(args) == 1 else args, **point.kwargs)
-        result = list(result) if isinstance(result, (list, tuple)) else [result]
-        if len(result) != point.outputs:
-            raise KitError(f"layer {point.layer!r} returned {len(result)} tensors, the plan expects {point.outputs}")
-        produced[point.name] = result
-        outputs += result
-    return keras.Model(inputs=inputs, outputs=outputs)
+    """A Probe of `model`: its inputs, and as outputs every capture point's, in plan order,
+    each point calling this model's own layer (found by its path in the user's model, or by
+    its flat name when `by_path` is False), so one predict yields every point."""
+    layers = {point.name: find_layer(model, point.path if by_path else [point.layer]) for point in plan.points}
+    original = {id(layer): layer.name for layer in layers.values()}
+    try:
+        for point in plan.points:  # one Keras model wants unique names; a nested layer may share an outer one's
+            if layers[point.name].name != point.layer:
+                _rename(layers[point.name], point.layer)
+        inputs = dict(zip((i.name for i in plan.inputs), model.inputs))
+        produced, outputs = {}, []
+        for point in plan.points:
+            args = [inputs[s["input"]] if "input" in s else produced[s["point"]][s["index"]] for s in point.sources]
+            result = layers[point.name](args[0] if len(args) == 1 else args, **point.kwargs)
+            result = list(result) if isinstance(result, (list, tuple)) else [result]
+            if len(result) != point.outputs:
+                raise KitError(f"layer {point.layer!r} returned {len(result)} tensors, the plan expects "
+                               f"{point.outputs}")
+            produced[point.name] = result
+            outputs += result
+        probe = keras.Model(inputs=list(model.inputs), outputs=outputs)
+    finally:  # the user's model keeps its names (its nested models find their layers by them)
+        for layer in layers.values():
+            if layer.name != original[id(layer)]:
+                _rename(layer, original[id(layer)])
+    return Probe(probe, layers, produced, inputs)
+
+
+def _rename(layer, name):
+    if hasattr(layer, "_name"):  # tf-keras keeps it here; `name` is a read-only property
+        layer._name = name
+    else:
+        layer.name = name
 
 
 def save_converted(flat_model, plan, inputs, source, converted_dir):

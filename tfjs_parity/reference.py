@@ -18,7 +18,7 @@ import numpy as np
 
 from . import KitError
 from .bounds import layer_bound
-from .model import find_layer, held_stderr, load_keras, load_keras3, probe_model
+from .model import held_stderr, load_keras, load_keras3, probe_model
 from .plan import PLAN_FILE, Plan
 
 REFERENCE_RUNTIME, REFERENCE_BACKEND = "reference", "float64"
@@ -93,21 +93,25 @@ class LocalReference:
         weights may be the very thing that is wrong)."""
         import tensorflow as tf
         self.tf = tf
-        self.plan, self.by_path = plan, by_path
-        self.model = float64_clone(model, keras)
-        probe_model(self.model, keras, plan, by_path)  # every layer built, as in the model
+        self.plan = plan
+        probe = probe_model(float64_clone(model, keras), keras, plan, by_path)  # every layer built, as in the model
+        self.layers = probe.layers
         for point in plan.points:
             if point.weights and reference.weights(point.name):
-                self.layer(point).set_weights([np.asarray(w, np.float64) for w in reference.weights(point.name)])
+                self.layers[point.name].set_weights([np.asarray(w, np.float64) for w in reference.weights(point.name)])
 
     def layer(self, point):
-        return find_layer(self.model, point.path if self.by_path else [point.layer])
+        return self.layers[point.name]
 
-    def point_inputs(self, point, capture):
-        """The arrays `capture`'s runtime fed `point`: model inputs, or its own outputs of earlier points."""
+    def _inputs(self, capture):
         inputs = capture.inputs
         if list(inputs) == [None] and len(self.plan.inputs) == 1:  # a capture from before named inputs
             inputs = {self.plan.inputs[0].name: inputs[None]}
+        return inputs
+
+    def point_inputs(self, point, capture):
+        """The arrays `capture`'s runtime fed `point`: model inputs, or its own outputs of earlier points."""
+        inputs = self._inputs(capture)
         arrays = []
         for source in point.sources:
             if "input" in source:
@@ -125,13 +129,39 @@ class LocalReference:
         return [np.asarray(r, dtype=np.float64) for r in result]
 
     def evaluate_capture(self, capture, precisions):
-        """{point: (exact outputs on this capture's own inputs, {precision name: bounds or None})}."""
-        results = {}
+        """(point, exact outputs on this capture's own inputs, {precision name: bounds or None}),
+        one point at a time: only one layer's arrays are in memory at once.
+
+        Keras masks (Embedding(mask_zero=True), Masking) are carried as Keras carries them:
+        each layer gets its sources' masks and passes on its compute_mask(); without them a
+        layer's exact answer would be another function's."""
+        masks = {}  # point -> a mask per output, for points that pass one on
         for point in self.plan.points:
             layer = self.layer(point)
             arrays = self.point_inputs(point, capture)
-            outputs = self.evaluate(layer, arrays, point.kwargs)
+            kwargs = dict(point.kwargs)
+            source_masks = [None if "input" in s else masks.get(s["point"], {}).get(s["index"]) for s in point.sources]
+            if any(m is not None for m in source_masks):
+                kwargs["mask"] = source_masks[0] if len(arrays) == 1 else source_masks
+
+            def evaluate(layer_, arrays_, kwargs=kwargs):
+                return self.evaluate(layer_, arrays_, kwargs)
+            outputs = evaluate(layer, arrays)
+            produced = self._output_masks(layer, arrays, kwargs.get("mask"), len(outputs))
+            if produced:
+                masks[point.name] = produced
             with np.errstate(all="ignore"):
-                bounds = {p.name: layer_bound(layer, arrays, outputs, p, self.evaluate) for p in precisions}
-            results[point.name] = (outputs, bounds)
-        return results
+                bounds = {p.name: layer_bound(layer, arrays, outputs, p, evaluate) for p in precisions}
+            yield point, outputs, bounds
+
+    def _output_masks(self, layer, arrays, mask, count):
+        """{output index: mask} that `layer` passes on, or {}."""
+        tensors = [self.tf.constant(a) for a in arrays]
+        try:
+            result = layer.compute_mask(tensors[0] if len(tensors) == 1 else tensors, mask)
+        except (TypeError, ValueError, NotImplementedError):
+            return {}
+        if result is None:
+            return {}
+        result = list(result) if isinstance(result, (list, tuple)) else [result] * count
+        return {i: np.asarray(m) for i, m in enumerate(result) if m is not None}

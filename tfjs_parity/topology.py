@@ -102,6 +102,8 @@ def _parse_node(node, keras3):
     collect(node.get("args", []))
     kwargs = {}
     for key, value in node.get("kwargs", {}).items():
+        if key == "mask":  # Keras (and tfjs) pass a layer's mask on by themselves: not an input
+            continue
         before = len(inputs)
         collect(value)
         if len(inputs) != before:

@@ -71,22 +71,23 @@ class RuntimeResult:
         return next((layer for layer in self.layers if layer.verdict in verdicts), None)
 
 
-def judge(capture, python, reference, local, plan):
+def judge(capture, python, reference, local):
     """Judge every point of `capture` (Python's own capture included).
 
     `python`, `reference`: the TF Python and float64 captures; `local`: the capture's
-    LocalReference.evaluate_capture() result; `plan`: the probe plan."""
+    LocalReference.evaluate_capture(), point by point."""
     precision = storage_precision(capture)
     result = RuntimeResult(capture.label, precision.name, capture.metadata)
     overflowed = False
-    for point in plan.points:
+    for point, local_outputs, bounds in local:
         output = _joined(capture.outputs(point.name))
         exact = _joined(reference.outputs(point.name))
-        local_outputs, bounds = local[point.name]
         local_output = _joined(local_outputs)
         bound = None if bounds["float32"] is None else _joined(bounds["float32"])
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            error = np.abs(output.astype(np.float64) - local_output)
+            # NaN or infinity where the exact answer has the same (a NaN in the input) is no error
+            inherited = (np.isnan(output) & np.isnan(local_output)) | (np.isinf(output) & (output == local_output))
+            error = np.where(inherited, 0.0, np.abs(output.astype(np.float64) - local_output))
             ratio = float("nan") if bound is None else _max_ratio(error, bound)
             magnitude = float(np.max(np.abs(exact), initial=0.0))
             largest_bound = float("nan") if bound is None else float(np.max(np.where(np.isnan(bound), -np.inf, bound),
@@ -99,8 +100,12 @@ def judge(capture, python, reference, local, plan):
         if verdict != "mismatch":
             if capture is not python and _same_bits(capture, python, point):
                 verdict, reason = "same bits", "bit-identical to TensorFlow Python"
-            elif not np.all(np.isfinite(output)):
-                verdict, reason = _judge_nonfinite(output, exact, local_output, precision, overflowed)
+            elif not np.all(np.isfinite(output) | inherited):
+                verdict, reason = _judge_nonfinite(output[~inherited], exact, local_output[~inherited], precision,
+                                                   overflowed)
+            elif overflowed and not np.all(np.isfinite(output)):
+                verdict = "overflow"
+                reason = f"{int(np.sum(~np.isfinite(output)))} NaN/inf passed on from an earlier overflow"
             elif bound is None:
                 verdict = _worse(verdict, "no bound")
                 reason = f"no error model for {point.class_name} here: metrics only"
@@ -178,7 +183,9 @@ def _judge_weights(weights, true_weights, precision):
 
 def _judge_nonfinite(output, exact, local_output, precision, overflowed):
     count = int(np.sum(~np.isfinite(output)))
-    largest = float(np.nanmax(np.abs(np.concatenate([exact.ravel(), local_output.ravel()]))))
+    with np.errstate(invalid="ignore"):
+        values = np.abs(np.concatenate([exact.ravel(), local_output.ravel()]))
+    largest = float(np.max(values[np.isfinite(values)], initial=0.0))
     if overflowed:
         return "overflow", f"{count} NaN/inf passed on from an earlier overflow"
     if largest > precision.largest:
@@ -272,5 +279,5 @@ def judge_all(converted_dir, python, reference, captures):
     results = []
     for capture in [python, *captures]:
         precisions = [FLOAT32] + ([FLOAT16] if storage_precision(capture) is FLOAT16 else [])
-        results.append(judge(capture, python, reference, local.evaluate_capture(capture, precisions), plan))
+        results.append(judge(capture, python, reference, local.evaluate_capture(capture, precisions)))
     return results

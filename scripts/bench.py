@@ -1,0 +1,176 @@
+"""Benchmark: every step of the kit on three sizes of model, with wall time and peak memory.
+
+    python scripts/bench.py [--models study,dense1000,resnet50] [--keep DIR]
+
+(`make bench`.) For the default study, 10 x Dense(1000) (10M weights) and ResNet50 (25.6M
+weights, random): step 1 (Python capture + float64 reference), Node (tensorflow backend),
+the browser (WebGL), compare (the study's blocks and table) and compare --full (verdicts);
+per step the wall time and the peak resident memory of its largest process; the capture
+sizes against the raw float32 size; the study's own way of comparing (two JSON files of
+nested lists, loaded and diffed with numpy) on the same captures, in the same run; the
+start-ups no run can avoid (TensorFlow, Node with tfjs-node, Chromium with tfjs), and
+`make run` warm against their sum. Prints figures; asserts nothing.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PY = sys.executable
+
+MODELS = {
+    "study": [],
+    "dense1000": ["--depth", "10", "--units", "1000"],
+    "resnet50": None,  # built below, then --model
+}
+STUDY_WAY = """
+import json, sys, numpy as np
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+for key in a:
+    for x, y in zip(a[key], b[key]):
+        x, y = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
+        print(key, int(np.sum(x != y)), float(np.sum(np.abs(x - y)) / x.size))
+"""
+
+
+def measure(command, env=None):
+    """(wall seconds, peak MiB of the largest process, stdout) of `command`."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, env=dict(os.environ, **(env or {})))
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"failed: {' '.join(map(str, command))}\n{err.read().decode()[-2000:]}")
+        return wall, usage.ru_maxrss / 1024, out.read().decode()
+
+
+def build_resnet50(folder):
+    path = folder / "resnet50.h5"
+    script = ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'\nimport tf_keras\n"
+              "tf_keras.utils.set_random_seed(0)\n"
+              f"tf_keras.applications.ResNet50(weights=None).save({str(path)!r}, save_format='h5')\n")
+    subprocess.run([PY, "-c", script], check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return path
+
+
+def capture_files(out):
+    return sorted(p for p in out.iterdir() if p.name.startswith("keras_model_") and p.suffix in (".json", ".safetensors"))
+
+
+def study_way(out, folder):
+    """The study's comparison on this run's Python and Node captures: write both as JSON files
+    of nested lists, then time loading and diffing them (the JSON writing is not timed)."""
+    from tfjs_parity.capture import Capture
+    from tfjs_parity.paths import find_capture
+    files = []
+    for name in ("keras_model_python.json", "keras_model_tfjs_node.json"):
+        capture = Capture.load(find_capture(out, name))
+        path = folder / f"study_{name}"
+        with open(path, "w") as f:
+            json.dump({key: [a.tolist() for a in capture.tensors[key]] for key in capture.tensors}, f)
+        files.append(path)
+    wall, peak, _ = measure([PY, "-c", STUDY_WAY, *map(str, files)])
+    size = sum(p.stat().st_size for p in files) / 2
+    for path in files:
+        path.unlink()
+    return wall, peak, size
+
+
+def startups():
+    """Seconds of the start-ups a run cannot avoid, each measured alone (best of 3)."""
+    tf = min(measure([PY, "-c", "import tensorflow"], {"TF_CPP_MIN_LOG_LEVEL": "3"})[0] for _ in range(3))
+    node = min(measure(["node", "-e", "require('@tensorflow/tfjs-node')"], {"TF_CPP_MIN_LOG_LEVEL": "3"})[0]
+               for _ in range(3))
+    browser = min(measure([PY, str(Path(__file__)), "--chromium-start"])[0] for _ in range(3))
+    return {"import tensorflow": tf, "node + tfjs-node": node, "Chromium + page + tfjs": browser}
+
+
+def chromium_start():
+    """Start headless Chromium as run_browser.py does, load a page with tfjs, and close."""
+    import asyncio
+    import pyppeteer
+    from tfjs_parity.runners.browser_runner import CHROMIUM_FLAGS, NODE_MODULES, find_chromium
+    from tfjs_parity.server import PageServer
+    page_file = Path(tempfile.mkdtemp()) / "page.html"
+    page_file.write_text("<script src='tf.min.js'></script>")
+
+    async def run():
+        with PageServer({"/page.html": page_file,
+                         "/tf.min.js": NODE_MODULES / "@tensorflow/tfjs/dist/tf.min.js"}) as server:
+            browser = await pyppeteer.launch(executablePath=find_chromium(), headless=True, args=CHROMIUM_FLAGS,
+                                             handleSIGINT=False, handleSIGTERM=False, handleSIGHUP=False)
+            page = await browser.newPage()
+            await page.goto(f"{server.url}/page.html")
+            await page.waitForFunction("typeof tf !== 'undefined'")
+            await browser.close()
+    asyncio.run(run())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--keep", type=Path, help="keep the runs' folders here instead of a temporary folder")
+    parser.add_argument("--chromium-start", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.chromium_start:
+        return chromium_start()
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="tfjs_parity_bench_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, sizes, ways = [], [], []
+    for name in args.models.split(","):
+        out = folder / name
+        model_args = MODELS[name] if MODELS[name] is not None else ["--model", str(build_resnet50(folder))]
+        steps = [("create_keras_model.py", [*model_args, "--repeat", "3"]), ("run_node.py", ["--repeat", "3"]),
+                 ("run_browser.py", ["--repeat", "3"]), ("compare_outputs.py", []),
+                 ("compare_outputs.py", ["--full"])]
+        for script, extra in steps:
+            wall, peak, _ = measure([PY, str(ROOT / script), "--out-dir", str(out), *extra])
+            rows.append((name, f"{script} {' '.join(a for a in extra if a.startswith('--full'))}".strip(), wall, peak))
+            print(f"  {rows[-1][0]:<10} {rows[-1][1]:<30} {wall:7.1f} s {peak:7.0f} MiB", file=sys.stderr)
+        from tfjs_parity.capture import Capture
+        for path in capture_files(out):
+            values = Capture.load(path).values
+            sizes.append((name, path.name, path.stat().st_size, values * 4))
+        if name != "resnet50":  # its JSON files would be over a gigabyte each
+            compare_wall = next(r[2] for r in rows if r[0] == name and r[1] == "compare_outputs.py")
+            compare_peak = next(r[3] for r in rows if r[0] == name and r[1] == "compare_outputs.py")
+            wall, peak, size = study_way(out, folder)
+            ways.append((name, wall, peak, size, compare_wall, compare_peak))
+    ups = startups()
+    make_times = []
+    for _ in range(3):  # the first warms the caches
+        make_times.append(measure(["make", "--no-print-directory", "-s", "run"])[0])
+
+    print("Per step (wall time; peak memory of the step's largest process):")
+    print(f"{'model':<10} {'step':<30} {'wall s':>8} {'peak MiB':>9}")
+    for name, step, wall, peak in rows:
+        print(f"{name:<10} {step:<30} {wall:8.1f} {peak:9.0f}")
+    print("\nCapture sizes:")
+    print(f"{'model':<10} {'file':<48} {'MB':>8} {'raw f32 MB':>10} {'ratio':>6}")
+    for name, file, size, raw in sizes:
+        print(f"{name:<10} {file:<48} {size / 1e6:8.2f} {raw / 1e6:10.2f} {size / raw:6.3f}")
+    print("\nCompare (study blocks + table) against the study's way (2 JSON files of nested lists + numpy):")
+    print(f"{'model':<10} {'JSON MB':>8} {'study s':>8} {'study MiB':>9} {'kit s':>7} {'kit MiB':>8} {'faster':>7}")
+    for name, wall, peak, size, kit_wall, kit_peak in ways:
+        print(f"{name:<10} {size / 1e6:8.1f} {wall:8.2f} {peak:9.0f} {kit_wall:7.2f} {kit_peak:8.0f} "
+              f"{wall / kit_wall:6.1f}x")
+    total = sum(ups.values())
+    print("\nStart-ups: " + ", ".join(f"{k} {v:.2f} s" for k, v in ups.items()) + f"; sum {total:.2f} s")
+    print(f"make run (warm, best of {len(make_times) - 1}): {min(make_times[1:]):.2f} s = "
+          f"{min(make_times[1:]) / total:.2f}x the start-ups")
+    if not args.keep:
+        import shutil
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
