@@ -1,6 +1,7 @@
 # `make run`: set everything up and print the original study's report.
 # `make matrix`: the same, on every runtime, backend and precision mode, as one table.
 # `make test`: set everything up and run the tests.
+# `make bench`: figures for every step at three model sizes (scripts/bench.py).
 # Setup is idempotent: each step reruns only when what it depends on changed.
 
 PYTHON ?= python3
@@ -38,6 +39,11 @@ matrix: setup
 
 test: setup
 	$(PY) -m pytest tests
+
+# Every step on the study, 10 x Dense(1000) and ResNet50: wall time, peak memory, capture
+# sizes, compare against the study's JSON way, start-ups against make run. Figures, no pass/fail.
+bench: setup
+	$(PY) scripts/bench.py
 
 setup: $(VENV_STAMP) $(ADDON_STAMP) chromium
 

@@ -112,6 +112,9 @@ def judge(capture, python, reference, local):
             elif ratio <= 1:
                 verdict = _worse(verdict, "float32 rounding")
                 reason = reason or f"{ratio:.2g} of the float32 rounding bound"
+                if np.any(inherited & ~np.isfinite(output)):
+                    reason += (f"; {int(np.sum(inherited & ~np.isfinite(output)))} NaN/inf inherited from its "
+                               "inputs, as the exact answer has them")
             elif precision is FLOAT16 and bounds.get("float16") is not None and \
                     _max_ratio(error, _joined(bounds["float16"])) <= 1:
                 verdict = "reduced precision"
