@@ -1,5 +1,4 @@
 """Every backend and precision mode, end to end on the small model, on the real runtimes."""
-import json
 import shutil
 import subprocess
 

@@ -1,7 +1,6 @@
 """Your own model: a zoo of user-like models (tests/zoo.py), each converted and run for real
 in TensorFlow Python, every Node backend and browser WebGL, and judged layer by layer."""
 import json
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_one_line_error, check, corrupt_weight, leftovers, run_script
+from conftest import ROOT, assert_one_line_error, check, copy_study, corrupt_weight, leftovers, run_script
 from tfjs_parity.capture import Capture
 from tfjs_parity.plan import PLAN_FILE, Plan
 
@@ -132,10 +131,7 @@ def test_an_npz_input_feeds_each_input_by_name(zoo_files, tmp_path):
 @pytest.mark.slow
 def test_a_scaled_kernel_in_the_weights_file_is_a_mismatch_at_that_layer_only(zoo_runs, tmp_path):
     source, _, _ = zoo_runs["cnn"]
-    out = tmp_path / "cnn"
-    shutil.copytree(source / "keras_converted", out / "keras_converted")
-    for name in ("keras_model_python.json", "keras_model_float64.json"):
-        shutil.copy(source / name, out / name)
+    out = copy_study(source, tmp_path / "cnn")
     corrupt_weight(out / "keras_converted", "separable_conv2d/pointwise_kernel", lambda w: w * 1.001)
     check(run_script("run_node.py", "--out-dir", out, "--backend", "cpu", "--repeat", "1"))
     done = run_script("compare_outputs.py", "--out-dir", out, out / "keras_model_tfjs_node_cpu.json", "--full",
@@ -154,10 +150,7 @@ def test_a_recurrent_kernel_off_by_a_little_is_caught_by_the_output_check_alone(
     """A runtime that reports the right weights but computes with an LSTM recurrent kernel
     off by 0.3%: only the output check, through the bound carried over 12 time steps, sees it."""
     source, _, _ = zoo_runs["text"]
-    out = tmp_path / "text"
-    shutil.copytree(source / "keras_converted", out / "keras_converted")
-    for name in ("keras_model_python.json", "keras_model_float64.json"):
-        shutil.copy(source / name, out / name)
+    out = copy_study(source, tmp_path / "text")
     corrupt_weight(out / "keras_converted", "lstm/lstm_cell/recurrent_kernel", lambda w: w * 1.003)
     check(run_script("run_node.py", "--out-dir", out, "--repeat", "1"))
     node = Capture.load(out / "keras_model_tfjs_node.json")
@@ -253,10 +246,7 @@ def test_every_browser_backend_and_float16_on_a_cnn(zoo_runs, tmp_path):
     """WebGPU, WASM and the plain CPU backend in Chromium are float32 rounding on every layer;
     float16 textures are reduced precision (max pooling stays exact), never a mismatch."""
     source, _, _ = zoo_runs["cnn"]
-    out = tmp_path / "cnn"
-    shutil.copytree(source / "keras_converted", out / "keras_converted")
-    for name in ("keras_model_python.json", "keras_model_float64.json"):
-        shutil.copy(source / name, out / name)
+    out = copy_study(source, tmp_path / "cnn")
     check(run_script("run_browser.py", "--out-dir", out, "--backend", "all", "--repeat", "1"))
     check(run_script("run_browser.py", "--out-dir", out, "--precision", "f16", "--repeat", "1"))
     check(run_script("compare_outputs.py", "--out-dir", out, *sorted(out.glob("keras_model_tfjs_*.json")),

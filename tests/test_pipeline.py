@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, leftovers, run_script
+from conftest import ROOT, assert_one_line_error, check, leftovers, run_script
 from tfjs_parity.capture import Capture
 from tfjs_parity.compare import compare_captures
 

@@ -2,12 +2,11 @@
 with faults injected into their weight files."""
 import asyncio
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import BROWSER_FILES, F16_FILE, NODE_FILES, check, copy_study, corrupt_weight, run_script
+from conftest import BROWSER_FILES, NODE_FILES, check, copy_study, corrupt_weight, run_script
 from tfjs_parity.capture import Capture
 
 FLOAT32_OK = {"same bits", "float32 rounding"}

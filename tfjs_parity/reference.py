@@ -18,6 +18,7 @@ import numpy as np
 
 from . import KitError
 from .bounds import layer_bound
+from .capture import WEIGHTS_SUFFIX
 from .model import held_stderr, load_keras, load_keras3, probe_model
 from .plan import PLAN_FILE, Plan
 
@@ -59,7 +60,17 @@ def reference_capture(source, plan, inputs):
                                     repeat=1)
     capture.metadata.update(runtime=REFERENCE_RUNTIME, backend=REFERENCE_BACKEND)
     capture.metadata.pop("timing", None)  # how fast float64 runs says nothing about anyone
+    for key in [k for k in capture.tensors if k.endswith(WEIGHTS_SUFFIX)]:
+        # the weights are the model's float32 values, cast exactly: stored as float32, half the size
+        capture.tensors[key] = [_exactly_float32(w) for w in capture.tensors[key]]
     return capture
+
+
+def _exactly_float32(array):
+    narrowed = np.asarray(array).astype(np.float32)
+    if not np.array_equal(narrowed.astype(np.float64), array, equal_nan=True):
+        raise AssertionError("a float64 reference weight is not a float32 value")  # a bug, not bad input
+    return narrowed
 
 
 def load_reference_model(converted_dir):
