@@ -29,7 +29,8 @@ TFJS_FILES = [
 ]
 
 CHROMIUM_FLAGS = [
-    "--no-sandbox",  # the kit may run as root (CI, containers), where the sandbox refuses to start
+    # as root (CI, containers) Chromium's sandbox refuses to start; for anyone else it stays on
+    *(["--no-sandbox"] if os.geteuid() == 0 else []),
     # WebGL 2 with float32 render targets on the CPU, through SwiftShader: no GPU needed.
     "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
     # WebGPU on SwiftShader's Vulkan. With --enable-unsafe-webgpu alone an earlier Chromium
