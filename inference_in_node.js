@@ -55,19 +55,15 @@ function parseArgs(argv) {
   return args;
 }
 
-// The capture as a safetensors file: header, then each tensor's bytes, through a temporary
-// file renamed at the end, so no reader ever sees half a capture.
+// The capture as a safetensors file: header, then each tensor's bytes. `file` is a staging
+// name of run_node.py's, read only after this process exits 0 (by hand: give a fresh name).
 async function writeSafetensors(file, metadata, entries, progress) {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  const fd = fs.openSync(tmp, 'w');
+  const fd = fs.openSync(file, 'w');
   try {
     fs.writeSync(fd, common.safetensorsHeader(metadata, entries).bytes);
     await common.eachTensorBytes(entries, async (bytes) => { fs.writeSync(fd, bytes); }, progress);
+  } finally {
     fs.closeSync(fd);
-    fs.renameSync(tmp, file);
-  } catch (error) {
-    fs.rmSync(tmp, {force: true});
-    throw error;
   }
 }
 

@@ -215,3 +215,14 @@ def test_a_capture_too_damaged_to_read_names_its_file(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"\x10" + b"\0" * 7 + b'{"a": 1}        ')
     with pytest.raises(KitError, match="x.safetensors: not a readable safetensors capture"):
         Capture.load(tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("path, body, status", [
+    ("/upload/%C3%A9/webgl/begin", None, 404),                               # a token that is not ASCII
+    ("TOKEN/webgl/begin", struct.pack("<Q", 2) + b"[]", 400),                 # a header that is not an object
+    ("TOKEN/webgl/data", b"\0" * 8, 409),                                    # data before any header
+])
+def test_odd_uploads_get_an_answer_not_a_dead_handler(uploads, path, body, status):
+    server, up = uploads
+    assert post(server, path.replace("TOKEN", f"/upload/{up.token}"), body or header_bytes(8))[0] == status
+    assert up.completed("webgl") is None

@@ -191,9 +191,10 @@ class Capture:
             write_safetensors(path, self.metadata, self.tensors)
         else:
             atomic_write_text(path, self.to_json())
+        own = self.tensors.path if isinstance(self.tensors, SafetensorsTensors) else None
         for suffix in FORMATS.values():
             sibling = path.with_suffix(suffix)
-            if sibling != path and sibling.is_file():
+            if sibling != path and sibling != own and sibling.is_file():
                 sibling.unlink()
 
     @classmethod

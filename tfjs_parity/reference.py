@@ -12,6 +12,7 @@ probe plan:
   error against it is only what that call added, which is what a verdict needs: rounding
   in one layer is bounded (bounds.py), a wrong weight or op in one layer is not.
 """
+import inspect
 import json
 
 import numpy as np
@@ -134,8 +135,13 @@ class LocalReference:
         return as_float64(arrays)
 
     def evaluate(self, layer, arrays, kwargs=None):
+        """`layer` on `arrays` in float64; a mask goes only to a layer whose call takes one
+        (Keras itself hands masks on that way)."""
         tensors = [self.tf.constant(a) for a in arrays]
-        result = layer(tensors[0] if len(tensors) == 1 else tensors, **(kwargs or {}))
+        kwargs = dict(kwargs or {})
+        if "mask" in kwargs and "mask" not in inspect.signature(layer.call).parameters:
+            kwargs.pop("mask")
+        result = layer(tensors[0] if len(tensors) == 1 else tensors, **kwargs)
         result = result if isinstance(result, (list, tuple)) else [result]
         return [np.asarray(r, dtype=np.float64) for r in result]
 

@@ -124,24 +124,27 @@ def save_results(results, out_dir, runtime, flags, requested_format=None):
     (nothing is lost). Captures backed by a staging file are moved, not copied."""
     variant = variant_of(flags)
     failures = []
-    for backend, result in results.items():
-        if not isinstance(result, KitError):
-            try:
-                check_sane(result)
-            except KitError as error:
-                result = error
-        if isinstance(result, KitError):
-            failures.append(str(result))
-            continue
-        path = save_capture(result, out_dir / capture_file_name(runtime, backend, variant), requested_format)
-        timing = result.metadata.get("timing", {})
-        print(f"wrote {path} ({result.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
-              + (f", {result.metadata['renderer']}" if result.metadata.get("renderer") else "")
-              + format_note(result, path, requested_format) + ")")
-    for result in results.values():
-        staged = getattr(result, "tensors", None)
-        if isinstance(staged, SafetensorsTensors) and staged.path.name.startswith("."):
-            staged.path.unlink(missing_ok=True)  # a capture refused above, or one saved as JSON
+    try:
+        for backend, result in results.items():
+            if not isinstance(result, KitError):
+                try:
+                    check_sane(result)
+                    path = save_capture(result, out_dir / capture_file_name(runtime, backend, variant),
+                                        requested_format)
+                except (KitError, OSError) as error:  # this backend's failure; the others are still saved
+                    result = error if isinstance(error, KitError) else KitError(f"cannot save {backend}: {error}")
+            if isinstance(result, KitError):
+                failures.append(str(result))
+                continue
+            timing = result.metadata.get("timing", {})
+            print(f"wrote {path} ({result.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
+                  + (f", {result.metadata['renderer']}" if result.metadata.get("renderer") else "")
+                  + format_note(result, path, requested_format) + ")")
+    finally:
+        for result in results.values():
+            staged = getattr(result, "tensors", None)
+            if isinstance(staged, SafetensorsTensors) and staged.path.name.startswith("."):
+                staged.path.unlink(missing_ok=True)  # a capture refused above, or one saved as JSON
     if failures:
         unique = list(dict.fromkeys(failures))
         raise KitError(unique[0] if len(unique) == 1 else "; ".join(unique))

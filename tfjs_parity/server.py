@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .capture import current_umask
+
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".json": "application/json",
                  ".bin": "application/octet-stream", ".wasm": "application/wasm"}
 MAX_HEADER_BYTES = 64 * 2 ** 20     # a safetensors header: names, shapes and the metadata
@@ -60,51 +62,76 @@ class Uploads:
         state["taken"] = True
         return state["path"]
 
-    def receive(self, url_path, body):
-        """Handle one POST; raise UploadRefused(status, why) when it is not acceptable."""
+    def check(self, url_path, length):
+        """(name, step) of an acceptable POST of `length` bytes, before its body is read;
+        UploadRefused(status, why) otherwise."""
         parts = url_path.split("/")
-        if len(parts) != 5 or parts[1] != "upload" or not secrets.compare_digest(parts[2], self.token) \
+        if len(parts) != 5 or parts[1] != "upload" \
+                or not secrets.compare_digest(parts[2].encode("utf-8"), self.token.encode("utf-8")) \
                 or parts[3] not in self.state:
             raise UploadRefused(404, "not an upload of this run")
         name, step = parts[3], parts[4]
+        state = self.state[name]
+        if step == "begin":
+            if state is not None:
+                raise UploadRefused(409, f"{name} was already uploaded in this run")
+            if length > MAX_HEADER_BYTES + 8:
+                raise UploadRefused(413, f"{name}: a header of {length} bytes is more than {MAX_HEADER_BYTES}")
+        elif step in ("data", "end"):
+            if state is None or state["done"]:
+                raise UploadRefused(409, f"{name}: no upload in progress")
+            if state["written"] + length > state["total"]:
+                raise UploadRefused(413, f"{name}: more data than its header announced")
+        else:
+            raise UploadRefused(404, "not an upload step")
+        return name, step
+
+    def receive(self, url_path, body):
+        """Handle one POST whose body was read; raise UploadRefused(status, why) when it is
+        not acceptable."""
         with self.lock:
+            name, step = self.check(url_path, len(body))
             state = self.state[name]
             if step == "begin":
-                if state is not None:
-                    raise UploadRefused(409, f"{name} was already uploaded in this run")
                 self.state[name] = self._begin(name, body)
-            elif state is None or state["done"]:
-                raise UploadRefused(409, f"{name}: no upload in progress")
             elif step == "data":
-                if state["written"] + len(body) > state["total"]:
-                    raise UploadRefused(413, f"{name}: more data than its header announced")
                 state["file"].write(body)
                 state["written"] += len(body)
-            elif step == "end":
-                if state["written"] != state["total"]:
-                    raise UploadRefused(400, f"{name}: {state['written']} of {state['total']} bytes arrived")
+            elif state["written"] != state["total"]:
+                raise UploadRefused(400, f"{name}: {state['written']} of {state['total']} bytes arrived")
+            else:
                 state["file"].close()
                 state["done"] = True
-            else:
-                raise UploadRefused(404, "not an upload step")
 
     def _begin(self, name, body):
         if len(body) < 8:
             raise UploadRefused(400, "a safetensors header starts with its 8-byte length")
         (length,) = struct.unpack("<Q", body[:8])
-        if length != len(body) - 8 or length > MAX_HEADER_BYTES:
+        if length != len(body) - 8:
             raise UploadRefused(400, "the header length does not match the header sent")
         try:
             header = json.loads(body[8:])
             ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-        except (ValueError, KeyError, TypeError, IndexError):
+            if not all(isinstance(end, int) and end >= 0 for end in ends):
+                raise TypeError("offsets must be whole numbers")
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             raise UploadRefused(400, "not a safetensors header") from None
         total = len(body) + max(ends, default=0)
         if total > self.limit:
             raise UploadRefused(413, f"{name}: {total} bytes is more than the {self.limit} allowed")
         fd, path = tempfile.mkstemp(dir=self.staging_dir, prefix=f".upload_{name}.", suffix=".safetensors")
-        handle = os.fdopen(fd, "wb")
-        handle.write(body)
+        handle = None
+        try:
+            os.chmod(path, 0o666 & ~current_umask())  # mkstemp makes 0600; a capture gets the usual mode
+            handle = os.fdopen(fd, "wb")
+            handle.write(body)
+        except BaseException:
+            if handle is None:
+                os.close(fd)
+            else:
+                handle.close()
+            os.unlink(path)
+            raise
         return {"file": handle, "path": path, "total": total, "written": len(body), "done": False}
 
 
@@ -127,18 +154,21 @@ class PageServer:
             def do_POST(self):
                 if not self._own_host():
                     return
-                length = self.headers.get("Content-Length")
-                if server.uploads is None or length is None or not length.isdigit():
+                length = self.headers.get("Content-Length", "")
+                if server.uploads is None or not (length.isascii() and length.isdigit()):
                     self._refuse(404 if server.uploads is None else 411, "no uploads here")
                     return
-                if int(length) > MAX_REQUEST_BYTES:
-                    self.close_connection = True
-                    self._refuse(413, "body too large")
-                    return
-                body = self.rfile.read(int(length))
-                try:
-                    server.uploads.receive(unquote(urlsplit(self.path).path), body)
+                path = unquote(urlsplit(self.path).path)
+                try:  # everything that can be refused is, before the body is read
+                    if int(length) > MAX_REQUEST_BYTES:
+                        raise UploadRefused(413, "body too large")
+                    server.uploads.check(path, int(length))
+                    body = self.rfile.read(int(length))
+                    if len(body) != int(length):
+                        raise UploadRefused(400, "the body ended early")
+                    server.uploads.receive(path, body)
                 except UploadRefused as refused:
+                    self.close_connection = True  # an unread body must not be taken for a request
                     self._refuse(refused.status, str(refused))
                     return
                 self.send_response(204)

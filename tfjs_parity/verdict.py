@@ -78,8 +78,9 @@ def judge(capture, python, reference, local):
     LocalReference.evaluate_capture(), point by point."""
     precision = storage_precision(capture)
     result = RuntimeResult(capture.label, precision.name, capture.metadata)
-    overflowed = False
+    overflowed_points = set()  # an overflow is passed on only to the points it feeds
     for point, local_outputs, bounds in local:
+        overflowed = any(s.get("point") in overflowed_points for s in point.sources)
         output = _joined(capture.outputs(point.name))
         exact = _joined(reference.outputs(point.name))
         local_output = _joined(local_outputs)
@@ -124,7 +125,8 @@ def judge(capture, python, reference, local):
                 verdict = "mismatch"
                 reason = (f"{ratio:.3g}x the {precision.name} rounding bound: {_element(capture, point, index)} is "
                           f"{output[index]:.9g}, exact {local_output[index]:.9g} from this runtime's own inputs")
-        overflowed = overflowed or verdict == "overflow"
+        if verdict == "overflow":
+            overflowed_points.add(point.name)
         result.layers.append(LayerResult(point.name, measure(output, _joined(python.outputs(point.name))),
                                          measure(output, exact), ratio, bound_rel, verdict, reason))
     return result

@@ -102,18 +102,25 @@ async def _run(chromium, switches, model_json, staging_dir, backends, page, time
         try:
             for backend in backends:
                 query = urlencode(dict(page, backend=backend, upload=uploads.path(backend)))
+                staged = None
                 try:
-                    await _capture_page(browser, f"{server.url}/inference_in_browser.html?{query}", backend, timeout)
-                    staged = uploads.completed(backend)
-                    if staged is None:
+                    try:
+                        await _capture_page(browser, f"{server.url}/inference_in_browser.html?{query}", backend,
+                                            timeout)
+                    except pyppeteer.errors.PyppeteerError as error:  # a crashed page, a navigation timeout
+                        raise KitError(f"backend {backend}: the page failed ({error})") from None
+                    if uploads.completed(backend) is None:
                         raise KitError(f"backend {backend}: the page finished but its capture did not arrive")
-                    capture = read_safetensors(uploads.take(backend))
+                    staged = uploads.take(backend)
+                    capture = read_safetensors(staged)
                     if capture.metadata.get("backend") != backend:
                         raise KitError(f"asked the browser for backend {backend} but the capture says "
                                        f"{capture.metadata.get('backend')}")
                     results[backend] = capture
                 except KitError as error:
                     results[backend] = error
+                    if staged is not None:
+                        Path(staged).unlink(missing_ok=True)
         finally:
             await browser.close()
     return results
