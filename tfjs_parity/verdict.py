@@ -12,8 +12,9 @@ The rule, per layer and runtime (the README gives the reasoning):
    "float32 rounding". Within the same bound with float16's u = 2**-11, on a runtime that
    says it stores float16 (WEBGL_RENDER_FLOAT32_ENABLED false): "reduced precision". NaN
    or infinity where the exact answer is finite: "overflow" when the exact values pass the
-   largest number the runtime's storage holds (65504 for float16), or when an earlier
-   layer overflowed; otherwise "mismatch". Anything else beyond the bound: "mismatch".
+   largest number the runtime's storage holds (65504 for float16), or when a layer feeding
+   it overflowed; otherwise "mismatch". NaN or infinity the exact answer has too (a NaN in
+   the input) is inherited, not a fault. Anything else beyond the bound: "mismatch".
    A layer type with no error model gets its metrics and "no bound": never a guess.
 """
 from dataclasses import dataclass, field
