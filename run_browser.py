@@ -19,7 +19,7 @@ from tfjs_parity.cli import run_main
 from tfjs_parity import KitError
 from tfjs_parity.runners import browser_runner
 from tfjs_parity.runs import (PRECISIONS, add_run_arguments, chosen_backends, cpu_model, flags_of, save_results,
-                              variant_of)
+                              variant_metadata)
 
 
 def main():
@@ -38,7 +38,7 @@ def main():
         raise KitError("--precision f16 emulates float16 WebGL textures: use it with --backend webgl")
     flags = flags_of(args.flag, args.precision)
     # a page cannot see the CPU's name; this host's is it
-    metadata = dict({"cpu": cpu_model()}, **({"variant": variant_of(flags)} if variant_of(flags) else {}))
+    metadata = dict(cpu=cpu_model(), **variant_metadata(flags))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     results = browser_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir, backends, flags,
                                  args.repeat, args.budget, metadata, chromium_args=args.chromium_arg)

@@ -14,7 +14,7 @@ from pathlib import Path
 from tfjs_parity import paths
 from tfjs_parity.cli import run_main
 from tfjs_parity.runners import node_runner
-from tfjs_parity.runs import add_run_arguments, chosen_backends, flags_of, save_results, variant_of
+from tfjs_parity.runs import add_run_arguments, chosen_backends, flags_of, save_results, variant_metadata
 
 
 def main():
@@ -24,7 +24,7 @@ def main():
     add_run_arguments(parser, node_runner.BACKENDS, default_backend="tensorflow")
     args = parser.parse_args()
     flags = flags_of(args.flag)
-    metadata = {"variant": variant_of(flags)} if variant_of(flags) else {}
+    metadata = variant_metadata(flags)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     results = node_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir,
                               chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat, args.budget,

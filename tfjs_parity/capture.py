@@ -55,9 +55,9 @@ def encode_tensor(array):
     """A numpy array (int32 if it holds integers, float64 if it is float64, else float32) as
     a JSON-ready tensor dict."""
     array = np.asarray(array)
-    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+    dtype = _storage_dtype(array)
+    if dtype == "int32":
         return {"dtype": "int32", "shape": list(array.shape), "data": array.astype(np.int32).ravel().tolist()}
-    dtype = "float64" if array.dtype == np.float64 else "float32"
     values = array.astype(dtype).ravel().tolist()
     return {"dtype": dtype, "shape": list(array.shape), "data": [_encode_number(v) for v in values]}
 
@@ -191,11 +191,7 @@ class Capture:
             write_safetensors(path, self.metadata, self.tensors)
         else:
             atomic_write_text(path, self.to_json())
-        own = self.tensors.path if isinstance(self.tensors, SafetensorsTensors) else None
-        for suffix in FORMATS.values():
-            sibling = path.with_suffix(suffix)
-            if sibling != path and sibling != own and sibling.is_file():
-                sibling.unlink()
+        remove_other_formats(path, keep=self.tensors.path if isinstance(self.tensors, SafetensorsTensors) else None)
 
     @classmethod
     def load(cls, path, made_by=None):
@@ -214,6 +210,14 @@ class Capture:
         except UnicodeDecodeError:
             raise KitError(f"{path}: neither a JSON nor a safetensors capture") from None
         return cls.from_json(text, source=str(path))
+
+
+def remove_other_formats(path, keep=None):
+    """Remove the capture at `path` in the kit's other formats (an earlier run's), but `keep`."""
+    for suffix in FORMATS.values():
+        sibling = Path(path).with_suffix(suffix)
+        if sibling != Path(path) and sibling != keep and sibling.is_file():
+            sibling.unlink()
 
 
 def chosen_format(capture, requested=None):

@@ -83,6 +83,8 @@ def point_names(graph):
 
 def build(graph, output_counts, inputs, source):
     """The Plan of a flat graph. `output_counts`: {(layer, node): tensors that call returns}."""
+    if not any(layer.nodes for layer in graph.layers):
+        raise KitError("the model has no layers besides its inputs: nothing to capture")
     input_names = {name for name, _, _ in graph.inputs}
     names = point_names(graph)
     points = []

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import KitError
-from .capture import FORMATS, JSON_LIMIT, SafetensorsTensors, chosen_format
+from .capture import FORMATS, JSON_LIMIT, SafetensorsTensors, chosen_format, remove_other_formats
 from .cli import positive_int
 from .paths import capture_file_name
 
@@ -94,6 +94,12 @@ def variant_of(flags):
     return "_".join(parts)
 
 
+def variant_metadata(flags):
+    """{"variant": name} for a run with flags, {} for a plain one: what each capture records."""
+    variant = variant_of(flags)
+    return {"variant": variant} if variant else {}
+
+
 def check_sane(capture):
     """A backend that returns nothing but zeros or NaN (as WebGPU does on a broken adapter)
     has not computed anything: refuse its capture, naming the backend. (Unless the inputs
@@ -161,9 +167,7 @@ def save_capture(capture, json_path, requested_format=None):
             and staged.written_metadata == capture.metadata:
         os.replace(staged.path, path)
         staged.path = path
-        for suffix in FORMATS.values():
-            if path.with_suffix(suffix) != path:
-                path.with_suffix(suffix).unlink(missing_ok=True)
+        remove_other_formats(path)
     else:
         capture.save(path)
     return path
