@@ -19,7 +19,8 @@ import argparse
 from pathlib import Path
 
 from tfjs_parity import paths
-from tfjs_parity.capture import Capture, atomic_write_text
+from tfjs_parity.capture import Capture
+from tfjs_parity.files import atomic_write_text
 from tfjs_parity.cli import run_main
 from tfjs_parity.compare import compare_captures
 from tfjs_parity.report import full_report, layer_table, study_block, to_json

@@ -83,9 +83,9 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkey
     before = path.read_text()
 
     def broken_replace(*args):
-        raise OSError("disk full")
-    monkeypatch.setattr("tfjs_parity.capture.os.replace", broken_replace)
-    with pytest.raises(OSError):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("tfjs_parity.files.os.replace", broken_replace)
+    with pytest.raises(KitError, match="disk is full"):
         Capture({"runtime": "new"}, {"a_output": [np.ones(2, np.float32)]}).save(path)
     assert path.read_text() == before
     assert leftovers(tmp_path) == []

@@ -24,13 +24,10 @@ header's `__metadata__` holds one string, `capture`: the JSON of {"metadata": ..
 the study's order). Tensors are read one key at a time, so a comparison holds one layer in
 memory, not the model.
 """
-import contextlib
 import copy
 import json
 import math
-import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import KitError
+from .files import atomic_file, atomic_write_text
 
 SCHEMA = 1
 DTYPES = ("float32", "float64", "int32")  # int32: integer model inputs (token ids), as tfjs holds them
@@ -332,33 +330,3 @@ def weights_key(point):
 def output_key(point):
     """The capture key of a point's outputs: the study's `<layer>_output`."""
     return f"{point}{OUTPUT_SUFFIX}"
-
-
-def atomic_write_text(path, text):
-    """Write text to path through a temporary file in the same folder, then rename: a reader
-    never sees half a file, and a failure leaves the old file (or none) in place."""
-    with atomic_file(path) as f:
-        f.write(text.encode("utf-8"))
-
-
-@contextlib.contextmanager
-def atomic_file(path):
-    """A binary file object that becomes `path` when the block ends without an error (written
-    to a temporary file in the same folder, then renamed); nothing is left otherwise."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -1,21 +1,81 @@
-"""What every script shares at its top: one place that turns a KitError into one line."""
+"""What every script shares at its top: one place that turns a KitError into one line, and
+an interruption (Ctrl-C, SIGTERM, SIGHUP) into one line and the usual exit status, with
+every child process stopped on the way out."""
 import argparse
+import math
+import os
+import signal
 import sys
 
-from . import KitError
+from . import KitError, processes
 
 EXIT_KIT_ERROR = 2  # like argparse: the input or the setup is wrong, not the numbers
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C does (every `finally` runs), then exit."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
 
 
 def run_main(main):
     """Call main(); print an expected failure as one 'error:' line and exit non-zero."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
-        sys.exit(main())
+        code = main()
     except KitError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_KIT_ERROR)
+        _exit_with_line(f"error: {error}", EXIT_KIT_ERROR)
     except KeyboardInterrupt:
-        sys.exit(130)
+        _exit_with_line("interrupted (Ctrl-C): stopped; files already written are whole, nothing half-written "
+                        "was kept", EXIT_INTERRUPTED)
+    except Terminated as signal_:
+        _exit_with_line(f"terminated ({signal_}): stopped; files already written are whole, nothing half-written "
+                        "was kept", 128 + signal_.signum)
+    except BrokenPipeError:
+        # the reader went away (`compare_outputs.py | head`): not an error of ours
+        _quiet_stdout()
+        code = 0
+    finally:
+        _ignore_interruptions()  # cleaning up must not itself be interrupted into a traceback
+        processes.stop_all()
+    _flush_or_quiet()
+    sys.exit(code)
+
+
+def _exit_with_line(line, code):
+    _ignore_interruptions()
+    processes.stop_all()
+    _flush_or_quiet()
+    print(line, file=sys.stderr)
+    sys.exit(code)
+
+
+def _ignore_interruptions():
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _flush_or_quiet():
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
+def _quiet_stdout():
+    """Point stdout at /dev/null so the interpreter's own flush at exit finds no closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def positive_int(text):
@@ -26,4 +86,15 @@ def positive_int(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text):
+    """argparse type: a finite number of at least 0 (a tolerance)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
     return value

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from . import KitError, topology
 from . import plan as plan_module
-from .capture import atomic_write_text, current_umask, encode_tensor
+from .capture import encode_tensor
+from .files import atomic_write_text, staging_dir
 from .paths import INPUT_FILE
 
 SOURCE_KERAS3_FILE = "source_model.keras"  # beside the converted model: the float64 reference's own model
@@ -315,7 +316,7 @@ def save_converted(flat_model, plan, inputs, source, converted_dir):
     previous model (or nothing) in place."""
     converted_dir = Path(converted_dir)
     converted_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=converted_dir.parent, prefix=f".{converted_dir.name}."))
+    staging = staging_dir(converted_dir.parent, converted_dir.name)
     try:
         with held_stderr():  # its imports and legacy-format warnings are noise here
             import tensorflowjs
@@ -325,7 +326,6 @@ def save_converted(flat_model, plan, inputs, source, converted_dir):
         _drop_fields_tfjs_refuses(staging / "model.json")
         plan.save(staging / plan_module.PLAN_FILE)
         atomic_write_text(staging / INPUT_FILE, json.dumps({name: encode_tensor(a) for name, a in inputs.items()}))
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the usual mode
         if converted_dir.exists():
             shutil.rmtree(converted_dir)
         os.replace(staging, converted_dir)

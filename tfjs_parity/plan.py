@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import KitError
-from .capture import atomic_write_text
+from .files import atomic_write_text
 
 PLAN_FILE = "probe_plan.json"
 PLAN_SCHEMA = 1

@@ -13,12 +13,11 @@ import json
 import os
 import secrets
 import struct
-import tempfile
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .capture import current_umask
+from .files import staging_file
 
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".json": "application/json",
                  ".bin": "application/octet-stream", ".wasm": "application/wasm"}
@@ -119,10 +118,9 @@ class Uploads:
         total = len(body) + max(ends, default=0)
         if total > self.limit:
             raise UploadRefused(413, f"{name}: {total} bytes is more than the {self.limit} allowed")
-        fd, path = tempfile.mkstemp(dir=self.staging_dir, prefix=f".upload_{name}.", suffix=".safetensors")
+        fd, path = staging_file(self.staging_dir, f"upload_{name}", ".safetensors")
         handle = None
         try:
-            os.chmod(path, 0o666 & ~current_umask())  # mkstemp makes 0600; a capture gets the usual mode
             handle = os.fdopen(fd, "wb")
             handle.write(body)
         except BaseException:

@@ -5,12 +5,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 from .. import KitError
 from ..capture import read_safetensors
+from ..files import staging_file
 from ..paths import NODE_MODULES, NODE_SCRIPT
 from ..progress import Progress
 
@@ -42,7 +42,7 @@ def run(model_json, staging_dir, backends=("tensorflow",), flags=None, repeat=10
 
 def _run_one(node, model_json, staging_dir, backend, flags, repeat, budget, metadata, timeout):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    fd, out = tempfile.mkstemp(dir=staging_dir, prefix=f".node_{backend}.", suffix=".safetensors")
+    fd, out = staging_file(staging_dir, f"node_{backend}", ".safetensors")
     os.close(fd)
     command = [node, str(NODE_SCRIPT), "--model", str(model_json), "--out", out, "--backend", backend,
                "--flags", json.dumps(flags), "--metadata", json.dumps(metadata), "--repeat", str(repeat),

@@ -1,0 +1,165 @@
+"""Writing files without ever losing one: atomic writes, staging names that say who owns
+them (so a killed run's leftovers can be told from a running one's and removed), output
+paths checked before anything is written, and filesystem errors as one line naming the path.
+"""
+import contextlib
+import os
+import re
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+from . import KitError
+
+# A staging entry is hidden and carries its owner's pid: `.<name>.~<pid>~<random><suffix>`.
+_STAGING = re.compile(r"^\..*\.~(\d+)~")
+
+
+def staging_prefix(name):
+    return f".{name}.~{os.getpid()}~"
+
+
+def staging_file(folder, name, suffix=""):
+    """(fd, path) of a new staging file for `name` in `folder`, mode as for any new file."""
+    try:
+        fd, path = tempfile.mkstemp(dir=folder, prefix=staging_prefix(name), suffix=suffix)
+        os.chmod(path, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual mode
+    except OSError as error:
+        raise write_error(Path(folder) / name, error) from None
+    return fd, path
+
+
+def staging_dir(parent, name):
+    """A new staging folder for `name` in `parent`, mode as for any new folder."""
+    try:
+        path = Path(tempfile.mkdtemp(dir=parent, prefix=staging_prefix(name)))
+        os.chmod(path, 0o777 & ~current_umask())  # mkdtemp makes 0700
+    except OSError as error:
+        raise write_error(Path(parent) / name, error) from None
+    return path
+
+
+def remove_stale_staging(folder):
+    """Remove staging entries in `folder` whose owner process is gone (a run killed with
+    SIGKILL, a crash): nothing of a running step is touched."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        match = _STAGING.match(entry.name)
+        if match and not _alive(int(match[1])):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """A binary file object that becomes `path` when the block ends without an error (written
+    to a staging file in the same folder, then renamed); nothing is left otherwise. A
+    filesystem error (full disk, read-only, no permission) is a KitError naming `path`."""
+    path = Path(path)
+    make_dirs(path.parent)
+    fd, tmp = staging_file(path.parent, path.name, ".tmp")
+    try:
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+            os.replace(tmp, path)
+        except OSError as error:
+            raise write_error(path, error) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    """Write text to path atomically (atomic_file)."""
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def write_error(path, error):
+    """A KitError for an OSError met while writing `path`."""
+    reason = error.strerror or str(error)
+    hint = {28: " (the disk is full: free some space and run again)",
+            30: " (a read-only filesystem: choose another --out-dir)",
+            13: " (no permission: choose another --out-dir)",
+            36: " (a file name too long for this filesystem)"}.get(error.errno, "")
+    return KitError(f"cannot write {path}: {reason}{hint}")
+
+
+def make_dirs(folder, flag=None):
+    """Create `folder` (and its parents) if needed; KitError naming it (and `flag`, the
+    option that chose it) when it cannot be a folder the kit writes into."""
+    folder = Path(folder)
+    what = f"{flag} {folder}" if flag else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise KitError(f"{what} is not a folder; give a folder (it is created when missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise KitError(f"{what}: cannot create it ({error.strerror or error})") from None
+    return folder
+
+
+def writable_out_dir(folder, flag="--out-dir"):
+    """make_dirs, then prove a file can be written there (a read-only mount, /proc, a full
+    disk fail here, before any work is done), and clear a killed run's leftovers."""
+    folder = make_dirs(folder, flag)
+    try:
+        fd, path = tempfile.mkstemp(dir=folder, prefix=staging_prefix("probe"))
+        os.close(fd)
+        os.unlink(path)
+    except OSError as error:
+        raise KitError(f"{flag} {folder}: cannot write there ({error.strerror or error}); choose another folder") \
+            from None
+    remove_stale_staging(folder)
+    return folder
+
+
+def check_output(path, flag, inputs=()):
+    """Refuse an output path that would destroy something: an input of this run (a capture
+    being compared), or anything that is not a regular file (a folder, a device such as
+    /dev/full, a FIFO, a symlink). A missing file is fine if its folder exists."""
+    path = Path(path)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise KitError(f"{flag} {path}: its folder {path.parent} does not exist") from None
+        return
+    except OSError as error:
+        raise KitError(f"{flag} {path}: {error.strerror or error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(info.st_mode) else "a symlink" if stat.S_ISLNK(info.st_mode)
+                else "a device, FIFO or socket")
+        raise KitError(f"{flag} {path} is {kind}, not a regular file; name a new file (nothing was written)")
+    for other in inputs:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, other):
+                raise KitError(f"{flag} {path} is one of the captures being compared; writing there would "
+                               "destroy it: name another file")
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
