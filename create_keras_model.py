@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tfjs_parity import KitError, paths
 from tfjs_parity.cli import positive_int, run_main
+from tfjs_parity.files import writable_out_dir
 from tfjs_parity.runs import add_format_argument, add_timing_arguments, format_note, save_capture
 
 
@@ -46,6 +47,7 @@ def main():
         raise KitError("--depth, --units and --seed build the study's model; they do not apply with --model")
     if args.input and not args.model:
         raise KitError("--input is the input for --model; the study's input is a vector of ones")
+    writable_out_dir(args.out_dir)  # before the slow part: a folder that cannot be written fails now
 
     from tfjs_parity import inputs as model_inputs
     from tfjs_parity.model import (build_study_model, check_tfjs_can_run, flat_tf_keras_model, held_stderr,

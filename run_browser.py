@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tfjs_parity import paths
 from tfjs_parity.cli import run_main
+from tfjs_parity.files import writable_out_dir
 from tfjs_parity import KitError
 from tfjs_parity.runners import browser_runner
 from tfjs_parity.runs import (PRECISIONS, add_run_arguments, chosen_backends, cpu_model, flags_of, save_results,
@@ -39,7 +40,7 @@ def main():
     flags = flags_of(args.flag, args.precision)
     # a page cannot see the CPU's name; this host's is it
     metadata = dict(cpu=cpu_model(), **variant_metadata(flags))
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    writable_out_dir(args.out_dir)
     results = browser_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir, backends, flags,
                                  args.repeat, args.budget, metadata, chromium_args=args.chromium_arg)
     save_results(results, args.out_dir, browser_runner.NAME, flags, args.format)

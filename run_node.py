@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tfjs_parity import paths
 from tfjs_parity.cli import run_main
+from tfjs_parity.files import writable_out_dir
 from tfjs_parity.runners import node_runner
 from tfjs_parity.runs import add_run_arguments, chosen_backends, flags_of, save_results, variant_metadata
 
@@ -25,7 +26,7 @@ def main():
     args = parser.parse_args()
     flags = flags_of(args.flag)
     metadata = variant_metadata(flags)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    writable_out_dir(args.out_dir)
     results = node_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir,
                               chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat, args.budget,
                               metadata)
