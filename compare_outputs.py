@@ -1,28 +1,32 @@
 """Step 4 of 4: diff the captures layer by layer and print the original study's report.
 
     python compare_outputs.py [--out-dir results] [CAPTURE ...] [--full]
-                              [--rtol R] [--atol A] [--max-ulp N] [--json FILE] [--html FILE]
+                              [--rtol R] [--atol A] [--max-ulp N] [--allow-mismatch]
+                              [--json FILE] [--html FILE]
 
 With no CAPTURE files: prints the study's two blocks, tf.Keras Python vs tfjs Node and
 tf.Keras Python vs tfjs Browser, one line per tensor (how many values differ, their average
 absolute difference); when the folder holds more captures (other backends, flags), then one
 table of every capture against Python, a row per layer. With CAPTURE files: a block for
-each, then the table.
+each, then the table (the converted model and Python's capture are taken from the first
+CAPTURE's folder unless --out-dir says otherwise). Every capture records the id of the
+model it was made from: one made from another model is named stale, not compared.
 
 --full then judges every layer of every capture against the exact answer (the model in
 float64, keras_model_float64.json): metrics, a verdict (same bits, float32 rounding,
 reduced precision, overflow, mismatch) and who is closest to the truth. --rtol/--atol/
---max-ulp make it a gate: exit 1 naming the first capture and layer beyond them. --json
+--max-ulp make it a gate: exit 1 naming the first capture and layer beyond them, or with a
+mismatch verdict (unless --allow-mismatch). --json
 and --html write the whole result for machines and for people.
 """
 import argparse
 from pathlib import Path
 
-from tfjs_parity import paths
+from tfjs_parity import KitError, paths
 from tfjs_parity.capture import Capture
-from tfjs_parity.files import atomic_write_text
-from tfjs_parity.cli import run_main
-from tfjs_parity.compare import compare_captures
+from tfjs_parity.files import atomic_write_text, check_output
+from tfjs_parity.cli import non_negative_float, run_main
+from tfjs_parity.compare import check_same_model, compare_captures
 from tfjs_parity.report import full_report, layer_table, study_block, to_json
 from tfjs_parity.runners import column_order
 
@@ -35,28 +39,41 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("captures", nargs="*", type=Path, metavar="CAPTURE",
                         help="capture files to compare with Python's (default: every capture in --out-dir)")
-    parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR,
-                        help="where the captures are (default: %(default)s)")
+    parser.add_argument("--out-dir", type=Path,
+                        help="where the captures and the converted model are (default: the folder of the first "
+                             f"CAPTURE, else {paths.DEFAULT_OUT_DIR})")
     parser.add_argument("--full", action="store_true",
                         help="after the study's blocks, every metric and verdict against the float64 reference")
-    gate = parser.add_argument_group("gate (exit 1 when a capture exceeds a limit against float64)")
-    gate.add_argument("--rtol", type=float, help="max |a - exact| / max |exact| per layer")
-    gate.add_argument("--atol", type=float, help="max |a - exact| per layer (added to rtol's allowance)")
-    gate.add_argument("--max-ulp", type=float, help="max distance in float32 ULPs of any value")
+    gate = parser.add_argument_group("gate (exit 1 when a capture exceeds a limit against float64, or any "
+                                     "layer's verdict is mismatch)")
+    gate.add_argument("--rtol", type=non_negative_float, help="max |a - exact| / max |exact| per layer")
+    gate.add_argument("--atol", type=non_negative_float, help="max |a - exact| per layer (added to rtol's allowance)")
+    gate.add_argument("--max-ulp", type=non_negative_float, help="max distance in float32 ULPs of any value")
+    gate.add_argument("--allow-mismatch", action="store_true",
+                      help="gate on the limits alone, even where a verdict says mismatch")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the full result as JSON")
     parser.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
     args = parser.parse_args()
+    out_dir = args.out_dir or (args.captures[0].parent if args.captures else paths.DEFAULT_OUT_DIR)
 
-    reference = Capture.load(paths.find_capture(args.out_dir, paths.PYTHON_CAPTURE),
-                             made_by=paths.MADE_BY[paths.PYTHON_CAPTURE])
+    python_path = paths.find_capture(out_dir, paths.PYTHON_CAPTURE)
+    reference = Capture.load(python_path, made_by=paths.MADE_BY[paths.PYTHON_CAPTURE])
     if args.captures:
-        others = [Capture.load(path) for path in args.captures]
+        # Python's own capture among them is the reference, not a runtime to compare with itself
+        named = [path for path in args.captures if not _same_file(path, python_path)]
+        loaded = [(path, Capture.load(path)) for path in named]
+        others = [c for _, c in loaded]
         titled = [(f"tf.Keras Python vs tfjs {c.label}", c) for c in others]
     else:
-        study = [Capture.load(paths.find_capture(args.out_dir, name), made_by=paths.MADE_BY[name])
-                 for _, name in BLOCKS]
-        titled = [(title, c) for (title, _), c in zip(BLOCKS, study)]
-        others = study + [Capture.load(path) for path in paths.extra_captures(args.out_dir, [n for _, n in BLOCKS])]
+        study = [(paths.find_capture(out_dir, name), name) for _, name in BLOCKS]
+        loaded = [(path, Capture.load(path, made_by=paths.MADE_BY[name])) for path, name in study]
+        titled = [(title, c) for (title, _), (_, c) in zip(BLOCKS, loaded)]
+        loaded += [(path, Capture.load(path)) for path in paths.extra_captures(out_dir, [n for _, n in BLOCKS])]
+        others = [c for _, c in loaded]
+    check_same_model(out_dir / paths.CONVERTED_DIR, [(python_path, reference), *loaded])
+    for flag, output in (("--json", args.json), ("--html", args.html)):
+        if output:
+            check_output(output, flag, inputs=[python_path, *(path for path, _ in loaded)])
     diffs = {id(c): compare_captures(reference, c) for c in others}
     sections = [study_block(title, diffs[id(c)]) for title, c in titled]
     if len(others) > len(BLOCKS) or args.captures:
@@ -65,15 +82,18 @@ def main():
     print("\n\n".join(sections))
 
     gating = any(v is not None for v in (args.rtol, args.atol, args.max_ulp))
+    if args.allow_mismatch and not gating:
+        raise KitError("--allow-mismatch changes the gate: give --rtol, --atol or --max-ulp with it")
     if not (args.full or gating or args.json or args.html):
         return 0
     from tfjs_parity.verdict import closeness, gate as apply_gate, judge_all
-    exact = Capture.load(paths.find_capture(args.out_dir, paths.REFERENCE_CAPTURE),
-                         made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
-    results = judge_all(args.out_dir / paths.CONVERTED_DIR, reference, exact,
+    exact_path = paths.find_capture(out_dir, paths.REFERENCE_CAPTURE)
+    exact = Capture.load(exact_path, made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
+    check_same_model(out_dir / paths.CONVERTED_DIR, [(python_path, reference), (exact_path, exact)])
+    results = judge_all(out_dir / paths.CONVERTED_DIR, reference, exact,
                         sorted(others, key=column_order))
     closest, sentences = closeness(results)
-    gate_result = apply_gate(results, args.rtol, args.atol, args.max_ulp) if gating else None
+    gate_result = apply_gate(results, args.rtol, args.atol, args.max_ulp, args.allow_mismatch) if gating else None
     if args.full:
         print("\n" + full_report(results, closest, sentences))
     if args.json:
@@ -87,6 +107,13 @@ def main():
         print("\n" + gate_result.message)
         return 0 if gate_result else 1
     return 0
+
+
+def _same_file(a, b):
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ float32 weights, the exact answer every runtime is measured against.
 """
 import argparse
 import hashlib
+import shutil
 from pathlib import Path
 
 from tfjs_parity import KitError, paths
-from tfjs_parity.cli import positive_int, run_main
-from tfjs_parity.files import writable_out_dir
+from tfjs_parity.cli import int64, positive_int, run_main, seed32
+from tfjs_parity.files import staging_dir, writable_out_dir
 from tfjs_parity.runs import add_format_argument, add_timing_arguments, format_note, save_capture
 
 
@@ -32,13 +33,13 @@ def main():
                         help="your model: a .keras file, a .h5 file or a SavedModel folder (default: the study's)")
     parser.add_argument("--input", type=Path, metavar="FILE",
                         help="the input for --model: .npy (one input) or .npz (an array per input name)")
-    parser.add_argument("--input-seed", type=int, default=0, metavar="N",
+    parser.add_argument("--input-seed", type=seed32, default=0, metavar="N",
                         help="seed of the random input used with --model when no --input is given (default 0)")
     # Defaults are the original study's model: 10 x Dense(50), RandomUniform(-1, 1, seed=123).
     study = parser.add_argument_group("the study's model (without --model)")
     study.add_argument("--depth", type=positive_int, help="number of Dense layers (default 10)")
     study.add_argument("--units", type=positive_int, help="units per layer and input size (default 50)")
-    study.add_argument("--seed", type=int, help="seed of the RandomUniform(-1, 1) initializer (default 123)")
+    study.add_argument("--seed", type=int64, help="seed of the RandomUniform(-1, 1) initializer (default 123)")
     add_timing_arguments(parser)
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
     add_format_argument(parser)
@@ -47,11 +48,13 @@ def main():
         raise KitError("--depth, --units and --seed build the study's model; they do not apply with --model")
     if args.input and not args.model:
         raise KitError("--input is the input for --model; the study's input is a vector of ones")
+    if not args.model:
+        check_memory_for_study(args.depth or 10, args.units or 50)
     writable_out_dir(args.out_dir)  # before the slow part: a folder that cannot be written fails now
 
     from tfjs_parity import inputs as model_inputs
-    from tfjs_parity.model import (build_study_model, check_tfjs_can_run, flat_tf_keras_model, held_stderr,
-                                   load_user_model, make_plan, save_converted)
+    from tfjs_parity.model import (build_study_model, check_tfjs_can_run, commit_run, flat_tf_keras_model, held_stderr,
+                                   load_user_model, make_plan, stage_converted)
     from tfjs_parity.reference import reference_capture
     from tfjs_parity.runners import python_runner
 
@@ -77,16 +80,43 @@ def main():
         plan = make_plan(source, flat, specs)
         capture = python_runner.run(source.model, source.keras, plan, feed, args.repeat, args.budget)
         exact = reference_capture(source, plan, feed)
-        save_converted(flat, plan, feed, source, args.out_dir / paths.CONVERTED_DIR)
-    described = {"file": str(source.file) if source.file else None, "format": source.format,
-                 "points": len(plan.points)}
-    for result in (capture, exact):
-        result.metadata.update(input_origin=origin, model=described)
-    written = [save_capture(result, args.out_dir / name, args.format)
-               for result, name in ((capture, paths.PYTHON_CAPTURE), (exact, paths.REFERENCE_CAPTURE))]
+    # every file of the run is staged in one folder, then committed together
+    run_dir = staging_dir(args.out_dir, "run")
+    try:
+        stage_converted(flat, plan, feed, source, run_dir / paths.CONVERTED_DIR)
+        described = {"file": str(source.file) if source.file else None, "format": source.format,
+                     "points": len(plan.points)}
+        for result in (capture, exact):
+            result.metadata.update(input_origin=origin, model=described, model_id=plan.model_id)
+        written = [args.out_dir / save_capture(result, run_dir / name, args.format).name
+                   for result, name in ((capture, paths.PYTHON_CAPTURE), (exact, paths.REFERENCE_CAPTURE))]
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    commit_run(run_dir, args.out_dir, paths.CONVERTED_DIR)
     note = format_note(capture, written[0], args.format)
     print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} capture points), {written[0]} and "
           f"{written[1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
+
+
+# Measured by make bench: 10 x Dense(1000) (10M weights) peaks at 1.8 GB in this step, about
+# 180 bytes a weight beyond TensorFlow's own 0.7 GB (the model, its float64 copy, the
+# conversion, the captures).
+BYTES_PER_WEIGHT = 180
+TENSORFLOW_BYTES = 700 * 2 ** 20
+
+
+def check_memory_for_study(depth, units):
+    """Refuse a study model this machine cannot hold, before TensorFlow runs out of memory
+    (a 60-line error, or the kernel's OOM killer)."""
+    import psutil
+    weights = depth * units * (units + 1)
+    needed = TENSORFLOW_BYTES + BYTES_PER_WEIGHT * weights
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise KitError(f"--depth {depth} --units {units} is {weights:,} weights: about {needed / 2 ** 30:,.1f} GiB "
+                       f"to build, convert and capture, and {available / 2 ** 30:.1f} GiB is available; "
+                       "choose a smaller --units or --depth")
 
 
 if __name__ == "__main__":

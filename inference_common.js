@@ -197,6 +197,7 @@
     const budgetMs = 1000 * (options.budgetSeconds || 10);
     const metadata = Object.assign({
       schema: SCHEMA,
+      model_id: plan.model_id,  // which converted model this is: a stale capture is named, not compared
       backend: tf.getBackend(),
       versions: Object.assign({}, tf.version),
       flags: options.flags || {},

@@ -89,6 +89,26 @@ def positive_int(text):
     return value
 
 
+def int64(text):
+    """argparse type: an integer that fits in 64 bits, signed (TensorFlow's seeds)."""
+    return _int_in(text, -2 ** 63, 2 ** 63 - 1)
+
+
+def seed32(text):
+    """argparse type: a seed for numpy's generator here, 0 to 2**32 - 1."""
+    return _int_in(text, 0, 2 ** 32 - 1)
+
+
+def _int_in(text, low, high):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+    return value
+
+
 def non_negative_float(text):
     """argparse type: a finite number of at least 0 (a tolerance)."""
     try:

@@ -96,6 +96,48 @@ def atomic_write_text(path, text):
         f.write(text.encode("utf-8"))
 
 
+def commit_file(staged, final):
+    """Rename a staged file onto its final path (atomic on one filesystem)."""
+    try:
+        os.replace(staged, final)
+    except OSError as error:
+        raise write_error(final, error) from None
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_or_replace_dir(new, target):
+    """Put the folder `new` at `target` in one step: where `target` exists, the two are
+    exchanged atomically (renameat2 RENAME_EXCHANGE: at every moment one whole folder is at
+    `target`) and the old one, now at `new`, is removed. Where the filesystem cannot
+    exchange, the old folder is moved aside first (a moment with none)."""
+    new, target = Path(new), Path(target)
+    try:
+        if not target.exists():
+            os.rename(new, target)
+            return
+        if not _exchange(new, target):
+            aside = target.parent / (staging_prefix(target.name) + "old")
+            os.rename(target, aside)
+            os.rename(new, target)
+            new = aside
+    except OSError as error:
+        raise write_error(target, error) from None
+    shutil.rmtree(new, ignore_errors=True)
+
+
+def _exchange(a, b):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(str(a)), _AT_FDCWD, os.fsencode(str(b)), _RENAME_EXCHANGE)
+    return result == 0
+
+
 def write_error(path, error):
     """A KitError for an OSError met while writing `path`."""
     reason = error.strerror or str(error)

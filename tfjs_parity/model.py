@@ -4,6 +4,7 @@ TensorFlow is imported here, lazily: it costs seconds and hundreds of MiB, and o
 scripts that build or run a Keras model need it.
 """
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from . import KitError, topology
 from . import plan as plan_module
-from .capture import encode_tensor
-from .files import atomic_write_text, staging_dir
+from .capture import encode_tensor, remove_other_formats
+from .files import atomic_write_text, commit_file, exchange_or_replace_dir, staging_dir
 from .paths import INPUT_FILE
 
 SOURCE_KERAS3_FILE = "source_model.keras"  # beside the converted model: the float64 reference's own model
@@ -308,30 +309,51 @@ def _rename(layer, name):
         layer.name = name
 
 
-def save_converted(flat_model, plan, inputs, source, converted_dir):
-    """Convert `flat_model` to a tfjs Layers model in `converted_dir`, with the probe plan,
-    the inputs ({name: array}) and, for a Keras 3 source, the source model beside it.
+def stage_converted(flat_model, plan, inputs, source, model_dir):
+    """Convert `flat_model` to a tfjs Layers model in `model_dir` (a new folder inside a run's
+    staging folder), with the probe plan, the inputs ({name: array}) and, for a Keras 3
+    source, the source model. The plan records the model's id (a hash of what was written):
+    every capture made from this model carries it, so a capture of another model is named
+    stale instead of being compared."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir()
+    with held_stderr():  # its imports and legacy-format warnings are noise here
+        import tensorflowjs
+        tensorflowjs.converters.save_keras_model(flat_model, str(model_dir))
+        if source.format == "keras3":
+            source.model.save(str(model_dir / SOURCE_KERAS3_FILE))
+    _drop_fields_tfjs_refuses(model_dir / "model.json")
+    atomic_write_text(model_dir / INPUT_FILE, json.dumps({name: encode_tensor(a) for name, a in inputs.items()}))
+    plan.model_id = _model_id(model_dir)
+    plan.save(model_dir / plan_module.PLAN_FILE)
 
-    Written to a temporary folder first and swapped in, so a failed conversion leaves the
-    previous model (or nothing) in place."""
-    converted_dir = Path(converted_dir)
-    converted_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_dir(converted_dir.parent, converted_dir.name)
+
+def _model_id(folder):
+    """A short hash of every file in `folder` (names and bytes): the same model and inputs
+    give the same id, so captures of an identical rebuild stay valid."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(folder).iterdir()):
+        digest.update(file.name.encode("utf-8") + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def commit_run(run_dir, out_dir, model_name):
+    """Put a run's files, staged in `run_dir`, in place in `out_dir`: the converted model
+    folder `model_name` first (swapped in whole, atomically), then each capture (renamed).
+    A run killed between two renames leaves whole files only; compare_outputs.py then names
+    the capture whose model id is not the converted model's. `run_dir` is removed."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
     try:
-        with held_stderr():  # its imports and legacy-format warnings are noise here
-            import tensorflowjs
-            tensorflowjs.converters.save_keras_model(flat_model, str(staging))
-            if source.format == "keras3":
-                source.model.save(str(staging / SOURCE_KERAS3_FILE))
-        _drop_fields_tfjs_refuses(staging / "model.json")
-        plan.save(staging / plan_module.PLAN_FILE)
-        atomic_write_text(staging / INPUT_FILE, json.dumps({name: encode_tensor(a) for name, a in inputs.items()}))
-        if converted_dir.exists():
-            shutil.rmtree(converted_dir)
-        os.replace(staging, converted_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        exchange_or_replace_dir(run_dir / model_name, out_dir / model_name)
+        for staged in sorted(run_dir.iterdir()):
+            if staged.is_file():
+                commit_file(staged, out_dir / staged.name)
+                remove_other_formats(out_dir / staged.name)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # tf-keras writes these into SeparableConv2D's config; tfjs-layers 4.22 refuses to load them

@@ -1,4 +1,5 @@
 """Where the kit lives and what its files are called (the original study's names)."""
+import hashlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,16 @@ def capture_file_name(runtime, backend, variant=""):
     study = {("node", "tensorflow"): NODE_CAPTURE, ("browser", "webgl"): BROWSER_CAPTURE}
     if not variant and (runtime, backend) in study:
         return study[(runtime, backend)]
-    return f"keras_model_tfjs_{runtime}_{backend}" + (f"_{variant}" if variant else "") + ".json"
+    name = f"keras_model_tfjs_{runtime}_{backend}" + (f"_{variant}" if variant else "")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        # many --flags: keep the start readable, hash the tail (the capture's metadata keeps every flag)
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:12]
+        name = name.encode("utf-8")[:MAX_NAME_BYTES - len(digest) - 1].decode("utf-8", "ignore") + "-" + digest
+    return name + ".json"
+
+
+# File names stop at 255 bytes on most filesystems; a staging name adds about 40 to a capture's.
+MAX_NAME_BYTES = 160
 
 
 CAPTURE_SUFFIXES = (".json", ".safetensors")

@@ -43,12 +43,13 @@ class Plan:
     inputs: list
     points: list
     source: dict = field(default_factory=dict)  # the model the user gave: its format and file
+    model_id: str = ""  # a hash of the converted model and inputs; every capture of it records it
 
     def point(self, name):
         return next(p for p in self.points if p.name == name)
 
     def to_json(self):
-        return json.dumps({"schema": PLAN_SCHEMA, "source": self.source, "inputs": [asdict(i) for i in self.inputs],
+        return json.dumps({"schema": PLAN_SCHEMA, "model_id": self.model_id, "source": self.source, "inputs": [asdict(i) for i in self.inputs],
                            "points": [asdict(p) for p in self.points]}, indent=1)
 
     def save(self, path):
@@ -62,7 +63,7 @@ class Plan:
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
             return cls([Input(**i) for i in document["inputs"]], [Point(**p) for p in document["points"]],
-                       document.get("source", {}))
+                       document.get("source", {}), str(document.get("model_id", "")))
         except (ValueError, KeyError, TypeError) as error:
             raise KitError(f"{path}: not a probe plan ({error}); run `python create_keras_model.py` again") from None
 

@@ -1,6 +1,7 @@
 """What run_node.py and run_browser.py share: backend choice, tfjs flags and precision
 variants, sanity checks, and saving each backend's capture under its own name."""
 import argparse
+import math
 import os
 import platform
 import re
@@ -27,13 +28,16 @@ def parse_flag(text):
     if raw in ("true", "false"):
         return name, raw == "true"
     try:
-        return name, int(raw)
+        value = int(raw)
     except ValueError:
-        pass
-    try:
-        return name, float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: VALUE must be true, false or a number") from None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: VALUE must be true, false or a number") from None
+    # JavaScript holds every number as a float64: beyond 2**53 or non-finite, tfjs would see another value
+    if not (math.isfinite(value) and abs(value) <= 2 ** 53):
+        raise argparse.ArgumentTypeError(f"{text!r}: VALUE must be a finite number of magnitude at most 2**53")
+    return name, value
 
 
 def add_run_arguments(parser, backends, default_backend):

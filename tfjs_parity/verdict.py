@@ -183,7 +183,8 @@ def _judge_weights(weights, true_weights, precision):
             verdict, reason = "reduced precision", "weights rounded to float16"
             continue
         bad = np.unravel_index(np.argmax(~within_f16 | (w != t)), w.shape)
-        return "mismatch", f"weights[{i}]{list(bad)} is {w[bad]:.7g}, the model's is {t[bad]:.7g}"
+        # 9 significant digits: enough to tell any two float32 values apart (a 1-ulp change)
+        return "mismatch", f"weights[{i}]{[int(v) for v in bad]} is {w[bad]:.9g}, the model's is {t[bad]:.9g}"
     return verdict, reason
 
 
@@ -256,22 +257,29 @@ class GateResult:
         return self.passed
 
 
-def gate(results, rtol=None, atol=None, max_ulp=None):
+def gate(results, rtol=None, atol=None, max_ulp=None, allow_mismatch=False):
     """Every runtime's every layer against float64: max |a - r| <= atol + rtol * max |r|
-    and max ULPs <= max_ulp. Fails on the first runtime and layer that does not hold."""
+    and max ULPs <= max_ulp, and (unless `allow_mismatch`) no layer judged "mismatch": a
+    wrong weight or output within the limits is still wrong. Fails on the first runtime and
+    layer that does not hold."""
     rtol_, atol_ = rtol or 0.0, atol or 0.0
     limits = ", ".join(f"{name} {value:g}" for name, value in
                        (("--rtol", rtol), ("--atol", atol), ("--max-ulp", max_ulp)) if value is not None)
     for result in results:
         for layer in result.layers:
             m = layer.vs_float64
+            if not allow_mismatch and layer.verdict == "mismatch":
+                return GateResult(False, f"FAILED: {result.label} at {layer.layer}: verdict mismatch ({layer.reason}); "
+                                         "--allow-mismatch gates on the limits alone")
             if (rtol is not None or atol is not None) and not m.max_abs <= atol_ + rtol_ * m.magnitude:
                 return GateResult(False, f"FAILED: {result.label} exceeds {limits} at {layer.layer} "
                                          f"(max abs difference {m.max_abs:.3g}, max relative {m.max_rel:.3g})")
             if max_ulp is not None and not m.ulp_max <= max_ulp:
                 return GateResult(False, f"FAILED: {result.label} exceeds --max-ulp {max_ulp:g} at {layer.layer} "
                                          f"({m.ulp_max:.3g} ULPs)")
-    return GateResult(True, f"PASSED: every capture within {limits} of the float64 reference at every layer")
+    no_mismatch = "" if allow_mismatch else ", no mismatch verdict"
+    return GateResult(True, f"PASSED: every capture within {limits} of the float64 reference at every layer"
+                            + no_mismatch)
 
 
 def judge_all(converted_dir, python, reference, captures):

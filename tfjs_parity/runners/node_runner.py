@@ -8,7 +8,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from .. import KitError
+from .. import KitError, processes
 from ..capture import read_safetensors
 from ..files import staging_file
 from ..paths import NODE_MODULES, NODE_SCRIPT
@@ -49,12 +49,14 @@ def _run_one(node, model_json, staging_dir, backend, flags, repeat, budget, meta
                "--budget", str(budget)]
     lines, timed_out = [], threading.Event()
     try:
-        with Progress(f"node/{backend}") as progress, \
-                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 env=env) as child:
+        with Progress(f"node/{backend}") as progress:
+            # its own process group, dying with the kit: an interrupted kit leaves no Node behind
+            child = processes.start(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    errors="replace", env=env)
+
             def stop():
                 timed_out.set()
-                child.kill()
+                processes.stop(child)
             watchdog = threading.Timer(timeout, stop)
             watchdog.start()
             try:
@@ -67,6 +69,8 @@ def _run_one(node, model_json, staging_dir, backend, flags, repeat, budget, meta
                 child.wait()
             finally:
                 watchdog.cancel()
+                processes.stop(child)
+                child.stderr.close()
         if timed_out.is_set():
             raise KitError(f"{NODE_SCRIPT.name} on backend {backend} did not finish within {timeout} s")
         if child.returncode != 0:
