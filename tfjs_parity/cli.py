@@ -22,16 +22,34 @@ class Terminated(BaseException):
         self.signum = signum
 
 
-def _terminate(signum, frame):
-    raise Terminated(signum)
+_asked_to_stop = None  # the signal that arrived, kept even where a library swallowed its exception
+
+
+def _on_signal(signum, frame):
+    global _asked_to_stop
+    _asked_to_stop = signum
+    stop_if_asked()
+
+
+def stop_if_asked():
+    """Raise the interruption that arrived again. Some imports (TensorFlow's optional
+    dependencies) catch everything, Ctrl-C included; so before anything is committed, and
+    at the end, the kit asks again instead of carrying on as if nothing had happened."""
+    if _asked_to_stop == signal.SIGINT:
+        raise KeyboardInterrupt
+    if _asked_to_stop is not None:
+        raise Terminated(_asked_to_stop)
 
 
 def run_main(main):
     """Call main(); print an expected failure as one 'error:' line and exit non-zero."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with Ctrl-C ignored
+        signal.signal(signal.SIGINT, _on_signal)
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
+        signal.signal(signum, _on_signal)
     try:
         code = main()
+        stop_if_asked()
     except KitError as error:
         _exit_with_line(f"error: {error}", EXIT_KIT_ERROR)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 from pathlib import Path
@@ -96,6 +97,13 @@ def atomic_write_text(path, text):
         f.write(text.encode("utf-8"))
 
 
+def failpoint(name):
+    """Die here with SIGKILL when TFJS_PARITY_KILL_AT names this point: how the tests kill a
+    step at a chosen moment (between two renames of a commit, say) and check what is left."""
+    if os.environ.get("TFJS_PARITY_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def commit_file(staged, final):
     """Rename a staged file onto its final path (atomic on one filesystem)."""
     try:
@@ -145,7 +153,12 @@ def write_error(path, error):
             30: " (a read-only filesystem: choose another --out-dir)",
             13: " (no permission: choose another --out-dir)",
             36: " (a file name too long for this filesystem)"}.get(error.errno, "")
-    return KitError(f"cannot write {path}: {reason}{hint}")
+    return KitError(f"cannot write {shown_path(path)}: {reason}{hint}")
+
+
+def shown_path(path):
+    """`path` as the user knows it: without the staging folders it is written through."""
+    return Path(*(part for part in Path(path).parts if not _STAGING.match(part)))
 
 
 def make_dirs(folder, flag=None):

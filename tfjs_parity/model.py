@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import KitError, topology
+from .cli import Terminated, stop_if_asked
 from . import plan as plan_module
 from .capture import encode_tensor, remove_other_formats
-from .files import atomic_write_text, commit_file, exchange_or_replace_dir, staging_dir
+from .files import atomic_write_text, commit_file, exchange_or_replace_dir, failpoint, shown_path, staging_dir, write_error
 from .paths import INPUT_FILE
 
 SOURCE_KERAS3_FILE = "source_model.keras"  # beside the converted model: the float64 reference's own model
@@ -318,10 +319,16 @@ def stage_converted(flat_model, plan, inputs, source, model_dir):
     model_dir = Path(model_dir)
     model_dir.mkdir()
     with held_stderr():  # its imports and legacy-format warnings are noise here
+        import tensorflow as tf
         import tensorflowjs
-        tensorflowjs.converters.save_keras_model(flat_model, str(model_dir))
-        if source.format == "keras3":
-            source.model.save(str(model_dir / SOURCE_KERAS3_FILE))
+        try:
+            tensorflowjs.converters.save_keras_model(flat_model, str(model_dir))
+            if source.format == "keras3":
+                source.model.save(str(model_dir / SOURCE_KERAS3_FILE))
+        except OSError as error:  # a full disk, mostly
+            raise write_error(model_dir, error) from None
+        except tf.errors.OpError as error:  # TensorFlow's own file writer says the same its way
+            raise KitError(f"cannot write {shown_path(model_dir)}: {error.message.rsplit('; ', 1)[-1]}") from None
     _drop_fields_tfjs_refuses(model_dir / "model.json")
     atomic_write_text(model_dir / INPUT_FILE, json.dumps({name: encode_tensor(a) for name, a in inputs.items()}))
     plan.model_id = _model_id(model_dir)
@@ -347,11 +354,15 @@ def commit_run(run_dir, out_dir, model_name):
     the capture whose model id is not the converted model's. `run_dir` is removed."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     try:
+        stop_if_asked()  # an interruption a library swallowed must not let the run commit
+        failpoint("staged")
         exchange_or_replace_dir(run_dir / model_name, out_dir / model_name)
+        failpoint("model committed")
         for staged in sorted(run_dir.iterdir()):
             if staged.is_file():
                 commit_file(staged, out_dir / staged.name)
                 remove_other_formats(out_dir / staged.name)
+                failpoint(f"{staged.name} committed")
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -391,8 +402,8 @@ def held_stderr():
         os.dup2(held.fileno(), 2)
         try:
             yield
-        except KitError:
-            raise  # an expected failure is one line; the logs would bury it
+        except (KitError, KeyboardInterrupt, Terminated):
+            raise  # an expected failure or an interruption is one line; the logs would bury it
         except BaseException:
             sys.stderr.flush()
             os.dup2(saved, 2)

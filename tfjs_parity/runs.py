@@ -11,7 +11,7 @@ import numpy as np
 
 from . import KitError
 from .capture import FORMATS, JSON_LIMIT, SafetensorsTensors, chosen_format, remove_other_formats
-from .cli import positive_int
+from .cli import positive_int, stop_if_asked
 from .paths import capture_file_name
 
 # Named precision modes. f16 makes WebGL store every texture as float16, as many phone
@@ -135,6 +135,7 @@ def save_results(results, out_dir, runtime, flags, requested_format=None):
     variant = variant_of(flags)
     failures = []
     try:
+        stop_if_asked()  # an interruption a library swallowed must not let the run save
         for backend, result in results.items():
             if not isinstance(result, KitError):
                 try:
