@@ -101,8 +101,11 @@ def test_injected_fault_is_a_mismatch_at_the_layer_it_is_in(fault, small_study, 
     assert node["dense_0"] == "same bits"
     assert node["dense_1"] == "mismatch", (fault, node)
     assert done.returncode == 1
-    assert "FAILED: node/tensorflow exceeds --rtol 1e-05 at dense_1" in done.stdout
+    assert "FAILED: node/tensorflow at dense_1: verdict mismatch" in done.stdout
     assert "node/tensorflow: mismatch starts at dense_1" in done.stdout
+    limits_only = run_script("compare_outputs.py", "--out-dir", out, "--rtol", "1e-5", "--allow-mismatch")
+    assert limits_only.returncode == 1
+    assert "FAILED: node/tensorflow exceeds --rtol 1e-05 at dense_1" in limits_only.stdout
     if fault == "a NaN":  # the next layer inherits the NaN: not a fault of its own, and said so
         assert node["dense_2"] == "float32 rounding"
         dense_2 = next(layer for layer in captures["node/tensorflow"]["layers"] if layer["layer"] == "dense_2")
