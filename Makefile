@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.requirements-installed
 NPM_STAMP := node_modules/.npm-installed
 ADDON_STAMP := node_modules/.tfjs-node-built
 
-.PHONY: run matrix test bench setup chromium clean study-model study-node study-browser study-report
+.PHONY: run matrix test bench setup setup-firefox chromium clean study-model study-node study-browser study-report
 
 # Node and the browser both only need step 1's model: they run side by side (-j2), each
 # step's output kept whole (-O).
@@ -37,7 +37,8 @@ matrix: setup
 	@echo
 	@$(PY) compare_outputs.py --html results/report.html --json results/report.json
 
-test: setup
+# The tests run Firefox too (a second engine: WebGL on Mesa's llvmpipe, not SwiftShader).
+test: setup setup-firefox
 	$(PY) -m pytest tests
 
 # Every step on the study, 10 x Dense(1000) and ResNet50: wall time, peak memory, capture
@@ -67,6 +68,11 @@ $(ADDON_STAMP): $(NPM_STAMP) $(VENV_STAMP) scripts/build_tfjs_node.sh
 chromium:
 	@test -x "$${CHROME_PATH:-/nonexistent}" || for name in chromium chromium-browser google-chrome \
 		google-chrome-stable; do command -v $$name >/dev/null && exit 0; done; scripts/install_chromium.sh
+
+# Firefox ESR and a virtual display for `run_browser.py --browser firefox`: only when asked
+# (make test asks), so the default setup stays quick.
+setup-firefox:
+	@scripts/install_firefox.sh
 
 clean:
 	rm -rf results
