@@ -23,6 +23,10 @@ header's `__metadata__` holds one string, `capture`: the JSON of {"metadata": ..
 "keys": [[key, tensor count], ...]} (safetensors metadata is str -> str; the key list keeps
 the study's order). Tensors are read one key at a time, so a comparison holds one layer in
 memory, not the model.
+
+Whatever a file holds, reading it ends in a Capture or in one KitError naming the file:
+every tensor's dtype, shape and values, the key list and the metadata fields the kit reads
+(check_metadata) are checked when the file is loaded, not when a report first uses them.
 """
 import copy
 import json
@@ -47,6 +51,9 @@ SAFETENSORS_DTYPES = {"float32": "F32", "float64": "F64", "int32": "I32"}
 WEIGHTS_SUFFIX = "_weights"
 OUTPUT_SUFFIX = "_output"
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf, "-0": -0.0}
+MAX_RANK = 64            # numpy's limit on an array's dimensions
+MAX_BYTES = 2 ** 62      # no shape may describe more bytes than this (numpy's sizes are int64)
+MAX_METADATA_DEPTH = 32  # a capture's metadata is a few levels deep; deeper is not a capture
 
 
 def encode_tensor(array):
@@ -74,35 +81,209 @@ def decode_tensor(obj, where="tensor"):
     """A tensor dict back to a numpy array; KitError (naming `where`) when malformed."""
     if not isinstance(obj, dict) or not {"dtype", "shape", "data"} <= obj.keys():
         raise KitError(f"{where}: expected an object with dtype, shape and data")
-    if obj["dtype"] not in DTYPES:
-        raise KitError(f"{where}: dtype {obj['dtype']!r} is not one of {', '.join(DTYPES)}")
-    shape, data = obj["shape"], obj["data"]
-    if not isinstance(shape, list) or not isinstance(data, list):
-        raise KitError(f"{where}: shape and data must be lists")
+    dtype, data = obj["dtype"], obj["data"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise KitError(f"{where}: dtype {_shown_value(dtype)} is not one of {', '.join(DTYPES)}")
+    shape = check_shape(obj["shape"], where)
+    if not isinstance(data, list):
+        raise KitError(f"{where}: data must be a list, not {_json_type(data)}")
     if math.prod(shape) != len(data):
         raise KitError(f"{where}: shape {shape} needs {math.prod(shape)} values, data has {len(data)}")
-    if obj["dtype"] == "int32":
-        if not all(isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31 for v in data):
-            raise KitError(f"{where}: int32 data holds something that is not a 32-bit integer")
+    if dtype == "int32":
+        if not all(type(v) is int and -2**31 <= v < 2**31 for v in data):
+            bad = next(v for v in data if not (type(v) is int and -2**31 <= v < 2**31))
+            raise KitError(f"{where}: int32 data holds {_shown_value(bad)}, not a 32-bit integer")
         return np.array(data, dtype=np.int32).reshape(shape)
+    return _float_array(_numbers(data, where), dtype, where).reshape(shape)
+
+
+def check_shape(shape, where):
+    """`shape` as a list of ints numpy can hold; KitError naming `where` when it is not one."""
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
+        raise KitError(f"{where}: shape {_shown_value(shape)} is not a list of integers")
+    if len(shape) > MAX_RANK:
+        raise KitError(f"{where}: shape has {len(shape)} dimensions, more than {MAX_RANK}")
+    if any(d < 0 for d in shape):
+        raise KitError(f"{where}: shape {shape} has a negative dimension")
+    if math.prod(d for d in shape if d) > MAX_BYTES // 8:
+        raise KitError(f"{where}: shape {_shown_value(shape)} is too large for any array")
+    return shape
+
+
+def _numbers(data, where):
+    """Flat JSON values as Python floats: numbers, and the four special strings."""
     try:
-        values = [_SPECIAL[v] if isinstance(v, str) else float(v) for v in data]
-    except (KeyError, TypeError, ValueError):
-        raise KitError(f"{where}: data holds something that is not a number") from None
-    return np.array(values, dtype=np.float64).astype(obj["dtype"]).reshape(shape)
+        return [v if type(v) is float else (float(v) if type(v) is int else _SPECIAL[v]) for v in data]
+    except OverflowError:
+        raise KitError(f"{where}: data holds an integer too large for a float") from None
+    except (KeyError, TypeError):
+        bad = next(v for v in data if type(v) not in (float, int) and not (type(v) is str and v in _SPECIAL))
+        raise KitError(f"{where}: data holds {_shown_value(bad)}, not a number") from None
+
+
+def _float_array(values, dtype, where):
+    """Python floats as a float32/float64 array; a finite value beyond float32's range is an
+    error (no float32 is written that way), not a silent infinity."""
+    array = np.array(values, dtype=np.float64)
+    if dtype == "float64":
+        return array
+    with np.errstate(over="ignore"):
+        narrowed = array.astype(np.float32)
+    if np.any(np.isinf(narrowed) & np.isfinite(array)):
+        raise KitError(f"{where}: data holds a value beyond float32's range")
+    return narrowed
+
+
+def _nested_array(value, where):
+    """The study's nested lists (or a lone number) as a float32 array: regular, numbers only,
+    at most MAX_RANK deep. Walked a level at a time, so no nesting can exhaust the stack."""
+    shape, level = [], [value]
+    while level:
+        lists = sum(type(v) is list for v in level)
+        if lists == 0:
+            break
+        if lists != len(level) or len({len(v) for v in level}) != 1:
+            raise KitError(f"{where}: not a regular array (sub-lists of different lengths, or lists beside numbers)")
+        if len(shape) == MAX_RANK:
+            raise KitError(f"{where}: nested more than {MAX_RANK} deep")
+        shape.append(len(level[0]))
+        level = [v for sub in level for v in sub]
+    return _float_array(_numbers(level, where), "float32", where).reshape(shape)
+
+
+def check_metadata(metadata, source):
+    """KitError naming `source` unless every metadata field the kit reads has the type its
+    readers assume: labels and ids are one-line strings, descriptions strings (or null),
+    groups of facts objects, timings numbers, inputs tensors. Unknown fields are kept as
+    they are, but nothing anywhere may nest deeper than MAX_METADATA_DEPTH or hold text
+    that is not Unicode."""
+    if not isinstance(metadata, dict):
+        raise KitError(f"{source}: not a capture (its metadata is not an object); was it written by this kit?")
+    _check_tree(metadata, f"{source}: metadata")
+
+    def where(name):
+        return f"{source}: metadata.{name}"
+    for name in ("runtime", "backend", "variant", "model_id"):  # in labels, file names and one-line messages
+        if name in metadata and not (isinstance(metadata[name], str) and metadata[name].isprintable()):
+            raise KitError(f"{where(name)} is {_shown_value(metadata[name])}, not a one-line string")
+    for name in ("renderer", "userAgent", "platform", "cpu", "created"):
+        if metadata.get(name) is not None and not isinstance(metadata[name], str):
+            raise KitError(f"{where(name)} is {_json_type(metadata[name])}, not a string")
+    for name in ("versions", "flags", "precision_flags", "evaluated_flags", "environment", "timing", "inputs",
+                 "model", "input_origin"):
+        if name in metadata and not isinstance(metadata[name], dict):
+            raise KitError(f"{where(name)} is {_json_type(metadata[name])}, not an object")
+    timing = metadata.get("timing")
+    if timing:  # a report shows the median and counts the runs
+        for name in ("median_ms", "runs_ms"):
+            if name not in timing:
+                raise KitError(f"{where('timing')} has no {name}")
+        for name in ("median_ms", "warmup_ms", "min_ms", "max_ms", "budget_s", "repeat"):
+            if name in timing and not _is_number(timing[name]):
+                raise KitError(f"{where('timing.' + name)} is {_shown_value(timing[name])}, not a number")
+        if not isinstance(timing["runs_ms"], list) or not all(_is_number(v) for v in timing["runs_ms"]):
+            raise KitError(f"{where('timing.runs_ms')} is not a list of numbers")
+    for name, tensor in metadata.get("inputs", {}).items():
+        decode_tensor(tensor, f"{where('inputs')}[{name!r}]")
+    if "input" in metadata:  # schema 1 from before named inputs
+        decode_tensor(metadata["input"], where("input"))
+    return metadata
+
+
+def _check_tree(value, where):
+    """No deeper than MAX_METADATA_DEPTH, and every string (keys too) encodable as UTF-8 (a
+    lone surrogate from a JSON escape would fail when printed or written)."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > MAX_METADATA_DEPTH:
+            raise KitError(f"{where} is nested more than {MAX_METADATA_DEPTH} deep")
+        below = []
+        for item in level:
+            if isinstance(item, dict):
+                for key, v in item.items():
+                    _check_text(key, where)
+                    if isinstance(v, (dict, list)):
+                        below.append(v)
+                    elif isinstance(v, str):
+                        _check_text(v, where)
+            elif isinstance(item, list):
+                for v in item:
+                    if isinstance(v, (dict, list)):
+                        below.append(v)
+                    elif isinstance(v, str):
+                        _check_text(v, where)
+        level = below
+
+
+def _check_text(text, where):
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise KitError(f"{where} holds text that is not valid Unicode (a lone surrogate)") from None
+
+
+def _check_key(key, source, what="entry"):
+    """A capture key: <layer>_weights or <layer>_output, printable (it is named in reports)."""
+    if not isinstance(key, str) or not key.endswith((WEIGHTS_SUFFIX, OUTPUT_SUFFIX)):
+        raise KitError(f"{source}: unexpected {what} {_shown_value(key)} (expected <layer>_weights or "
+                       "<layer>_output lists)")
+    if not key.isprintable():
+        raise KitError(f"{source}: key {_shown_value(key)} holds a control or unprintable character")
+
+
+def _is_number(value):
+    """An int or float a report can format (bool is not a number here; nor is an int too large
+    for a float)."""
+    if type(value) is float:
+        return True
+    if type(value) is not int:
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _json_type(value):
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _shown_value(value, limit=60):
+    """A value for a one-line message: its repr, escaped and cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(path):
+    """A file name for a one-line message: control characters escaped."""
+    text = str(path)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _brief(error, limit=200):
+    """A library's error message, as one short line."""
+    text = " ".join(str(error).split())
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
 class Capture:
-    """One runtime's result: metadata plus, per key, a list of arrays (study key order)."""
+    """One runtime's result: metadata plus, per key, a list of arrays (study key order).
+    `source`: the file it was read from, if any (named in errors)."""
     metadata: dict
     tensors: dict = field(default_factory=dict)
+    source: str = ""
 
     @property
     def label(self):
         """Who produced it, e.g. 'node/tensorflow' or 'browser/webgl/f16'."""
         parts = [self.metadata.get("runtime", "?"), self.metadata.get("backend", "?"), self.metadata.get("variant")]
-        return "/".join(p for p in parts if p)
+        return "/".join(str(p) for p in parts if p)
 
     @property
     def inputs(self):
@@ -120,7 +301,14 @@ class Capture:
         return [key[: -len(OUTPUT_SUFFIX)] for key in self.tensors if key.endswith(OUTPUT_SUFFIX)]
 
     def outputs(self, point):
-        return self.tensors[output_key(point)]
+        """A point's outputs; KitError naming the capture when it has none (a capture of
+        another model, say), not a KeyError."""
+        key = output_key(point)
+        if key not in self.tensors:
+            where = self.tensors.path if isinstance(self.tensors, SafetensorsTensors) else self.source
+            raise KitError(f"{_shown(where) if where else self.label}: holds no {key}; a capture of another model? "
+                           "(make it again with the same model)")
+        return self.tensors[key]
 
     def weights(self, point):
         return self.tensors.get(weights_key(point), [])
@@ -136,24 +324,28 @@ class Capture:
         """Parse and validate a capture; KitError naming `source` when it is not one."""
         try:
             document = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as error:
-            raise KitError(f"{source}: not valid JSON ({str(error)[:200]})") from None
+        except RecursionError:
+            raise KitError(f"{source}: not a capture (JSON nested too deep)") from None
+        except json.JSONDecodeError as error:
+            raise KitError(f"{source}: not valid JSON ({_brief(error)})") from None
         if not isinstance(document, dict):
             raise KitError(f"{source}: not a capture (a JSON {type(document).__name__}); was it written by this kit?")
         if "metadata" not in document:
             return cls._from_study_json(document, source)
-        if not isinstance(document.get("metadata"), dict):
-            raise KitError(f"{source}: not a capture (its metadata is not an object); was it written by this kit?")
+        metadata = check_metadata(document["metadata"], source)
         tensors = {}
         for key, value in document.items():
             if key == "metadata":
                 continue
-            if not key.endswith((WEIGHTS_SUFFIX, OUTPUT_SUFFIX)) or not isinstance(value, list):
-                raise KitError(f"{source}: unexpected entry {key!r} (expected <layer>_weights or <layer>_output lists)")
+            _check_key(key, source)
+            if not isinstance(value, list):
+                raise KitError(f"{source}: {key} is {_json_type(value)}, not a list of tensors")
+            if key.endswith(OUTPUT_SUFFIX) and not value:
+                raise KitError(f"{source}: {key} holds no tensors")
             tensors[key] = [decode_tensor(t, f"{source}: {key}[{i}]") for i, t in enumerate(value)]
         if not any(key.endswith(OUTPUT_SUFFIX) for key in tensors):
             raise KitError(f"{source}: holds no layer outputs")
-        return cls(document["metadata"], tensors)
+        return cls(metadata, tensors, source)
 
     @classmethod
     def _from_study_json(cls, document, source):
@@ -162,17 +354,16 @@ class Capture:
         for key, value in document.items():
             if not key.endswith((WEIGHTS_SUFFIX, OUTPUT_SUFFIX)) or not isinstance(value, list) \
                     or (key.endswith(OUTPUT_SUFFIX) and not value):
-                raise KitError(f"{source}: not a capture (no metadata, and {key!r} is not a <layer>_weights or "
-                               "<layer>_output list of arrays); was it written by this kit or the study?")
-            try:
-                tensors[key] = [np.array(v, dtype=np.float64).astype(np.float32) for v in value]
-            except (ValueError, TypeError):
-                raise KitError(f"{source}: {key} holds something that is not an array of numbers") from None
+                raise KitError(f"{source}: not a capture (no metadata, and {_shown_value(key)} is not a "
+                               "<layer>_weights or <layer>_output list of arrays); was it written by this kit or "
+                               "the study?")
+            _check_key(key, source)
+            tensors[key] = [_nested_array(v, f"{source}: {key}[{i}]") for i, v in enumerate(value)]
         if not any(key.endswith(OUTPUT_SUFFIX) for key in tensors):
             raise KitError(f"{source}: holds no layer outputs")
         name = Path(source).stem
         runtime = "python" if name.endswith("python") else ("browser" if "browser" in name else "node")
-        return cls({"runtime": runtime, "backend": "study file", "schema": 0}, tensors)
+        return cls({"runtime": runtime, "backend": "study file", "schema": 0}, tensors, source)
 
     @property
     def values(self):
@@ -194,20 +385,37 @@ class Capture:
     @classmethod
     def load(cls, path, made_by=None):
         """Read a capture file (JSON or safetensors, by its first bytes); a missing one names
-        the script that makes it."""
+        the script that makes it. Anything that is not a whole, well-formed capture is one
+        KitError naming the file."""
         path = Path(path)
-        if not path.is_file():
-            hint = f"; run `python {made_by}` first to make it" if made_by else ""
-            raise KitError(f"{path} not found{hint}")
-        with open(path, "rb") as f:
-            start = f.read(9)
-        if path.suffix == FORMATS["safetensors"] or (len(start) == 9 and start[8:9] == b"{" and start[:1] != b"{"):
-            return read_safetensors(path)
+        shown = _shown(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise KitError(f"{path}: neither a JSON nor a safetensors capture") from None
-        return cls.from_json(text, source=str(path))
+            if not path.is_file():
+                if path.exists():
+                    raise KitError(f"{shown}: not a file")
+                hint = f"; run `python {made_by}` first to make it" if made_by else ""
+                raise KitError(f"{shown} not found{hint}")
+            with open(path, "rb") as f:
+                start = f.read(9)
+            if path.suffix == FORMATS["safetensors"] or (len(start) == 9 and start[8:9] == b"{" and start[:1] != b"{"):
+                capture = read_safetensors(path)
+            else:
+                raw = path.read_bytes()
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\0" in raw[:4]:
+                    raise KitError(f"{shown}: not UTF-8 text (UTF-16?): a JSON capture is UTF-8")
+                try:
+                    text = raw.decode("utf-8-sig")  # a byte order mark some editors add is not an error
+                except UnicodeDecodeError:
+                    raise KitError(f"{shown}: neither a JSON nor a safetensors capture (not UTF-8 text)") from None
+                del raw
+                capture = cls.from_json(text, source=shown)
+        except OSError as error:
+            raise KitError(f"{shown}: cannot read ({_brief(error.strerror or error)})") from None
+        from .paths import PYTHON_CAPTURE
+        if path.stem == Path(PYTHON_CAPTURE).stem and capture.metadata.get("runtime") != "python":
+            raise KitError(f"{shown}: Python's capture says runtime {_shown_value(capture.metadata.get('runtime'))}, "
+                           "not 'python'")
+        return capture
 
 
 def remove_other_formats(path, keep=None):
@@ -225,6 +433,14 @@ def chosen_format(capture, requested=None):
     return "safetensors" if capture.values > JSON_LIMIT else "json"
 
 
+def _safetensors_failure(error):
+    """True for what the safetensors library raises on a bad file: its own errors, OS errors,
+    numpy's, and a Rust panic (pyo3's PanicException, a BaseException)."""
+    from safetensors import SafetensorError
+    return isinstance(error, (SafetensorError, OSError, ValueError, TypeError, OverflowError, MemoryError)) \
+        or type(error).__name__ == "PanicException"
+
+
 class SafetensorsTensors(Mapping):
     """{key: [arrays]} of a safetensors capture, read from the file at each access."""
 
@@ -238,12 +454,14 @@ class SafetensorsTensors(Mapping):
             return self.replaced[key]
         if key not in self.keys_and_counts:
             raise KeyError(key)
-        from safetensors import SafetensorError, safe_open
+        from safetensors import safe_open
         try:
             with safe_open(str(self.path), "np") as f:
                 return [f.get_tensor(f"{key}/{i}") for i in range(self.keys_and_counts[key])]
-        except (SafetensorError, OSError) as error:
-            raise KitError(f"{self.path}: cannot read {key} ({error})") from None
+        except BaseException as error:
+            if not _safetensors_failure(error):
+                raise
+            raise KitError(f"{_shown(self.path)}: cannot read {key} ({_brief(error)})") from None
 
     def __setitem__(self, key, arrays):
         self.replaced[key] = arrays
@@ -262,31 +480,63 @@ class SafetensorsTensors(Mapping):
 def read_safetensors(path):
     """A Capture whose tensors stay in the file until asked for; KitError naming the file
     when it is truncated, corrupted or not a capture."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
+    shown = _shown(path)
     try:
         with safe_open(str(path), "np") as f:
             names, metadata = list(f.keys()), f.metadata() or {}
             shapes = {name: list(f.get_slice(name).get_shape()) for name in names}
             dtypes = {name: f.get_slice(name).get_dtype() for name in names}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise KitError(f"{path}: not a readable safetensors capture (truncated or corrupted? {error})") from None
+    except BaseException as error:
+        if not _safetensors_failure(error):
+            raise
+        raise KitError(f"{shown}: not a readable safetensors capture (truncated or corrupted? {_brief(error)})") \
+            from None
+    if "capture" not in metadata:
+        raise KitError(f"{shown}: a safetensors file, but not a capture of this kit (no 'capture' in its metadata)")
     try:
         document = json.loads(metadata["capture"])
-        keys = [(str(key), int(count)) for key, count in document["keys"]]
-        if not isinstance(document["metadata"], dict):
-            raise TypeError("metadata is not an object")
-    except (KeyError, ValueError, TypeError) as error:
-        raise KitError(f"{path}: a safetensors file, but not a capture of this kit ({error})") from None
+    except RecursionError:
+        raise KitError(f"{shown}: a safetensors file, but its capture header is JSON nested too deep") from None
+    except ValueError as error:
+        raise KitError(f"{shown}: a safetensors file, but its capture header is not valid JSON ({_brief(error)})") \
+            from None
+    if not isinstance(document, dict) or not {"metadata", "keys"} <= document.keys():
+        raise KitError(f"{shown}: a safetensors file, but not a capture of this kit (its capture header lacks "
+                       "metadata or keys)")
+    check_metadata(document["metadata"], shown)
+    keys = _key_list(document["keys"], len(names), shown)
     expected = {f"{key}/{i}" for key, count in keys for i in range(count)}
     if expected != set(names):
         missing = sorted(expected - set(names)) or sorted(set(names) - expected)
-        raise KitError(f"{path}: its tensors do not match its key list (first: {missing[0]})")
-    bad = [n for n in names if dtypes[n] not in SAFETENSORS_DTYPES.values()]
-    if bad:
-        raise KitError(f"{path}: tensor {bad[0]} has dtype {dtypes[bad[0]]}, not one of F32, F64, I32")
+        raise KitError(f"{shown}: its tensors do not match its key list (first: {_shown_value(missing[0])})")
+    for name in names:
+        if dtypes[name] not in SAFETENSORS_DTYPES.values():
+            raise KitError(f"{shown}: tensor {name} has dtype {_shown_value(dtypes[name])}, not one of F32, F64, I32")
+        check_shape(shapes[name], f"{shown}: tensor {name}")
     if not any(key.endswith(OUTPUT_SUFFIX) for key, _ in keys):
-        raise KitError(f"{path}: holds no layer outputs")
-    return Capture(document["metadata"], SafetensorsTensors(path, keys, shapes, document["metadata"]))
+        raise KitError(f"{shown}: holds no layer outputs")
+    return Capture(document["metadata"], SafetensorsTensors(path, keys, shapes, document["metadata"]), str(path))
+
+
+def _key_list(keys, tensor_count, source):
+    """The header's [[key, tensor count], ...], checked: capture keys, each once, counts that
+    add up to the tensors the file holds (checked before any name is built from them)."""
+    if not isinstance(keys, list) or not all(isinstance(k, list) and len(k) == 2 for k in keys):
+        raise KitError(f"{source}: its key list is not a list of [key, tensor count] pairs")
+    seen = set()
+    for key, count in keys:
+        _check_key(key, source, "key")
+        if key in seen:
+            raise KitError(f"{source}: key {key} appears twice in its key list")
+        seen.add(key)
+        if type(count) is not int or count < 0 or (count == 0 and key.endswith(OUTPUT_SUFFIX)):
+            raise KitError(f"{source}: key {key} has tensor count {_shown_value(count)}, not a whole number"
+                           + (" of at least 1" if key.endswith(OUTPUT_SUFFIX) else ""))
+    if sum(count for _, count in keys) != tensor_count:
+        raise KitError(f"{source}: its key list counts {sum(c for _, c in keys)} tensors, the file holds "
+                       f"{tensor_count}")
+    return [(key, count) for key, count in keys]
 
 
 def write_safetensors(path, metadata, tensors):
