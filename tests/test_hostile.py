@@ -307,3 +307,25 @@ def test_a_closed_pipe_is_not_a_traceback(good_results):
     done = subprocess.run(f"{sys.executable} compare_outputs.py --out-dir {good_results} --full | head -1",
                           shell=True, cwd=ROOT, capture_output=True, text=True)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def _edit_capture(path, change):
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("name, change, fragment", [
+    ("keras_model_float64.json",
+     lambda d: d["dense_1_weights"].__setitem__(0, {"dtype": "float32", "shape": [2, 2], "data": [0, 0, 0, 0]}),
+     "dense_1_weights[0] has shape"),
+    ("keras_model_tfjs_node.json",
+     lambda d: d["metadata"]["inputs"].__setitem__("input", {"dtype": "float32", "shape": [1, 3], "data": [1, 1, 1]}),
+     "input 'input' has shape [1, 3]"),
+    ("keras_model_tfjs_node.json", lambda d: d["dense_2_output"].append(d["dense_2_output"][0]),
+     "dense_2_output has 1 tensors in python/tensorflow but 2"),
+])
+def test_full_refuses_a_capture_that_does_not_fit_the_model_in_one_line(good_results, name, change, fragment):
+    _edit_capture(good_results / name, change)
+    done = run_script("compare_outputs.py", "--out-dir", good_results, "--full")
+    assert_one_line_error(done, fragment)

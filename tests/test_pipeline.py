@@ -81,10 +81,16 @@ def test_missing_capture_names_the_file_and_the_script_that_makes_it(small_study
     assert_one_line_error(run_script("compare_outputs.py", "--out-dir", tmp_path), missing, f"python {script}")
 
 
-def test_capture_of_another_model_names_the_first_layer_that_differs(small_study, tmp_path):
+def test_capture_of_another_model_is_named_stale_or_by_the_first_layer_that_differs(small_study, tmp_path):
     check(run_script("create_keras_model.py", "--depth", "3", "--units", "9", "--out-dir", tmp_path))
     shutil.copy(small_study / "keras_model_tfjs_node.json", tmp_path)
     shutil.copy(small_study / "keras_model_tfjs_browser.json", tmp_path)
+    assert_one_line_error(run_script("compare_outputs.py", "--out-dir", tmp_path),
+                          f"{tmp_path / 'keras_model_tfjs_node.json'} is stale", "run `python run_node.py` again")
+    for name in ("keras_model_tfjs_node.json", "keras_model_tfjs_browser.json"):  # captures from before model ids
+        document = json.loads((tmp_path / name).read_text())
+        del document["metadata"]["model_id"]
+        (tmp_path / name).write_text(json.dumps(document))
     assert_one_line_error(run_script("compare_outputs.py", "--out-dir", tmp_path),
                           "layer dense_0:", "[9, 9]", "[8, 8]")
 

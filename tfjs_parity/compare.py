@@ -39,9 +39,9 @@ def diff_arrays(a, b):
 
     Computed as the study did (float64, sum then divide) so its printed figures are
     reproduced digit for digit. NaN counts as different from everything, as in numpy."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    with np.errstate(invalid="ignore"):  # inf - inf is NaN: reported, not warned about
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, a signalling NaN widens to a quiet one: not warned about
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
         return int(np.sum(a != b)), float(np.sum(np.abs(a - b)) / np.size(a))
 
 
@@ -49,6 +49,18 @@ def compare_captures(reference, other):
     """Compare every tensor of `reference` with the same tensor of `other`.
 
     Raises KitError naming the first layer whose tensors are missing or shaped differently."""
+    check_layout(reference, other)
+    diffs = []
+    for key, arrays in reference.tensors.items():
+        for index, (a, b) in enumerate(zip(arrays, other.tensors[key])):
+            count, average = diff_arrays(a, b)
+            diffs.append(TensorDiff(key, index, a.size, count, average))
+    return CaptureDiff(reference.label, other.label, diffs)
+
+
+def check_layout(reference, other):
+    """KitError naming the first layer whose tensors are missing from one capture, or counted
+    or shaped differently (read from shapes: a binary capture's tensors are not loaded)."""
     missing = [k for k in reference.tensors if k not in other.tensors]
     extra = [k for k in other.tensors if k not in reference.tensors]
     if missing or extra:
@@ -57,19 +69,23 @@ def compare_captures(reference, other):
         raise KitError(
             f"layer {_layer_of(key)}: {key} is missing from {where}; "
             f"the captures are of different models (rebuild with create_keras_model.py and rerun)")
-    diffs = []
-    for key, arrays in reference.tensors.items():
-        theirs = other.tensors[key]
-        if len(arrays) != len(theirs):
-            raise KitError(f"layer {_layer_of(key)}: {key} has {len(arrays)} tensors in "
+    for key in reference.tensors:
+        ours, theirs = _shapes(reference, key), _shapes(other, key)
+        if len(ours) != len(theirs):
+            raise KitError(f"layer {_layer_of(key)}: {key} has {len(ours)} tensors in "
                            f"{reference.label} but {len(theirs)} in {other.label}")
-        for index, (a, b) in enumerate(zip(arrays, theirs)):
-            if a.shape != b.shape:
-                raise KitError(f"layer {_layer_of(key)}: {key}[{index}] has shape {list(a.shape)} in "
-                               f"{reference.label} but {list(b.shape)} in {other.label}")
-            count, average = diff_arrays(a, b)
-            diffs.append(TensorDiff(key, index, a.size, count, average))
-    return CaptureDiff(reference.label, other.label, diffs)
+        for index, (a, b) in enumerate(zip(ours, theirs)):
+            if a != b:
+                raise KitError(f"layer {_layer_of(key)}: {key}[{index}] has shape {a} in "
+                               f"{reference.label} but {b} in {other.label}")
+
+
+def _shapes(capture, key):
+    shapes = getattr(capture.tensors, "shapes", None)  # a safetensors capture knows them unread
+    if shapes is not None and key not in getattr(capture.tensors, "replaced", {}):
+        count = capture.tensors.keys_and_counts[key]
+        return [list(shapes[f"{key}/{i}"]) for i in range(count)]
+    return [list(np.shape(a)) for a in capture.tensors[key]]
 
 
 def check_same_model(converted_dir, captures):
@@ -112,8 +128,9 @@ class Metrics:
 def measure(a, r):
     """Metrics of `a` against reference `r`. Equal values (same-signed infinities included)
     differ by 0; NaN against a number, or infinity against anything else, by NaN/inf."""
-    a = np.asarray(a, dtype=np.float64)
-    r = np.asarray(r, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        a = np.asarray(a, dtype=np.float64)
+        r = np.asarray(r, dtype=np.float64)
     count, average = diff_arrays(a, r)
     same = (a == r) | (np.isnan(a) & np.isnan(r))
     with np.errstate(invalid="ignore", over="ignore"):

@@ -45,6 +45,28 @@ class Plan:
     source: dict = field(default_factory=dict)  # the model the user gave: its format and file
     model_id: str = ""  # a hash of the converted model and inputs; every capture of it records it
 
+    def check_capture(self, capture):
+        """KitError naming the capture's file unless it holds what this plan captures: every
+        point's outputs (as many as the call returns) and the model's inputs by name, shaped
+        as the model takes them."""
+        where = capture.source or capture.label
+        for point in self.points:
+            key = f"{point.name}_output"
+            if key not in capture.tensors:
+                raise KitError(f"{where}: no {key}; it is not a capture of this model (rerun the step that made it)")
+            if len(capture.tensors[key]) != point.outputs:
+                raise KitError(f"{where}: {key} holds {len(capture.tensors[key])} tensors, the model's layer "
+                               f"returns {point.outputs}")
+        inputs = capture.inputs
+        if list(inputs) == [None] and len(self.inputs) == 1:  # a capture from before named inputs
+            inputs = {self.inputs[0].name: inputs[None]}
+        for spec in self.inputs:
+            if spec.name not in inputs:
+                raise KitError(f"{where}: its metadata holds no input {spec.name!r}")
+            shape = list(inputs[spec.name].shape)
+            if len(shape) != len(spec.shape) or any(s is not None and s != d for s, d in zip(spec.shape, shape)):
+                raise KitError(f"{where}: input {spec.name!r} has shape {shape}, the model takes {spec.shape}")
+
     def point(self, name):
         return next(p for p in self.points if p.name == name)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .compare import Metrics, measure
+from .compare import Metrics, check_layout, measure
 
 VERDICTS = ("same bits", "float32 rounding", "no bound", "reduced precision", "overflow", "mismatch")  # best to worst
 
@@ -289,6 +289,10 @@ def judge_all(converted_dir, python, reference, captures):
     float64 layers make the local reference (the weights come from `reference`)."""
     from .reference import LocalReference, load_reference_model
     model, keras, plan, by_path = load_reference_model(converted_dir)
+    for capture in [python, reference, *captures]:  # each as this model's plan captures it, before any math
+        plan.check_capture(capture)
+        if capture is not python:
+            check_layout(python, capture)
     local = LocalReference(model, keras, plan, reference, by_path)
     results = []
     for capture in [python, *captures]:
