@@ -1,6 +1,7 @@
 """A loopback HTTP server for the browser page that serves an allowlist and nothing else
-(no directory listing, no path resolution, no symlinks, only its own Host), and takes the
-page's captures as binary uploads on one-time paths.
+(no directory listing, no path resolution, only its own Host, only regular files, and none
+reached through a symlink below its served folder), and takes the page's captures as binary
+uploads on one-time paths.
 
 An upload is a safetensors file sent in pieces, each a POST to /upload/<token>/<name>/...:
 `begin` (the header: 8-byte length + JSON, which fixes the total size), `data` (the next
@@ -8,10 +9,12 @@ tensor's bytes, in header order), `end`. The token is fresh for each run; the na
 captures this run asked for; each may be uploaded once; nothing beyond the size the header
 announced (and at most MAX_CAPTURE_BYTES) is accepted. The file is written to a temporary
 name in the staging folder and renamed when complete."""
+import contextlib
 import http.server
 import json
 import os
 import secrets
+import stat
 import struct
 import threading
 from pathlib import Path
@@ -133,13 +136,56 @@ class Uploads:
         return {"file": handle, "path": path, "total": total, "written": len(body), "done": False}
 
 
+def served_folder(file, roots=()):
+    """(folder, names): where serving `file` starts (the deepest of `roots` holding it, else
+    its own folder) and the path components below it, none of which may be a symlink."""
+    path = os.path.abspath(file)
+    for root in sorted((os.path.abspath(root) for root in roots), key=len, reverse=True):
+        if path.startswith(root.rstrip("/") + "/"):
+            return root, path[len(root.rstrip("/")) + 1:].split("/")
+    folder, name = os.path.split(path)
+    return folder, [name]
+
+
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def read_served(folder, names):
+    """The bytes of the regular file folder/names[0]/.../names[-1], opened one component at a
+    time with O_NOFOLLOW, so that no symlink below `folder` is followed, however it got there
+    (even if it replaced a file after the routes were made); None when any component is a
+    symlink, the file is missing, or it is not a regular file (a FIFO, a device, a folder)."""
+    fds = []
+    try:
+        fds.append(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        for name in names[:-1]:
+            fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW, dir_fd=fds[-1]))
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below
+        fds.append(os.open(names[-1], os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW, dir_fd=fds[-1]))
+        if not stat.S_ISREG(os.fstat(fds[-1]).st_mode):
+            return None
+        with os.fdopen(os.dup(fds[-1]), "rb") as f:
+            return f.read()
+    except OSError:  # ELOOP, ENOTDIR (a symlink met), ENOENT, EACCES...
+        return None
+    finally:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class PageServer:
     """Serve {url path: file} on `host` (loopback) at a free port, and take `uploads` (an
-    Uploads) if given; use as a context manager."""
+    Uploads) if given; use as a context manager.
 
-    def __init__(self, routes, uploads=None, host="127.0.0.1"):
+    A file is served from its served folder: the deepest of `roots` that holds it (for the
+    browser runner, the results folder), else its own folder; the path below that folder may
+    hold no symlink at all (checked at each request), and only regular files are served."""
+
+    def __init__(self, routes, uploads=None, host="127.0.0.1", roots=()):
         self.routes = {path: Path(file) for path, file in routes.items()}
         self.uploads = uploads
+        served = {path: served_folder(file, roots) for path, file in self.routes.items()}
         routes, server = self.routes, self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -191,11 +237,12 @@ class PageServer:
             def _serve(self, body):
                 if not self._own_host():
                     return
-                file = routes.get(unquote(urlsplit(self.path).path))
-                if file is None or file.is_symlink() or not file.is_file():
+                route = unquote(urlsplit(self.path).path)
+                data = read_served(*served[route]) if route in served else None
+                if data is None:
                     self.send_error(404, "not served")
                     return
-                data = file.read_bytes()
+                file = routes[route]
                 self.send_response(200)
                 self.send_header("Content-Type", CONTENT_TYPES.get(file.suffix, "application/octet-stream"))
                 self.send_header("Content-Length", str(len(data)))
