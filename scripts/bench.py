@@ -98,7 +98,7 @@ def chromium_start():
     """Start headless Chromium as run_browser.py does, load a page with tfjs, and close."""
     import asyncio
     import pyppeteer
-    from tfjs_parity.runners.browser_runner import CHROMIUM_FLAGS, NODE_MODULES, find_chromium
+    from tfjs_parity.runners.browser_runner import NODE_MODULES, Chromium, chromium_switches, find_chromium
     from tfjs_parity.server import PageServer
     page_file = Path(tempfile.mkdtemp()) / "page.html"
     page_file.write_text("<script src='tf.min.js'></script>")
@@ -106,12 +106,13 @@ def chromium_start():
     async def run():
         with PageServer({"/page.html": page_file,
                          "/tf.min.js": NODE_MODULES / "@tensorflow/tfjs/dist/tf.min.js"}) as server:
-            browser = await pyppeteer.launch(executablePath=find_chromium(), headless=True, args=CHROMIUM_FLAGS,
-                                             handleSIGINT=False, handleSIGTERM=False, handleSIGHUP=False)
-            page = await browser.newPage()
-            await page.goto(f"{server.url}/page.html")
-            await page.waitForFunction("typeof tf !== 'undefined'")
-            await browser.close()
+            with Chromium(find_chromium(), chromium_switches()) as chromium:
+                browser = await pyppeteer.connect(browserWSEndpoint=chromium.endpoint)
+                page = await browser.newPage()
+                await page.goto(f"{server.url}/page.html")
+                await page.waitForFunction("typeof tf !== 'undefined'")
+                await browser.close()
+                await browser.disconnect()  # else pyppeteer's reader outlives the loop, noisily
     asyncio.run(run())
 
 

@@ -179,21 +179,25 @@ def test_html_report_renders_self_contained_with_chart_and_verdicts(matrix, tmp_
 
 async def _render(page_path, screenshot):
     import pyppeteer
-    from tfjs_parity.runners.browser_runner import CHROMIUM_FLAGS, find_chromium
-    browser = await pyppeteer.launch(executablePath=find_chromium(), headless=True, args=CHROMIUM_FLAGS,
-                                     handleSIGINT=False, handleSIGTERM=False, handleSIGHUP=False)
-    try:
-        page = await browser.newPage()
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        await page.setViewport({"width": 1150, "height": 1400})
-        await page.goto(page_path.as_uri())
-        await page.screenshot({"path": str(screenshot), "fullPage": True})
-        found = await page.evaluate("""() => ({
-            polylines: document.querySelectorAll('svg polyline').length,
-            band: document.querySelectorAll('svg polygon').length,
-            cells: document.querySelectorAll('td.v').length,
-            banner: document.querySelector('.banner').textContent})""")
-    finally:
-        await browser.close()
+    from tfjs_parity.runners.browser_runner import Chromium, chromium_switches, find_chromium
+    with Chromium(find_chromium(), chromium_switches()) as chromium:  # the kit's own launch: no orphans
+        browser = await pyppeteer.connect(browserWSEndpoint=chromium.endpoint)
+        try:
+            return await _inspect(browser, page_path, screenshot)
+        finally:
+            await browser.close()
+
+
+async def _inspect(browser, page_path, screenshot):
+    page = await browser.newPage()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.setViewport({"width": 1150, "height": 1400})
+    await page.goto(page_path.as_uri())
+    await page.screenshot({"path": str(screenshot), "fullPage": True})
+    found = await page.evaluate("""() => ({
+        polylines: document.querySelectorAll('svg polyline').length,
+        band: document.querySelectorAll('svg polygon').length,
+        cells: document.querySelectorAll('td.v').length,
+        banner: document.querySelector('.banner').textContent})""")
     return dict(found, errors=errors)

@@ -46,7 +46,8 @@ def run_main(main):
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with Ctrl-C ignored
         signal.signal(signal.SIGINT, _on_signal)
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _on_signal)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, a closed terminal must not stop it
+            signal.signal(signum, _on_signal)
     try:
         code = main()
         stop_if_asked()
