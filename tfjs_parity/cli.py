@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from . import KitError, processes
+from . import KitError, files, processes
 
 EXIT_KIT_ERROR = 2  # like argparse: the input or the setup is wrong, not the numbers
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -73,6 +73,7 @@ def run_main(main):
 def _exit_with_line(line, code):
     _ignore_interruptions()
     processes.stop_all()
+    files.remove_created_if_empty()
     _flush_or_quiet()
     print(line, file=sys.stderr)
     sys.exit(code)

@@ -168,11 +168,28 @@ def make_dirs(folder, flag=None):
     what = f"{flag} {folder}" if flag else str(folder)
     if folder.exists() and not folder.is_dir():
         raise KitError(f"{what} is not a folder; give a folder (it is created when missing)")
+    missing = []
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            break
+        missing.append(parent)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise KitError(f"{what}: cannot create it ({error.strerror or error})") from None
+    _created.extend(missing)  # deepest first
     return folder
+
+
+_created = []  # folders this step created: removed again if it fails while they are empty
+
+
+def remove_created_if_empty():
+    """A failed or interrupted step leaves no folder behind that it created and left empty."""
+    for folder in _created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    _created.clear()
 
 
 def writable_out_dir(folder, flag="--out-dir"):
