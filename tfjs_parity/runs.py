@@ -42,8 +42,10 @@ def parse_flag(text):
 
 def add_run_arguments(parser, backends, default_backend):
     """The options both runtimes take: --backend, --flag, --repeat, --budget, --format."""
-    parser.add_argument("--backend", choices=list(backends) + ["all"], default=default_backend,
-                        help=f"tfjs backend, or all of them in one go (default {default_backend})")
+    parser.add_argument("--backend", type=backend_list(backends), default=default_backend,
+                        metavar="{" + ",".join(list(backends) + ["all"]) + "}",
+                        help="tfjs backend, several (comma-separated), or all of them in one go (default "
+                             + (default_backend or "webgl; all with --device") + ")")
     parser.add_argument("--flag", type=parse_flag, action="append", default=[], metavar="NAME=VALUE",
                         help="set a tfjs environment flag before the model runs, repeatable "
                              "(e.g. WEBGL_PACK=false); it goes into the capture's file name")
@@ -75,8 +77,22 @@ def positive_float(text):
     return value
 
 
+def backend_list(backends):
+    """argparse type: 'all', or one or more of `backends`, comma-separated."""
+    def parse(text):
+        if text == "all":
+            return text
+        chosen = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in backends]
+        if unknown or not chosen:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(backends)} (comma-separated), or all")
+        return ",".join(dict.fromkeys(chosen))
+    return parse
+
+
 def chosen_backends(choice, backends):
-    return list(backends) if choice == "all" else [choice]
+    """The backends `choice` ('all', or a comma list from backend_list) names, in order."""
+    return list(backends) if choice == "all" else choice.split(",")
 
 
 def flags_of(flag_pairs, precision="f32"):
@@ -128,11 +144,12 @@ def cpu_model():
     return platform.processor() or None
 
 
-def save_results(results, out_dir, runtime, flags, requested_format=None):
+def save_results(results, out_dir, runtime, flags, requested_format=None, variant=None):
     """Save each backend's capture under its own name, in the format chosen for it; print one
     line per backend. Raise a KitError after saving the rest when any backend failed
-    (nothing is lost). Captures backed by a staging file are moved, not copied."""
-    variant = variant_of(flags)
+    (nothing is lost). Captures backed by a staging file are moved, not copied. `variant`:
+    the name's tail, by default the flags' (variant_of)."""
+    variant = variant_of(flags) if variant is None else variant
     failures = []
     try:
         stop_if_asked()  # an interruption a library swallowed must not let the run save

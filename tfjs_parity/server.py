@@ -11,15 +11,20 @@ announced (and at most MAX_CAPTURE_BYTES) is accepted. The file is written to a 
 name in the staging folder and renamed when complete."""
 import contextlib
 import http.server
+import ipaddress
 import json
 import os
+import queue
 import secrets
+import socket
 import stat
 import struct
 import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from . import KitError
 from .files import staging_file
 
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".json": "application/json",
@@ -27,6 +32,15 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", 
 MAX_HEADER_BYTES = 64 * 2 ** 20     # a safetensors header: names, shapes and the metadata
 MAX_CAPTURE_BYTES = 16 * 2 ** 30    # far above any model's activations here; refuses a runaway page
 MAX_REQUEST_BYTES = 2 * 2 ** 30     # one tensor per request
+MAX_REPORT_BYTES = 64 * 2 ** 10    # a device's report that a backend did not run
+
+
+class _IPv6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _netloc(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class UploadRefused(Exception):
@@ -36,20 +50,26 @@ class UploadRefused(Exception):
 
 
 class Uploads:
-    """The one-time upload paths of one run: a capture per name in `names`."""
+    """The one-time upload paths of one run: a capture per name in `names` (the backends
+    asked for), from one browser; or, with `repeatable` (device mode), per name and device,
+    where a device that uploads the same name again replaces its earlier capture. Each
+    finished upload is put on `finished` as (device, name)."""
 
-    def __init__(self, staging_dir, names, limit=MAX_CAPTURE_BYTES):
+    def __init__(self, staging_dir, names, limit=MAX_CAPTURE_BYTES, repeatable=False):
         self.token = secrets.token_urlsafe(18)
-        self.staging_dir, self.limit = Path(staging_dir), limit
-        self.state = {name: None for name in names}  # None, then {"file", "path", "total", "written", "done"}
+        self.staging_dir, self.limit, self.repeatable = Path(staging_dir), limit, repeatable
+        self.names = list(names)
+        # (device, name) -> None, then {"file", "path", "total", "written", "done", "taken"}
+        self.state = {(None, name): None for name in names}
+        self.finished = queue.Queue()
         self.lock = threading.Lock()
 
     def path(self, name):
         return f"/upload/{self.token}/{name}"
 
-    def completed(self, name):
+    def completed(self, name, device=None):
         """The staged safetensors file of `name`, once its upload ended; else None."""
-        state = self.state.get(name)
+        state = self.state.get((device, name))
         return state["path"] if state and state["done"] else None
 
     def discard(self):
@@ -59,24 +79,26 @@ class Uploads:
                 state["file"].close()
                 Path(state["path"]).unlink(missing_ok=True)
 
-    def take(self, name):
-        state = self.state[name]
-        state["taken"] = True
-        return state["path"]
+    def take(self, name, device=None):
+        with self.lock:
+            state = self.state[(device, name)]
+            state["taken"] = True
+            return state["path"]
 
-    def check(self, url_path, length):
+    def check(self, url_path, length, device=None):
         """(name, step) of an acceptable POST of `length` bytes, before its body is read;
         UploadRefused(status, why) otherwise."""
         parts = url_path.split("/")
         if len(parts) != 5 or parts[1] != "upload" \
                 or not secrets.compare_digest(parts[2].encode("utf-8"), self.token.encode("utf-8")) \
-                or parts[3] not in self.state:
+                or parts[3] not in self.names:
             raise UploadRefused(404, "not an upload of this run")
         name, step = parts[3], parts[4]
-        state = self.state[name]
+        state = self.state.get((device, name))
         if step == "begin":
-            if state is not None:
-                raise UploadRefused(409, f"{name} was already uploaded in this run")
+            if state is not None and not (self.repeatable and state.get("taken")):
+                raise UploadRefused(409, f"{name} was already uploaded in this run" if not self.repeatable
+                                    else f"{name}: an upload from this device is in progress")
             if length > MAX_HEADER_BYTES + 8:
                 raise UploadRefused(413, f"{name}: a header of {length} bytes is more than {MAX_HEADER_BYTES}")
         elif step in ("data", "end"):
@@ -88,14 +110,14 @@ class Uploads:
             raise UploadRefused(404, "not an upload step")
         return name, step
 
-    def receive(self, url_path, body):
+    def receive(self, url_path, body, device=None):
         """Handle one POST whose body was read; raise UploadRefused(status, why) when it is
         not acceptable."""
         with self.lock:
-            name, step = self.check(url_path, len(body))
-            state = self.state[name]
+            name, step = self.check(url_path, len(body), device)
+            state = self.state.get((device, name))
             if step == "begin":
-                self.state[name] = self._begin(name, body)
+                self.state[(device, name)] = self._begin(name, body)
             elif step == "data":
                 state["file"].write(body)
                 state["written"] += len(body)
@@ -104,6 +126,14 @@ class Uploads:
             else:
                 state["file"].close()
                 state["done"] = True
+                self.finished.put({"event": "uploaded", "device": device, "name": name})
+
+    def report_failure(self, name, device, error):
+        """A device says backend `name` did not run there (it is not one of its backends, or it
+        failed): put on `finished` like an upload, so whoever waits knows."""
+        if name not in self.names:
+            raise UploadRefused(404, "not a backend of this run")
+        self.finished.put({"event": "failed", "device": device, "name": name, "error": error})
 
     def _begin(self, name, body):
         if len(body) < 8:
@@ -175,18 +205,24 @@ def read_served(folder, names):
 
 
 class PageServer:
-    """Serve {url path: file} on `host` (loopback) at a free port, and take `uploads` (an
-    Uploads) if given; use as a context manager.
+    """Serve {url path: file} on `host` (loopback unless asked otherwise) at `port` (0: a free
+    one), and take `uploads` (an Uploads) if given; use as a context manager.
 
     A file is served from its served folder: the deepest of `roots` that holds it (for the
     browser runner, the results folder), else its own folder; the path below that folder may
-    hold no symlink at all (checked at each request), and only regular files are served."""
+    hold no symlink at all (checked at each request), and only regular files are served.
 
-    def __init__(self, routes, uploads=None, host="127.0.0.1", roots=()):
+    With `prefix` (device mode: "/<token>"), every path, uploads included, must start with it;
+    anything else is 404, as is everything once the run is over (the server is closed).
+    `device_of(user_agent)` names the device a request comes from (uploads are kept per
+    device); `events` (a queue) hears when a device first opens the page."""
+
+    def __init__(self, routes, uploads=None, host="127.0.0.1", roots=(), port=0, prefix="", device_of=None,
+                 events=None):
         self.routes = {path: Path(file) for path, file in routes.items()}
-        self.uploads = uploads
+        self.uploads, self.prefix, self.last_request = uploads, prefix, time.monotonic()
         served = {path: served_folder(file, roots) for path, file in self.routes.items()}
-        routes, server = self.routes, self
+        routes, server, seen = self.routes, self, set()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
@@ -195,22 +231,42 @@ class PageServer:
             def do_HEAD(self):
                 self._serve(body=False)
 
+            def _route(self):
+                """The request's path below the prefix; None when it lacks the prefix."""
+                server.last_request = time.monotonic()
+                path = unquote(urlsplit(self.path).path)
+                if not server.prefix:
+                    return path
+                if not path.startswith(server.prefix + "/"):
+                    return None
+                return path[len(server.prefix):]
+
+            def _device(self):
+                return device_of(self.headers.get("User-Agent", "")) if device_of else None
+
             def do_POST(self):
                 if not self._own_host():
                     return
+                path = self._route()
                 length = self.headers.get("Content-Length", "")
-                if server.uploads is None or not (length.isascii() and length.isdigit()):
-                    self._refuse(404 if server.uploads is None else 411, "no uploads here")
+                if server.uploads is None or path is None:
+                    self._refuse(404, "no uploads here")
                     return
-                path = unquote(urlsplit(self.path).path)
+                if not (length.isascii() and length.isdigit()):
+                    self._refuse(411, "no uploads here")
+                    return
                 try:  # everything that can be refused is, before the body is read
+                    if path.startswith("/report/"):
+                        self._report(path, int(length))
+                        return
                     if int(length) > MAX_REQUEST_BYTES:
                         raise UploadRefused(413, "body too large")
-                    server.uploads.check(path, int(length))
+                    device = self._device()
+                    server.uploads.check(path, int(length), device)
                     body = self.rfile.read(int(length))
                     if len(body) != int(length):
                         raise UploadRefused(400, "the body ended early")
-                    server.uploads.receive(path, body)
+                    server.uploads.receive(path, body, device)
                 except UploadRefused as refused:
                     self.close_connection = True  # an unread body must not be taken for a request
                     self._refuse(refused.status, str(refused))
@@ -218,10 +274,27 @@ class PageServer:
                 self.send_response(204)
                 self.end_headers()
 
+            def _report(self, path, length):
+                """POST /report/<token>/<backend>: a device's backend did not run (JSON {error})."""
+                parts = path.split("/")
+                if len(parts) != 4 or not secrets.compare_digest(parts[2].encode("utf-8"),
+                                                                 server.uploads.token.encode("utf-8")):
+                    raise UploadRefused(404, "not a report of this run")
+                if length > MAX_REPORT_BYTES:
+                    raise UploadRefused(413, "a report is a short message")
+                try:
+                    error = str(json.loads(self.rfile.read(length))["error"])
+                except (ValueError, KeyError, TypeError):
+                    raise UploadRefused(400, "a report is JSON with an error") from None
+                server.uploads.report_failure(parts[3], self._device(), error)
+                self.send_response(204)
+                self.end_headers()
+
             def _own_host(self):
                 """Only requests addressed to this server by its own address: a page elsewhere
-                that rebinds a name to 127.0.0.1 cannot read what is served."""
-                if self.headers.get("Host") != server.netloc:
+                that rebinds a name to 127.0.0.1 cannot read what is served. (Listening on
+                every address, any address of this machine, as an IP literal, with the port.)"""
+                if not server.own_host(self.headers.get("Host")):
                     self._refuse(421, "wrong host")
                     return False
                 return True
@@ -237,11 +310,17 @@ class PageServer:
             def _serve(self, body):
                 if not self._own_host():
                     return
-                route = unquote(urlsplit(self.path).path)
+                route = self._route()
                 data = read_served(*served[route]) if route in served else None
                 if data is None:
                     self.send_error(404, "not served")
                     return
+                if events is not None and route.endswith(".html"):
+                    device = self._device()
+                    if device not in seen:
+                        seen.add(device)
+                        events.put({"event": "opened", "device": device,
+                                    "user_agent": self.headers.get("User-Agent", "")})
                 file = routes[route]
                 self.send_response(200)
                 self.send_header("Content-Type", CONTENT_TYPES.get(file.suffix, "application/octet-stream"))
@@ -254,13 +333,36 @@ class PageServer:
             def log_message(self, *args):
                 pass  # the page's own console is what matters; request lines are noise
 
-        self._httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+        server_class = _IPv6Server if ":" in host else http.server.ThreadingHTTPServer
+        try:
+            self._httpd = server_class((host, port), Handler)
+        except OSError as error:
+            raise KitError(f"cannot listen on {_netloc(host, port)}: {error.strerror or error}") from None
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
     def netloc(self):
         host, port = self._httpd.server_address[:2]
-        return f"{host}:{port}"
+        return _netloc(host, port)
+
+    @property
+    def port(self):
+        return self._httpd.server_address[1]
+
+    def own_host(self, header):
+        """Is `header` (a request's Host) this server's address? Exactly, or, when it listens
+        on every address, any IP literal with its port (never a name: DNS rebinding)."""
+        if header == self.netloc:
+            return True
+        host = self._httpd.server_address[0]
+        if header is None or host not in ("0.0.0.0", "::"):
+            return False
+        name, _, port = header.rpartition(":")
+        try:
+            ipaddress.ip_address(name.strip("[]"))
+        except ValueError:
+            return False
+        return port == str(self.port)
 
     @property
     def url(self):
@@ -269,6 +371,10 @@ class PageServer:
     def __enter__(self):
         self._thread.start()
         return self
+
+    def url_of(self, path=""):
+        """The URL of `path` (a route), with the prefix."""
+        return f"{self.url}{self.prefix}{path}"
 
     def __exit__(self, *exc):
         self._httpd.shutdown()
