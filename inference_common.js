@@ -17,6 +17,7 @@
   // Flags that decide precision; their values go into every capture's metadata.
   const PRECISION_FLAGS = ['WEBGL_VERSION', 'WEBGL_RENDER_FLOAT32_CAPABLE', 'WEBGL_RENDER_FLOAT32_ENABLED',
                            'WEBGL_FORCE_F16_TEXTURES', 'WEBGL_PACK', 'WEBGL_DOWNLOAD_FLOAT_ENABLED',
+                           'WEBGL_MAX_TEXTURE_SIZE', 'WEBGL_MAX_TEXTURES_IN_SHADER',
                            'WEBGPU_USE_LOW_POWER_GPU', 'WASM_HAS_SIMD_SUPPORT', 'WASM_HAS_MULTITHREAD_SUPPORT'];
 
   // JSON has no NaN, infinities or -0: write them as strings, as capture.py does.

@@ -1,10 +1,14 @@
 """Step 3 of 4: run the converted model in headless Chromium (tfjs WebGL backend), driven
-by pyppeteer, and capture every layer.
+by pyppeteer, and capture every layer; or in Firefox; or on any device (a phone) that opens
+the URL it prints.
 
     python run_browser.py [--out-dir results] [--backend webgl|wasm|cpu|webgpu|all]
                           [--precision f32|f16] [--flag NAME=VALUE ...] [--repeat 10] [--budget 10]
                           [--format json|safetensors] [--timeout 300] [--launch-timeout 30]
                           [--chromium-arg SWITCH ...]
+    python run_browser.py --browser firefox [--backend ...] [the same options]
+    python run_browser.py --device [--listen ADDRESS[:PORT]] [--devices N] [--idle-timeout 600]
+                          [--backend ...] [the same options]
 
 Serves the page and model on 127.0.0.1 at a free port, takes the capture the page uploads
 there (binary, on a one-time path), and writes OUT_DIR/keras_model_tfjs_browser.json
@@ -13,15 +17,25 @@ a capture of more than a million values is written as .safetensors instead (--fo
 chooses). `all` shares one Chromium launch. CHROME_PATH picks the browser. Chromium runs in
 its own process group with a fresh profile, both removed on every exit (a run killed with
 SIGKILL takes its Chromium with it), and resolves no host name: it calls no one.
+
+--browser firefox runs Firefox ESR (FIREFOX_PATH, or firefox-esr on PATH; `make
+setup-firefox`) on a virtual display, and writes keras_model_tfjs_firefox_<backend>.json.
+
+--device serves the page, tfjs and the model on --listen (default 127.0.0.1, a free port;
+give this machine's LAN address for a phone on the same network) under a fresh random
+token, prints the URL and a QR code, and saves each capture a device uploads as
+keras_model_tfjs_device_<backend>_<device>.json (the device named from its browser's
+User-Agent). Every backend runs unless --backend says otherwise; a backend the device
+lacks is reported, not fatal. It ends after --devices N devices, after --idle-timeout
+seconds without a request, or on Ctrl-C.
 """
 import argparse
 from pathlib import Path
 
-from tfjs_parity import paths
-from tfjs_parity.cli import run_main
+from tfjs_parity import KitError, paths
+from tfjs_parity.cli import positive_int, run_main
 from tfjs_parity.files import writable_out_dir
-from tfjs_parity import KitError
-from tfjs_parity.runners import browser_runner
+from tfjs_parity.runners import browser_runner, device_runner
 from tfjs_parity.runs import (PRECISIONS, add_run_arguments, chosen_backends, cpu_model, flags_of, positive_float,
                               save_results, variant_metadata)
 
@@ -36,19 +50,41 @@ def main():
                         help="seconds each backend's page may take, loading included (default %(default)g)")
     parser.add_argument("--launch-timeout", type=positive_float, default=browser_runner.LAUNCH_TIMEOUT,
                         metavar="SECONDS", help="seconds Chromium may take to start (default %(default)g)")
-    add_run_arguments(parser, browser_runner.BACKENDS, default_backend="webgl")
+    add_run_arguments(parser, browser_runner.BACKENDS, default_backend=None)
+    parser.add_argument("--browser", choices=["chromium", "firefox"], default="chromium",
+                        help="which engine runs the page here (default chromium)")
+    device = parser.add_argument_group("a real device (a phone, any browser)")
+    device.add_argument("--device", action="store_true",
+                        help="serve the page for devices to open, and save what they upload")
+    device.add_argument("--listen", type=device_runner.parse_listen, metavar="ADDRESS[:PORT]",
+                        help="where to serve with --device (default 127.0.0.1, a free port): never more than this")
+    device.add_argument("--devices", type=positive_int, metavar="N",
+                        help="end once N devices have reported on every backend (default: on Ctrl-C)")
+    device.add_argument("--idle-timeout", type=positive_float, default=device_runner.IDLE_TIMEOUT, metavar="SECONDS",
+                        help="end after this long without a request (default %(default)g)")
     # f16 emulates a phone GPU that renders to float16 textures (WEBGL_FORCE_F16_TEXTURES).
     parser.add_argument("--precision", choices=list(PRECISIONS), default="f32",
                         help="f16: store WebGL textures as float16, as many mobile GPUs do (default f32)")
     args = parser.parse_args()
-    backends = chosen_backends(args.backend, browser_runner.BACKENDS)
+    if (args.listen or args.devices) and not args.device:
+        raise KitError("--listen and --devices are for --device")
+    if args.device and args.browser == "firefox":
+        raise KitError("--browser firefox runs Firefox here; --device waits for other browsers: choose one")
+    # a device runs every backend it has, unless told; Chromium and Firefox here run WebGL
+    backends = chosen_backends(args.backend or ("all" if args.device else "webgl"), browser_runner.BACKENDS)
     if args.precision == "f16" and backends != ["webgl"]:
         raise KitError("--precision f16 emulates float16 WebGL textures: use it with --backend webgl")
     flags = flags_of(args.flag, args.precision)
-    # a page cannot see the CPU's name; this host's is it
-    metadata = dict(cpu=cpu_model(), **variant_metadata(flags))
+    # a page cannot see the CPU's name; this host's is it (but not a phone's)
+    metadata = dict({} if args.device else {"cpu": cpu_model()}, **variant_metadata(flags))
     writable_out_dir(args.out_dir)
-    results = browser_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir, backends, flags,
+    model_json = args.out_dir / paths.CONVERTED_DIR / "model.json"
+    if args.device or args.browser == "firefox":
+        return device_runner.run(model_json, args.out_dir, backends, flags, args.repeat, args.budget, metadata,
+                                 args.format, firefox=args.browser == "firefox", listen=args.listen,
+                                 devices=args.devices, idle_timeout=args.idle_timeout, timeout=args.timeout,
+                                 launch_timeout=args.launch_timeout)
+    results = browser_runner.run(model_json, args.out_dir, backends, flags,
                                  args.repeat, args.budget, metadata, chromium_args=args.chromium_arg,
                                  timeout=args.timeout, launch_timeout=args.launch_timeout)
     save_results(results, args.out_dir, browser_runner.NAME, flags, args.format)

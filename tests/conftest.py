@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # zoo.py, the user-like models
+from zoo import ZOO  # noqa: E402
 
 SMALL_MODEL = ["--depth", "3", "--units", "8"]  # the issue's small model: fast, same code paths
 
@@ -101,3 +104,32 @@ def corrupt_weight(model_dir, weight_name, change):
             return
         offset += size
     raise AssertionError(f"no weight {weight_name}")
+
+
+@pytest.fixture(scope="session")
+def zoo_files(tmp_path_factory):
+    """Every zoo model, saved as its user would (.h5, SavedModel, Keras 3 .keras)."""
+    folder = tmp_path_factory.mktemp("zoo")
+    subprocess.run([sys.executable, str(ROOT / "tests" / "zoo.py"), str(folder)], check=True, capture_output=True)
+    return {name: folder / file for name, file in ZOO.items()}
+
+
+def run_pipeline(model_file, out):
+    """Steps 1 to 4 on `model_file`, as a user runs them; the --full JSON result."""
+    check(run_script("create_keras_model.py", "--model", model_file, "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "all", "--repeat", "1"))
+    check(run_script("run_browser.py", "--out-dir", out, "--repeat", "1"))
+    done = check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    return done, json.loads((out / "full.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def zoo_runs(zoo_files, tmp_path_factory):
+    """{name: (out dir, compare's stdout, --full JSON)} for every zoo model; two at a time."""
+    root = tmp_path_factory.mktemp("zoo_runs")
+
+    def one(name):
+        done, document = run_pipeline(zoo_files[name], root / name)
+        return name, (root / name, done.stdout, document)
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(one, ZOO))

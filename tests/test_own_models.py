@@ -3,12 +3,11 @@ in TensorFlow Python, every Node backend and browser WebGL, and judged layer by 
 import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_one_line_error, check, copy_study, corrupt_weight, leftovers, run_script
+from conftest import ROOT, assert_one_line_error, check, copy_study, corrupt_weight, leftovers, run_pipeline, run_script
 from tfjs_parity.capture import Capture
 from tfjs_parity.plan import PLAN_FILE, Plan
 
@@ -17,35 +16,6 @@ from zoo import ZOO  # noqa: E402
 
 FLOAT32_OK = {"same bits", "float32 rounding"}
 EXPECTED_CAPTURES = {"python/tensorflow", "node/tensorflow", "node/cpu", "node/wasm", "browser/webgl"}
-
-
-@pytest.fixture(scope="session")
-def zoo_files(tmp_path_factory):
-    """Every zoo model, saved as its user would (.h5, SavedModel, Keras 3 .keras)."""
-    folder = tmp_path_factory.mktemp("zoo")
-    subprocess.run([sys.executable, str(ROOT / "tests" / "zoo.py"), str(folder)], check=True, capture_output=True)
-    return {name: folder / file for name, file in ZOO.items()}
-
-
-def run_pipeline(model_file, out):
-    """Steps 1 to 4 on `model_file`, as a user runs them; the --full JSON result."""
-    check(run_script("create_keras_model.py", "--model", model_file, "--out-dir", out, "--repeat", "1"))
-    check(run_script("run_node.py", "--out-dir", out, "--backend", "all", "--repeat", "1"))
-    check(run_script("run_browser.py", "--out-dir", out, "--repeat", "1"))
-    done = check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
-    return done, json.loads((out / "full.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def zoo_runs(zoo_files, tmp_path_factory):
-    """{name: (out dir, compare's stdout, --full JSON)} for every zoo model; two at a time."""
-    root = tmp_path_factory.mktemp("zoo_runs")
-
-    def one(name):
-        done, document = run_pipeline(zoo_files[name], root / name)
-        return name, (root / name, done.stdout, document)
-    with ThreadPoolExecutor(2) as pool:
-        return dict(pool.map(one, ZOO))
 
 
 def verdicts(capture_entry):

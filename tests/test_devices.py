@@ -1,0 +1,258 @@
+"""Device mode and Firefox, used as a user would: run_browser.py --device serves on the address
+it is told (127.0.0.2 here: an address other than the default, inside loopback), a real
+browser opens the printed URL, the captures arrive and compare; every request without the
+run's token, outside the allowlist, too big, for a backend not asked for, or after the run
+is refused. Firefox (Debian's ESR, on Xvfb) runs as a local device."""
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, run_script
+from tfjs_parity.capture import Capture
+from tfjs_parity.runners.device_runner import DeviceSession, device_name, parse_listen
+
+STUDY = ("keras_model_python.json", "keras_model_float64.json", "keras_model_tfjs_node.json",
+         "keras_model_tfjs_browser.json")
+LISTEN = "127.0.0.2"
+
+
+def start_device_mode(out, *args):
+    child = subprocess.Popen([sys.executable, str(ROOT / "run_browser.py"), "--device", "--out-dir", str(out), *args],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    for line in child.stdout:  # the URL comes before the QR code
+        if line.startswith("  http://"):
+            return child, line.strip()
+    raise AssertionError(f"no URL printed; stderr: {child.stderr.read()}")
+
+
+def open_in_chromium(url, wait_for_exit_of):
+    """A headless Chromium (the kit's own launch) opens `url`, as a phone's browser would,
+    and stays until the device run ends."""
+    import pyppeteer
+    from tfjs_parity.runners.browser_runner import Chromium, chromium_switches, find_chromium
+
+    async def visit():
+        with Chromium(find_chromium(), chromium_switches()) as chromium:
+            browser = await pyppeteer.connect(browserWSEndpoint=chromium.endpoint)
+            page = await browser.newPage()
+            await page.goto(url)
+            deadline = time.monotonic() + 240
+            while wait_for_exit_of.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            status = await page.evaluate("document.getElementById('status').textContent")
+            await browser.close()
+            await browser.disconnect()
+            return status
+    return asyncio.run(visit())
+
+
+@pytest.fixture(scope="module")
+def device_run(small_study, tmp_path_factory):
+    """The small study's folder plus a device run on 127.0.0.2 that a headless Chromium
+    completed, with every backend."""
+    out = copy_study(small_study, tmp_path_factory.mktemp("device"), STUDY)
+    child, url = start_device_mode(out, "--listen", LISTEN, "--devices", "1", "--repeat", "2")
+    status = open_in_chromium(url, child)
+    stdout, stderr = child.communicate(timeout=60)
+    return {"out": out, "url": url, "status": status, "code": child.returncode, "stdout": stdout,
+            "stderr": stderr}
+
+
+def test_device_mode_serves_where_told_and_the_captures_arrive_and_compare(device_run):
+    assert device_run["code"] == 0, device_run["stderr"]
+    url = device_run["url"]
+    assert url.startswith(f"http://{LISTEN}:")
+    device = device_name("Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/156.0.0.0 Safari/537.36").rsplit("-", 1)[0]
+    names = sorted(p.name for p in device_run["out"].glob("keras_model_tfjs_device_*"))
+    assert [n.split("_")[4] for n in names] == ["cpu", "wasm", "webgl", "webgpu"], names
+    assert all(device in n for n in names)
+    for line in ("opened the page", "wrote", "done: 4 capture(s) saved from 1 device(s)"):
+        assert line in device_run["stdout"]
+    assert "Done: the kit has every capture of this device" in device_run["status"]
+    capture = Capture.load(next(device_run["out"].glob("keras_model_tfjs_device_webgl_*")))
+    metadata = capture.metadata
+    assert metadata["runtime"] == "device" and metadata["device"].startswith(device)
+    assert "HeadlessChrome" in metadata["userAgent"] and "SwiftShader" in metadata["renderer"]
+    assert metadata["gpu_vendor"] and metadata["gpu_limits"]["max_texture_size"] > 0
+    assert metadata["precision_flags"]["WEBGL_RENDER_FLOAT32_ENABLED"] is True
+    assert "WEBGL_FORCE_F16_TEXTURES" in metadata["precision_flags"]
+    done = check(run_script("compare_outputs.py", "--out-dir", device_run["out"], "--full", "--rtol", "1e-3"))
+    assert f"device/webgl/{metadata['device']}" in done.stdout  # the report names the device
+    assert "PASSED" in done.stdout
+
+
+def test_device_mode_listens_only_where_told(device_run, small_study, tmp_path):
+    """While a run listens on 127.0.0.2, nothing answers at the same port on 127.0.0.1."""
+    child, url = start_device_mode(copy_study(small_study, tmp_path, STUDY), "--listen", LISTEN)
+    try:
+        port = int(re.match(r"http://[\d.]+:(\d+)/", url)[1])
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        assert request(url)[0] == 200
+    finally:
+        os.killpg(child.pid, signal.SIGINT)
+        _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130 and "Traceback" not in stderr and stderr.startswith("interrupted"), stderr
+    with pytest.raises((ConnectionRefusedError, urllib.error.URLError)):  # a request after the run ended
+        request(url)
+
+
+def request(url, data=None, headers=None):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}), timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture
+def session(small_study, tmp_path):
+    out = copy_study(small_study, tmp_path, STUDY)
+    with DeviceSession(out / "keras_converted" / "model.json", out, ["webgl", "cpu"], {},
+                       listen=(LISTEN, 0)) as running:
+        yield running
+
+
+def _header(total_bytes):
+    header = json.dumps({"a_output/0": {"dtype": "F32", "shape": [total_bytes // 4],
+                                        "data_offsets": [0, total_bytes]}}).encode()
+    return len(header).to_bytes(8, "little") + header
+
+
+def test_device_mode_refuses_what_was_not_asked_for(session):
+    base = session.server.url
+    token = session.uploads.token
+    page = f"/{token}/inference_in_browser.html"
+    assert request(base + page)[0] == 200
+    for path in ("/inference_in_browser.html",                         # no token
+                 f"/{token[:-1]}x/inference_in_browser.html",          # a wrong token
+                 f"/{token}/../{token}/inference_in_browser.html",     # no path resolution
+                 f"/{token}/model/../../etc/passwd", f"/{token}/README.md", f"/{token}/requirements.txt",
+                 f"/{token}/node_modules/@tensorflow/tfjs/package.json", f"/{token}/"):  # outside the allowlist
+        assert request(base + path)[0] == 404, path
+    upload = f"{base}/{token}/upload/{token}"
+    assert request(f"{upload}/webgpu/begin", _header(8))[0] == 404             # a backend not asked for
+    assert request(f"{base}/{token}/upload/{'x' * len(token)}/webgl/begin", _header(8))[0] == 404  # another run
+    assert request(f"{base}/upload/{token}/webgl/begin", _header(8))[0] == 404  # without the prefix
+    oversize = _header(session.uploads.limit + 4)
+    assert request(f"{upload}/webgl/begin", oversize)[0] == 413               # beyond the size limit
+    assert request(f"{base}/{token}/report/{token}/webgpu", b'{"error": "x"}')[0] == 404
+    assert request(base + page, headers={"Host": "evil.example:80"})[0] == 421  # DNS rebinding
+    assert session.uploads.finished.qsize() == 1  # only the page's opening was heard
+
+
+def test_a_device_repeat_replaces_its_capture_and_never_corrupts(session, tmp_path):
+    """Two uploads of one backend from one device: the second replaces the first, whole."""
+    base, token = session.server.url, session.uploads.token
+    upload = f"{base}/{token}/upload/{token}/cpu"
+    agent = {"User-Agent": "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 Chrome/131.0 Mobile"}
+    for value in (1.0, 2.0):
+        data = np.full(2, value, np.float32).tobytes()
+        assert request(f"{upload}/begin", _header(8), agent)[0] == 204
+        assert request(f"{upload}/begin", _header(8), agent)[0] == 409  # one in progress: not a second
+        assert request(f"{upload}/data", data, agent)[0] == 204
+        assert request(f"{upload}/data", data, agent)[0] == 413  # more than its header announced
+        assert request(f"{upload}/end", b"", agent)[0] == 204
+        event = session.uploads.finished.get(timeout=5)
+        assert event == {"event": "uploaded", "device": "android-pixel-7-chrome-131", "name": "cpu"}
+        staged = Path(session.uploads.take("cpu", event["device"]))
+        assert staged.read_bytes().endswith(data)
+        staged.unlink()
+
+
+@pytest.mark.parametrize("agent, name", [
+    ("Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile "
+     "Safari/537.36", "android-pixel-7-chrome-131"),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     "Version/17.5 Mobile/15E148 Safari/604.1", "iphone-safari-17"),
+    ("Mozilla/5.0 (X11; Linux x86_64; rv:153.0) Gecko/20100101 Firefox/153.0", "linux-firefox-153"),
+    ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 Chrome/131.0.0.0 Mobile Safari/537.36", "android-chrome-131"),
+    ("", "unknown-browser"),
+    ("../../etc/passwd\n", "unknown-browser"),
+])
+def test_device_names_are_short_and_safe(agent, name):
+    assert device_name(agent) == name
+
+
+@pytest.mark.parametrize("text, expected", [("127.0.0.2", ("127.0.0.2", 0)), ("127.0.0.2:8800", ("127.0.0.2", 8800)),
+                                            ("[::1]:8800", ("::1", 8800))])
+def test_listen_takes_an_address_and_a_port(text, expected):
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("args, fragment", [(["--listen", "localhost"], "--listen"),
+                                           (["--listen", "127.0.0.1:99999"], "--listen"),
+                                           (["--devices", "0"], "--devices")])
+def test_bad_device_options_are_refused_by_name(args, fragment, tmp_path):
+    done = run_script("run_browser.py", "--device", "--out-dir", tmp_path, *args)
+    assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr
+
+
+def test_listen_without_device_is_refused(tmp_path):
+    assert_one_line_error(run_script("run_browser.py", "--listen", "127.0.0.2", "--out-dir", tmp_path), "--device")
+
+
+# ---------------------------------------------------------------- Firefox, a second engine
+
+FIREFOX_BACKENDS = ("webgl", "wasm", "cpu")
+
+
+@pytest.fixture(scope="module")
+def firefox_study(small_study, tmp_path_factory):
+    out = copy_study(small_study, tmp_path_factory.mktemp("firefox"), STUDY)
+    done = check(run_script("run_browser.py", "--browser", "firefox", "--backend", ",".join(FIREFOX_BACKENDS),
+                            "--out-dir", out, "--repeat", "2"))
+    return out, done
+
+
+def test_firefox_runs_webgl_wasm_and_cpu_and_is_judged_like_the_rest(firefox_study):
+    out, done = firefox_study
+    for backend in FIREFOX_BACKENDS:
+        capture = Capture.load(out / f"keras_model_tfjs_firefox_{backend}.json")
+        assert capture.metadata["runtime"] == "firefox" and capture.metadata["backend"] == backend
+        assert "Firefox/" in capture.metadata["userAgent"]
+    webgl = Capture.load(out / "keras_model_tfjs_firefox_webgl.json").metadata
+    assert webgl["precision_flags"]["WEBGL_VERSION"] == 2 and webgl["gpu_limits"]["color_buffer_float"]
+    report = check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "report.json"))
+    results = {r["label"]: r for r in json.loads((out / "report.json").read_text())["captures"]}
+    for backend in FIREFOX_BACKENDS:
+        verdicts = {layer["verdict"] for layer in results[f"firefox/{backend}"]["layers"]}
+        assert verdicts <= {"same bits", "float32 rounding"}, (backend, verdicts)
+    assert "firefox/webgl" in report.stdout
+
+
+def test_firefox_leaves_no_process_and_no_profile(firefox_study):
+    import tempfile
+    profiles = Path(tempfile.gettempdir()) / f"tfjs_parity-firefox-{os.getuid()}"
+    assert not any(profiles.iterdir())
+    alive = subprocess.run(["pgrep", "-f", "tfjs_parity-firefox-"], capture_output=True, text=True).stdout
+    assert alive.strip() == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cnn", "keras3"])
+def test_firefox_runs_own_models(zoo_runs, name, tmp_path):
+    """Models from the own-model zoo (a CNN with batch norm; a Keras 3 two-input model), in
+    Firefox: every layer float32 rounding, as in Chromium."""
+    out = copy_study(zoo_runs[name][0], tmp_path, STUDY)
+    check(run_script("run_browser.py", "--browser", "firefox", "--backend", ",".join(FIREFOX_BACKENDS),
+                     "--out-dir", out, "--repeat", "1"))
+    done = check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "report.json"))
+    results = json.loads((out / "report.json").read_text())["captures"]
+    assert {f"firefox/{backend}" for backend in FIREFOX_BACKENDS} <= {r["label"] for r in results}
+    bad = [(r["label"], layer["layer"], layer["verdict"]) for r in results for layer in r["layers"]
+           if layer["verdict"] not in ("same bits", "float32 rounding")]
+    assert bad == [], (bad, done.stdout[-3000:])
