@@ -213,8 +213,10 @@ FIREFOX_BACKENDS = ("webgl", "wasm", "cpu")
 @pytest.fixture(scope="module")
 def firefox_study(small_study, tmp_path_factory):
     out = copy_study(small_study, tmp_path_factory.mktemp("firefox"), STUDY)
+    log = out / "firefox_net"  # Firefox's own log of name lookups and sockets
     done = check(run_script("run_browser.py", "--browser", "firefox", "--backend", ",".join(FIREFOX_BACKENDS),
-                            "--out-dir", out, "--repeat", "2"))
+                            "--out-dir", out, "--repeat", "2",
+                            env={"MOZ_LOG": "nsHostResolver:5,nsSocketTransport:5", "MOZ_LOG_FILE": str(log)}))
     return out, done
 
 
@@ -256,3 +258,46 @@ def test_firefox_runs_own_models(zoo_runs, name, tmp_path):
     bad = [(r["label"], layer["layer"], layer["verdict"]) for r in results for layer in r["layers"]
            if layer["verdict"] not in ("same bits", "float32 rounding")]
     assert bad == [], (bad, done.stdout[-3000:])
+
+
+def test_firefox_makes_no_calls_home(firefox_study):
+    """Firefox's own log: no name looked up but loopback, and no socket connected anywhere but
+    loopback (names resolve to 127.0.0.1 without DNS; HTTP goes to a dead proxy there)."""
+    out, _ = firefox_study
+    text = "".join(path.read_text(errors="replace") for path in out.glob("firefox_net*"))
+    assert "Resolving host [127.0.0.1]" in text  # the log is real and complete
+    looked_up = set(re.findall(r"Calling getaddrinfo for host \[([^\]]*)\]", text))
+    assert looked_up <= {"127.0.0.1", "localhost"}, looked_up
+    tried = re.findall(r"trying address: (\S+)", text)  # every address a socket connected to
+    assert tried and all(address.startswith("127.") or address == "::1" for address in tried), set(tried)
+
+
+def test_kill_9_of_a_firefox_run_leaves_no_firefox_or_display(small_study, tmp_path):
+    out = copy_study(small_study, tmp_path, STUDY)
+    child = subprocess.Popen([sys.executable, str(ROOT / "run_browser.py"), "--browser", "firefox", "--out-dir",
+                              str(out), "--repeat", "100000", "--budget", "60"], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    marker = f".firefox-profile.~{child.pid}~"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _processes_with(marker):
+        time.sleep(0.2)
+    assert _processes_with(marker), "Firefox never started"
+    time.sleep(2)  # its content processes and the page are running
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (_processes_with(marker) or _processes_with("Xvfb -displayfd")):
+        time.sleep(0.1)
+    assert _processes_with(marker) == [] and _processes_with("Xvfb -displayfd") == []
+
+
+def _processes_with(text):
+    done = subprocess.run(["pgrep", "-f", text], capture_output=True, text=True)
+    return [int(pid) for pid in done.stdout.split() if int(pid) != os.getpid()]
+
+
+def test_device_mode_ends_after_its_idle_timeout_in_one_line(small_study, tmp_path):
+    out = copy_study(small_study, tmp_path, STUDY)
+    done = run_script("run_browser.py", "--device", "--listen", LISTEN, "--idle-timeout", "1", "--out-dir", out)
+    assert "no request for 1 s: stopping" in done.stdout
+    assert_one_line_error(done, "no device uploaded a capture")

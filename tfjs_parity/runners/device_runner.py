@@ -191,7 +191,9 @@ FIREFOX_PREFERENCES = {
     "network.proxy.type": 1, "network.proxy.http": "127.0.0.1", "network.proxy.http_port": 1,
     "network.proxy.ssl": "127.0.0.1", "network.proxy.ssl_port": 1, "network.proxy.share_proxy_settings": True,
     "network.proxy.socks_remote_dns": True, "network.proxy.allow_hijacking_localhost": False,
-    "network.proxy.no_proxies_on": "", "network.trr.mode": 5, "network.dns.disablePrefetch": True,
+    "network.proxy.no_proxies_on": "", "network.trr.mode": 5,
+    # every name resolves to loopback, with no DNS query: what escapes the settings above goes nowhere
+    "network.dns.forceResolve": "127.0.0.1", "network.dns.native-is-localhost": True, "network.dns.disablePrefetch": True,
     "network.prefetch-next": False, "network.predictor.enabled": False, "network.http.speculative-parallel-limit": 0,
     "network.captive-portal-service.enabled": False, "network.connectivity-service.enabled": False,
     "app.normandy.enabled": False, "app.update.enabled": False, "app.update.auto": False,
