@@ -28,12 +28,16 @@ study-report: study-node study-browser
 	@echo
 	@$(PY) compare_outputs.py
 
-# Every runtime and backend, plus WebGL with float16 textures (a phone GPU), in one table.
+# Every runtime and backend, plus WebGL with float16 textures (a phone GPU), and Firefox's
+# WebGL, WASM and CPU when Firefox is installed (make setup-firefox), in one table.
 matrix: setup
 	@$(PY) create_keras_model.py
 	@$(PY) run_node.py --backend all
 	@$(PY) run_browser.py --backend all
 	@$(PY) run_browser.py --precision f16
+	@if $(PY) -c "from tfjs_parity.runners.device_runner import find_firefox; find_firefox()" 2>/dev/null; then \
+		$(PY) run_browser.py --browser firefox --backend webgl,wasm,cpu; \
+		else echo "(no Firefox: make setup-firefox adds its columns)"; fi
 	@echo
 	@$(PY) compare_outputs.py --html results/report.html --json results/report.json
 
