@@ -60,8 +60,8 @@ def main():
                         help="where to serve with --device (default 127.0.0.1, a free port): never more than this")
     device.add_argument("--devices", type=positive_int, metavar="N",
                         help="end once N devices have reported on every backend (default: on Ctrl-C)")
-    device.add_argument("--idle-timeout", type=positive_float, default=device_runner.IDLE_TIMEOUT, metavar="SECONDS",
-                        help="end after this long without a request (default %(default)g)")
+    device.add_argument("--idle-timeout", type=positive_float, metavar="SECONDS",
+                        help=f"end after this long without a request (default {device_runner.IDLE_TIMEOUT:g})")
     # f16 emulates a phone GPU that renders to float16 textures (WEBGL_FORCE_F16_TEXTURES).
     parser.add_argument("--precision", choices=list(PRECISIONS), default="f32",
                         help="f16: store WebGL textures as float16, as many mobile GPUs do (default f32)")
@@ -70,6 +70,10 @@ def main():
         raise KitError("--listen and --devices are for --device")
     if args.device and args.browser == "firefox":
         raise KitError("--browser firefox runs Firefox here; --device waits for other browsers: choose one")
+    if args.chromium_arg and (args.device or args.browser == "firefox"):
+        raise KitError("--chromium-arg is for Chromium; it does not apply with --device or --browser firefox")
+    if args.idle_timeout is not None and not args.device:
+        raise KitError("--idle-timeout is for --device")
     # a device runs every backend it has, unless told; Chromium and Firefox here run WebGL
     backends = chosen_backends(args.backend or ("all" if args.device else "webgl"), browser_runner.BACKENDS)
     if args.precision == "f16" and backends != ["webgl"]:
@@ -82,8 +86,8 @@ def main():
     if args.device or args.browser == "firefox":
         return device_runner.run(model_json, args.out_dir, backends, flags, args.repeat, args.budget, metadata,
                                  args.format, firefox=args.browser == "firefox", listen=args.listen,
-                                 devices=args.devices, idle_timeout=args.idle_timeout, timeout=args.timeout,
-                                 launch_timeout=args.launch_timeout)
+                                 devices=args.devices, idle_timeout=args.idle_timeout or device_runner.IDLE_TIMEOUT,
+                                 timeout=args.timeout, launch_timeout=args.launch_timeout)
     results = browser_runner.run(model_json, args.out_dir, backends, flags,
                                  args.repeat, args.budget, metadata, chromium_args=args.chromium_arg,
                                  timeout=args.timeout, launch_timeout=args.launch_timeout)

@@ -32,8 +32,11 @@ def start_device_mode(out, *args):
     child = subprocess.Popen([sys.executable, str(ROOT / "run_browser.py"), "--device", "--out-dir", str(out), *args],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
+    head = []
     for line in child.stdout:  # the URL comes before the QR code
+        head.append(line)
         if line.startswith("  http://"):
+            child.head = "".join(head)
             return child, line.strip()
     raise AssertionError(f"no URL printed; stderr: {child.stderr.read()}")
 
@@ -67,7 +70,7 @@ def device_run(small_study, tmp_path_factory):
     child, url = start_device_mode(out, "--listen", LISTEN, "--devices", "1", "--repeat", "2")
     status = open_in_chromium(url, child)
     stdout, stderr = child.communicate(timeout=60)
-    return {"out": out, "url": url, "status": status, "code": child.returncode, "stdout": stdout,
+    return {"out": out, "url": url, "status": status, "code": child.returncode, "stdout": child.head + stdout,
             "stderr": stderr}
 
 
@@ -79,8 +82,10 @@ def test_device_mode_serves_where_told_and_the_captures_arrive_and_compare(devic
     names = sorted(p.name for p in device_run["out"].glob("keras_model_tfjs_device_*"))
     assert [n.split("_")[4] for n in names] == ["cpu", "wasm", "webgl", "webgpu"], names
     assert all(device in n for n in names)
-    for line in ("opened the page", "wrote", "done: 4 capture(s) saved from 1 device(s)"):
+    for line in (f"serving on {LISTEN}:", "nothing else, and only under the token", "opened the page", "wrote",
+                 "done: 4 capture(s) saved from 1 device(s)"):
         assert line in device_run["stdout"]
+    assert "█" in device_run["stdout"] or "▀" in device_run["stdout"]  # the QR code
     assert "Done: the kit has every capture of this device" in device_run["status"]
     capture = Capture.load(next(device_run["out"].glob("keras_model_tfjs_device_webgl_*")))
     metadata = capture.metadata
@@ -151,7 +156,7 @@ def test_device_mode_refuses_what_was_not_asked_for(session):
     assert request(f"{upload}/webgl/begin", oversize)[0] == 413               # beyond the size limit
     assert request(f"{base}/{token}/report/{token}/webgpu", b'{"error": "x"}')[0] == 404
     assert request(base + page, headers={"Host": "evil.example:80"})[0] == 421  # DNS rebinding
-    assert session.uploads.finished.qsize() == 1  # only the page's opening was heard
+    assert session.uploads.events.qsize() == 1  # only the page's opening was heard
 
 
 def test_a_device_repeat_replaces_its_capture_and_never_corrupts(session, tmp_path):
@@ -162,15 +167,57 @@ def test_a_device_repeat_replaces_its_capture_and_never_corrupts(session, tmp_pa
     for value in (1.0, 2.0):
         data = np.full(2, value, np.float32).tobytes()
         assert request(f"{upload}/begin", _header(8), agent)[0] == 204
-        assert request(f"{upload}/begin", _header(8), agent)[0] == 409  # one in progress: not a second
         assert request(f"{upload}/data", data, agent)[0] == 204
         assert request(f"{upload}/data", data, agent)[0] == 413  # more than its header announced
         assert request(f"{upload}/end", b"", agent)[0] == 204
-        event = session.uploads.finished.get(timeout=5)
+        event = session.uploads.events.get(timeout=5)
         assert event == {"event": "uploaded", "device": "android-pixel-7-chrome-131", "name": "cpu"}
         staged = Path(session.uploads.take("cpu", event["device"]))
         assert staged.read_bytes().endswith(data)
         staged.unlink()
+
+
+def test_devices_are_told_apart_capped_and_may_retry_an_unfinished_upload(small_study, tmp_path):
+    out = copy_study(small_study, tmp_path, STUDY)
+    agent = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 Chrome/131.0.0.0 Mobile Safari/537.36"
+    with DeviceSession(out / "keras_converted" / "model.json", out, ["cpu"], {}, listen=(LISTEN, 0),
+                       max_devices=2) as running:
+        token = running.uploads.token
+        upload = f"{running.server.url}/{token}/upload/{token}/cpu"
+        data = np.ones(2, np.float32).tobytes()
+        for device in ("aa11", "bb22"):  # the same User-Agent, two phones
+            headers = {"User-Agent": agent, "X-Kit-Device": device}
+            assert request(f"{upload}/begin", _header(8), headers)[0] == 204
+            assert request(f"{upload}/data", data[:4], headers)[0] == 204  # the network drops here
+            assert request(f"{upload}/begin", _header(8), headers)[0] == 204  # and the page starts again
+            assert request(f"{upload}/data", data, headers)[0] == 204
+            assert request(f"{upload}/end", b"", headers)[0] == 204
+        assert request(f"{upload}/begin", _header(8), {"User-Agent": agent, "X-Kit-Device": "cc33"})[0] == 403
+        events = [running.uploads.events.get(timeout=5) for _ in range(2)]
+        assert [event["device"] for event in events] == ["android-chrome-131-aa11", "android-chrome-131-bb22"]
+        assert request(f"{running.server.url}/{token}/report/{token}/cpu", b'{"error": "no WebGL here"}',
+                       {"User-Agent": agent, "X-Kit-Device": "aa11"})[0] == 204
+        assert running.uploads.events.get(timeout=5)["error"] == "no WebGL here"
+        staged = sorted(Path(out).glob(".upload_cpu.*"))
+        assert len(staged) == 2 and all(path.read_bytes().endswith(data) for path in staged)
+
+
+def test_a_body_beyond_the_request_limit_is_refused_before_it_is_read(session):
+    token = session.uploads.token
+    host, port = session.server.netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(f"POST /{token}/upload/{token}/cpu/data HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                           f"Content-Length: {3 * 2 ** 30}\r\n\r\n".encode())
+        assert connection.recv(100).startswith(b"HTTP/1.0 413")
+
+
+def test_requests_without_the_token_do_not_keep_a_device_run_alive(session):
+    before = session.server.last_request
+    time.sleep(0.05)
+    assert request(f"{session.server.url}/inference_in_browser.html")[0] == 404
+    assert session.server.last_request == before
+    assert request(session.server.url_of("/inference_in_browser.html"))[0] == 200
+    assert session.server.last_request > before
 
 
 @pytest.mark.parametrize("agent, name", [
@@ -194,6 +241,7 @@ def test_listen_takes_an_address_and_a_port(text, expected):
 
 
 @pytest.mark.parametrize("args, fragment", [(["--listen", "localhost"], "--listen"),
+                                           (["--listen", "0.0.0.0"], "not every address"),
                                            (["--listen", "127.0.0.1:99999"], "--listen"),
                                            (["--devices", "0"], "--devices")])
 def test_bad_device_options_are_refused_by_name(args, fragment, tmp_path):
@@ -201,8 +249,11 @@ def test_bad_device_options_are_refused_by_name(args, fragment, tmp_path):
     assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr
 
 
-def test_listen_without_device_is_refused(tmp_path):
-    assert_one_line_error(run_script("run_browser.py", "--listen", "127.0.0.2", "--out-dir", tmp_path), "--device")
+@pytest.mark.parametrize("args", [["--listen", "127.0.0.2"], ["--idle-timeout", "5"],
+                                  ["--device", "--chromium-arg=--mute-audio"],
+                                  ["--browser", "firefox", "--chromium-arg=--mute-audio"]])
+def test_options_that_do_not_apply_are_refused(args, tmp_path):
+    assert_one_line_error(run_script("run_browser.py", *args, "--out-dir", tmp_path))
 
 
 # ---------------------------------------------------------------- Firefox, a second engine
@@ -211,8 +262,9 @@ FIREFOX_BACKENDS = ("webgl", "wasm", "cpu")
 
 
 @pytest.fixture(scope="module")
-def firefox_study(small_study, tmp_path_factory):
-    out = copy_study(small_study, tmp_path_factory.mktemp("firefox"), STUDY)
+def firefox_study(default_study, tmp_path_factory):
+    """The original study's model (the defaults) in Firefox."""
+    out = copy_study(default_study, tmp_path_factory.mktemp("firefox"), STUDY)
     log = out / "firefox_net"  # Firefox's own log of name lookups and sockets
     done = check(run_script("run_browser.py", "--browser", "firefox", "--backend", ",".join(FIREFOX_BACKENDS),
                             "--out-dir", out, "--repeat", "2",

@@ -163,10 +163,10 @@ def check_metadata(metadata, source):
 
     def where(name):
         return f"{source}: metadata.{name}"
-    for name in ("runtime", "backend", "variant", "model_id"):  # in labels, file names and one-line messages
+    for name in ("runtime", "backend", "variant", "model_id", "device"):  # in labels, file names and one-line messages
         if name in metadata and not (isinstance(metadata[name], str) and metadata[name].isprintable()):
             raise KitError(f"{where(name)} is {_shown_value(metadata[name])}, not a one-line string")
-    for name in ("renderer", "userAgent", "platform", "cpu", "created"):
+    for name in ("renderer", "gpu_vendor", "userAgent", "platform", "cpu", "created"):
         if metadata.get(name) is not None and not isinstance(metadata[name], str):
             raise KitError(f"{where(name)} is {_json_type(metadata[name])}, not a string")
     for name in ("versions", "flags", "precision_flags", "evaluated_flags", "environment", "timing", "inputs",

@@ -102,7 +102,8 @@ def check_same_model(converted_dir, captures):
         theirs = capture.metadata.get("model_id")
         if truth and theirs and theirs != truth:
             script = {"python": MADE_BY["keras_model_python.json"], "float64": MADE_BY["keras_model_python.json"],
-                      "node": "run_node.py", "browser": "run_browser.py"}.get(capture.metadata.get("runtime"))
+                      "node": "run_node.py", "browser": "run_browser.py", "firefox": "run_browser.py --browser firefox",
+                      "device": "run_browser.py --device"}.get(capture.metadata.get("runtime"))
             again = f"run `python {script}` again" if script else "make it again"
             raise KitError(f"{path} is stale: it was made from another model (id {theirs}) than {where} "
                            f"(id {truth}); {again} (with the same options)")

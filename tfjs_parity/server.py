@@ -11,7 +11,7 @@ announced (and at most MAX_CAPTURE_BYTES) is accepted. The file is written to a 
 name in the staging folder and renamed when complete."""
 import contextlib
 import http.server
-import ipaddress
+import io
 import json
 import os
 import queue
@@ -33,9 +33,19 @@ MAX_HEADER_BYTES = 64 * 2 ** 20     # a safetensors header: names, shapes and th
 MAX_CAPTURE_BYTES = 16 * 2 ** 30    # far above any model's activations here; refuses a runaway page
 MAX_REQUEST_BYTES = 2 * 2 ** 30     # one tensor per request
 MAX_REPORT_BYTES = 64 * 2 ** 10    # a device's report that a backend did not run
+REQUEST_TIMEOUT = 60               # seconds a connection may stay silent
 
 
-class _IPv6Server(http.server.ThreadingHTTPServer):
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A peer that went away mid-request (a phone that lost its network, a closed tab) is
+        not the kit's error: no traceback on the kit's terminal. What the kit must know
+        (uploads refused or failed) it hears through Uploads."""
+
+
+class _QuietIPv6Server(_QuietServer):
     address_family = socket.AF_INET6
 
 
@@ -51,21 +61,28 @@ class UploadRefused(Exception):
 
 class Uploads:
     """The one-time upload paths of one run: a capture per name in `names` (the backends
-    asked for), from one browser; or, with `repeatable` (device mode), per name and device,
-    where a device that uploads the same name again replaces its earlier capture. Each
-    finished upload is put on `finished` as (device, name)."""
+    asked for), from one browser; or, with `repeatable` (device mode), per name and device
+    (at most `max_devices` devices), where a device that uploads the same name again replaces
+    its earlier capture, and a new upload replaces one it left unfinished. `events` (a queue)
+    hears each finished upload ({"event": "uploaded", "device", "name"}), each failure a
+    device reports, and (from the server) each device's first visit."""
 
-    def __init__(self, staging_dir, names, limit=MAX_CAPTURE_BYTES, repeatable=False):
+    def __init__(self, staging_dir, names, limit=MAX_CAPTURE_BYTES, repeatable=False, max_devices=None):
         self.token = secrets.token_urlsafe(18)
         self.staging_dir, self.limit, self.repeatable = Path(staging_dir), limit, repeatable
-        self.names = list(names)
+        self.names, self.max_devices = list(names), max_devices
         # (device, name) -> None, then {"file", "path", "total", "written", "done", "taken"}
         self.state = {(None, name): None for name in names}
-        self.finished = queue.Queue()
+        self.devices = set()
+        self.events = queue.Queue()
         self.lock = threading.Lock()
+        self.closed = False
 
     def path(self, name):
         return f"/upload/{self.token}/{name}"
+
+    def own_token(self, text):
+        return secrets.compare_digest(text.encode("utf-8"), self.token.encode("utf-8"))
 
     def completed(self, name, device=None):
         """The staged safetensors file of `name`, once its upload ended; else None."""
@@ -73,11 +90,13 @@ class Uploads:
         return state["path"] if state and state["done"] else None
 
     def discard(self):
-        """Remove every staged file not taken (failed or unfinished uploads)."""
-        for state in self.state.values():
-            if state and not state.get("taken"):
-                state["file"].close()
-                Path(state["path"]).unlink(missing_ok=True)
+        """Refuse everything from now on, and remove every staged file not taken (failed or
+        unfinished uploads)."""
+        with self.lock:
+            self.closed = True
+            for state in self.state.values():
+                if state and not state.get("taken"):
+                    _drop(state)
 
     def take(self, name, device=None):
         with self.lock:
@@ -89,21 +108,25 @@ class Uploads:
         """(name, step) of an acceptable POST of `length` bytes, before its body is read;
         UploadRefused(status, why) otherwise."""
         parts = url_path.split("/")
-        if len(parts) != 5 or parts[1] != "upload" \
-                or not secrets.compare_digest(parts[2].encode("utf-8"), self.token.encode("utf-8")) \
+        if self.closed or len(parts) != 5 or parts[1] != "upload" or not self.own_token(parts[2]) \
                 or parts[3] not in self.names:
             raise UploadRefused(404, "not an upload of this run")
         name, step = parts[3], parts[4]
         state = self.state.get((device, name))
         if step == "begin":
-            if state is not None and not (self.repeatable and state.get("taken")):
-                raise UploadRefused(409, f"{name} was already uploaded in this run" if not self.repeatable
-                                    else f"{name}: an upload from this device is in progress")
+            if state is not None and not self.repeatable:
+                raise UploadRefused(409, f"{name} was already uploaded in this run")
+            if state is not None and (state.get("busy") or (state["done"] and not state.get("taken"))):
+                raise UploadRefused(409, f"{name}: this device's last upload is still arriving or being saved")
+            if device not in self.devices and self.max_devices is not None and len(self.devices) >= self.max_devices:
+                raise UploadRefused(403, f"this run takes captures from {self.max_devices} device(s) at most")
             if length > MAX_HEADER_BYTES + 8:
                 raise UploadRefused(413, f"{name}: a header of {length} bytes is more than {MAX_HEADER_BYTES}")
         elif step in ("data", "end"):
             if state is None or state["done"]:
                 raise UploadRefused(409, f"{name}: no upload in progress")
+            if state.get("busy"):
+                raise UploadRefused(409, f"{name}: the previous piece is still arriving")
             if state["written"] + length > state["total"]:
                 raise UploadRefused(413, f"{name}: more data than its header announced")
         else:
@@ -113,27 +136,63 @@ class Uploads:
     def receive(self, url_path, body, device=None):
         """Handle one POST whose body was read; raise UploadRefused(status, why) when it is
         not acceptable."""
+        self.receive_stream(url_path, io.BytesIO(body), len(body), device)
+
+    def receive_stream(self, url_path, stream, length, device=None):
+        """Handle one POST of `length` bytes read from `stream`, a piece at a time (memory
+        stays bounded, whatever the body's size; other devices' uploads go on meanwhile)."""
         with self.lock:
-            name, step = self.check(url_path, len(body), device)
-            state = self.state.get((device, name))
+            name, step = self.check(url_path, length, device)
+            key = (device, name)
+            state = self.state.get(key)
             if step == "begin":
-                self.state[(device, name)] = self._begin(name, body)
-            elif step == "data":
-                state["file"].write(body)
-                state["written"] += len(body)
-            elif state["written"] != state["total"]:
-                raise UploadRefused(400, f"{name}: {state['written']} of {state['total']} bytes arrived")
-            else:
-                state["file"].close()
+                body = _read_exactly(stream, length)  # at most a header's size
+                if state is not None and not state.get("taken"):
+                    _drop(state)  # an upload this device left unfinished (a reload, a dropped network)
+                self.state[key] = self._begin(name, body)
+                self.devices.add(device)
+                return
+            if step == "end":
+                if state["written"] != state["total"]:
+                    raise UploadRefused(400, f"{name}: {state['written']} of {state['total']} bytes arrived")
+                self._store(key, state["file"].close)
                 state["done"] = True
-                self.finished.put({"event": "uploaded", "device": device, "name": name})
+                self.events.put({"event": "uploaded", "device": device, "name": name})
+                return
+            state["busy"] = True
+        written = 0
+        try:
+            while written < length:  # the piece, outside the lock
+                chunk = stream.read(min(length - written, 1 << 20))
+                if not chunk:
+                    raise UploadRefused(400, "the body ended early")
+                self._store(key, lambda: state["file"].write(chunk))
+                written += len(chunk)
+        finally:
+            with self.lock:
+                state["busy"] = False
+                state["written"] += written
+
+    def _store(self, key, write):
+        """Run `write` on a staged file; a full disk (or a run that ended meanwhile) ends
+        that upload: its file is removed and the device is told (507)."""
+        try:
+            write()
+        except (OSError, ValueError) as error:  # ValueError: the file was closed as the run ended
+            with contextlib.suppress(KeyError):
+                state = self.state[key]
+                if state is not None:
+                    _drop(state)
+                    self.state[key] = None
+            reason = getattr(error, "strerror", None) or "the run ended"
+            raise UploadRefused(507, f"{key[1]}: cannot store it ({reason})") from None
 
     def report_failure(self, name, device, error):
         """A device says backend `name` did not run there (it is not one of its backends, or it
-        failed): put on `finished` like an upload, so whoever waits knows."""
-        if name not in self.names:
+        failed): an event like an upload's, so whoever waits knows."""
+        if self.closed or name not in self.names:
             raise UploadRefused(404, "not a backend of this run")
-        self.finished.put({"event": "failed", "device": device, "name": name, "error": error})
+        self.events.put({"event": "failed", "device": device, "name": name, "error": error})
 
     def _begin(self, name, body):
         if len(body) < 8:
@@ -151,11 +210,22 @@ class Uploads:
         total = len(body) + max(ends, default=0)
         if total > self.limit:
             raise UploadRefused(413, f"{name}: {total} bytes is more than the {self.limit} allowed")
-        fd, path = staging_file(self.staging_dir, f"upload_{name}", ".safetensors")
+        try:
+            fd, path = staging_file(self.staging_dir, f"upload_{name}", ".safetensors")
+        except KitError as error:
+            raise UploadRefused(507, str(error)) from None
         handle = None
         try:
             handle = os.fdopen(fd, "wb")
             handle.write(body)
+        except OSError as error:
+            if handle is None:
+                os.close(fd)
+            else:
+                with contextlib.suppress(OSError):
+                    handle.close()
+            os.unlink(path)
+            raise UploadRefused(507, f"{name}: cannot store it ({error.strerror or error})") from None
         except BaseException:
             if handle is None:
                 os.close(fd)
@@ -164,6 +234,19 @@ class Uploads:
             os.unlink(path)
             raise
         return {"file": handle, "path": path, "total": total, "written": len(body), "done": False}
+
+
+def _drop(state):
+    with contextlib.suppress(OSError):
+        state["file"].close()
+    Path(state["path"]).unlink(missing_ok=True)
+
+
+def _read_exactly(stream, length):
+    body = stream.read(length)
+    if len(body) != length:
+        raise UploadRefused(400, "the body ended early")
+    return body
 
 
 def served_folder(file, roots=()):
@@ -231,18 +314,21 @@ class PageServer:
             def do_HEAD(self):
                 self._serve(body=False)
 
+            timeout = REQUEST_TIMEOUT  # a connection that sends nothing is closed, not kept for ever
+
             def _route(self):
-                """The request's path below the prefix; None when it lacks the prefix."""
-                server.last_request = time.monotonic()
+                """The request's path below the prefix; None when it lacks the prefix. Only
+                requests of this run (with the prefix) count as activity."""
                 path = unquote(urlsplit(self.path).path)
-                if not server.prefix:
-                    return path
-                if not path.startswith(server.prefix + "/"):
-                    return None
-                return path[len(server.prefix):]
+                if server.prefix:
+                    if not path.startswith(server.prefix + "/"):
+                        return None
+                    path = path[len(server.prefix):]
+                server.last_request = time.monotonic()
+                return path
 
             def _device(self):
-                return device_of(self.headers.get("User-Agent", "")) if device_of else None
+                return device_of(self.headers) if device_of else None
 
             def do_POST(self):
                 if not self._own_host():
@@ -263,10 +349,7 @@ class PageServer:
                         raise UploadRefused(413, "body too large")
                     device = self._device()
                     server.uploads.check(path, int(length), device)
-                    body = self.rfile.read(int(length))
-                    if len(body) != int(length):
-                        raise UploadRefused(400, "the body ended early")
-                    server.uploads.receive(path, body, device)
+                    server.uploads.receive_stream(path, self.rfile, int(length), device)
                 except UploadRefused as refused:
                     self.close_connection = True  # an unread body must not be taken for a request
                     self._refuse(refused.status, str(refused))
@@ -277,13 +360,12 @@ class PageServer:
             def _report(self, path, length):
                 """POST /report/<token>/<backend>: a device's backend did not run (JSON {error})."""
                 parts = path.split("/")
-                if len(parts) != 4 or not secrets.compare_digest(parts[2].encode("utf-8"),
-                                                                 server.uploads.token.encode("utf-8")):
+                if len(parts) != 4 or not server.uploads.own_token(parts[2]):
                     raise UploadRefused(404, "not a report of this run")
                 if length > MAX_REPORT_BYTES:
                     raise UploadRefused(413, "a report is a short message")
                 try:
-                    error = str(json.loads(self.rfile.read(length))["error"])
+                    error = str(json.loads(_read_exactly(self.rfile, length))["error"])
                 except (ValueError, KeyError, TypeError):
                     raise UploadRefused(400, "a report is JSON with an error") from None
                 server.uploads.report_failure(parts[3], self._device(), error)
@@ -292,8 +374,7 @@ class PageServer:
 
             def _own_host(self):
                 """Only requests addressed to this server by its own address: a page elsewhere
-                that rebinds a name to 127.0.0.1 cannot read what is served. (Listening on
-                every address, any address of this machine, as an IP literal, with the port.)"""
+                that rebinds a name to 127.0.0.1 cannot read what is served."""
                 if not server.own_host(self.headers.get("Host")):
                     self._refuse(421, "wrong host")
                     return False
@@ -333,7 +414,7 @@ class PageServer:
             def log_message(self, *args):
                 pass  # the page's own console is what matters; request lines are noise
 
-        server_class = _IPv6Server if ":" in host else http.server.ThreadingHTTPServer
+        server_class = _QuietIPv6Server if ":" in host else _QuietServer
         try:
             self._httpd = server_class((host, port), Handler)
         except OSError as error:
@@ -350,19 +431,9 @@ class PageServer:
         return self._httpd.server_address[1]
 
     def own_host(self, header):
-        """Is `header` (a request's Host) this server's address? Exactly, or, when it listens
-        on every address, any IP literal with its port (never a name: DNS rebinding)."""
-        if header == self.netloc:
-            return True
-        host = self._httpd.server_address[0]
-        if header is None or host not in ("0.0.0.0", "::"):
-            return False
-        name, _, port = header.rpartition(":")
-        try:
-            ipaddress.ip_address(name.strip("[]"))
-        except ValueError:
-            return False
-        return port == str(self.port)
+        """Is `header` (a request's Host) this server's own address and port? Never a name:
+        a page elsewhere that rebinds a name to this address cannot read what is served."""
+        return header == self.netloc
 
     @property
     def url(self):

@@ -139,6 +139,37 @@ def chromium_switches(extra=()):
     return own + rest
 
 
+def check_servable(model_json):
+    """`model_json` as a Path, once the model and tfjs's files are there to be served;
+    KitError naming what is missing (or a symlink, which is never served) otherwise."""
+    model_json = Path(model_json)
+    if not model_json.is_file():
+        raise KitError(f"{model_json} not found; run `python create_keras_model.py` first")
+    if model_json.parent.is_symlink() or model_json.is_symlink():
+        link = model_json.parent if model_json.parent.is_symlink() else model_json
+        raise KitError(f"{link} is a symlink: the browser is served no file reached through a symlink; "
+                       "copy the converted model there instead")
+    missing = [name for name in TFJS_FILES if not (NODE_MODULES.parent / name).is_file()]
+    if missing:
+        raise KitError(f"{missing[0]} is missing; run `make setup`")
+    return model_json
+
+
+def read_upload(uploads, backend, device=None):
+    """The capture `uploads` staged for `backend` (of `device`), checked to be of that
+    backend; KitError otherwise (the staged file is then removed)."""
+    staged = uploads.take(backend, device)
+    try:
+        capture = read_safetensors(staged)
+        if capture.metadata.get("backend") != backend:
+            raise KitError(f"asked the browser for backend {backend} but the capture says "
+                           f"{capture.metadata.get('backend')}")
+    except KitError:
+        Path(staged).unlink(missing_ok=True)
+        raise
+    return capture
+
+
 def routes_for(model_json):
     """What the page needs, and nothing else: the page, its scripts, tfjs, and the model files."""
     model_dir = Path(model_json).parent
@@ -163,16 +194,7 @@ def run(model_json, staging_dir, backends=("webgl",), flags=None, repeat=10, bud
 
     The model's folder is served from its parent (the results folder): a model file reached
     through a symlink below it is refused, and so is a model folder that is a symlink."""
-    model_json = Path(model_json)
-    if not model_json.is_file():
-        raise KitError(f"{model_json} not found; run `python create_keras_model.py` first")
-    if model_json.parent.is_symlink() or model_json.is_symlink():
-        link = model_json.parent if model_json.parent.is_symlink() else model_json
-        raise KitError(f"{link} is a symlink: the browser is served no file reached through a symlink; "
-                       "copy the converted model there instead")
-    missing = [name for name in TFJS_FILES if not (NODE_MODULES.parent / name).is_file()]
-    if missing:
-        raise KitError(f"{missing[0]} is missing; run `make setup`")
+    model_json = check_servable(model_json)
     switches = chromium_switches(chromium_args)
     executable = find_chromium()
     page = {"model": "model/model.json", "flags": json.dumps(flags or {}), "repeat": repeat, "budget": budget,
@@ -371,7 +393,6 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout):
     try:
         for backend in backends:
             query = urlencode(dict(page, backend=backend, upload=uploads.path(backend)))
-            staged = None
             try:
                 try:
                     await _capture_page(chromium, browser, f"{server.url}/inference_in_browser.html?{query}", backend,
@@ -383,16 +404,9 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout):
                         from None
                 if uploads.completed(backend) is None:
                     raise KitError(f"backend {backend}: the page finished but its capture did not arrive")
-                staged = uploads.take(backend)
-                capture = read_safetensors(staged)
-                if capture.metadata.get("backend") != backend:
-                    raise KitError(f"asked the browser for backend {backend} but the capture says "
-                                   f"{capture.metadata.get('backend')}")
-                results[backend] = capture
+                results[backend] = read_upload(uploads, backend)
             except KitError as error:
                 results[backend] = error
-                if staged is not None:
-                    Path(staged).unlink(missing_ok=True)
                 if chromium.exited():  # the browser is gone: the other backends cannot run
                     for other in backends:
                         results.setdefault(other, error)
@@ -586,6 +600,7 @@ def _status(returncode):
 
 
 def one_line(text, limit=300):
-    """`text` on one line, at most `limit` characters: for an error message."""
-    text = " ".join(str(text).split())
+    """`text` on one line, at most `limit` characters, nothing that a terminal would take
+    as a command (text from a page or a device is theirs, not ours): for a message."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
     return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -13,6 +13,7 @@ import os
 import queue
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -20,18 +21,28 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from .. import KitError, processes
-from ..capture import read_safetensors
+from ..capture import Capture
 from ..files import remove_stale_staging, staging_dir
 from ..runs import save_results, variant_of
 from ..server import PageServer, Uploads
-from .browser_runner import BACKENDS, routes_for
+from .browser_runner import BACKENDS, LAUNCH_TIMEOUT, PAGE_TIMEOUT, check_servable, one_line, read_upload, routes_for
 
 NAME = "device"
 FIREFOX = "firefox"
 IDLE_TIMEOUT = 600.0  # seconds without a request before a device run ends by itself (--idle-timeout)
 FIREFOX_NAMES = ("firefox-esr", "firefox")
+MAX_DEVICES = 8  # distinct devices one run takes captures from (--devices N: N); a bound on what a LAN can send
 DEVICE_NAME_LIMIT = 48
-PAGE_DEFAULTS = ("{}", 10, 10.0)  # the page's own defaults for flags/metadata, repeat and budget
+PAGE_DEFAULTS = {"flags": "{}", "metadata": "{}", "repeat": 10, "budget": 10}  # the page's own
+
+
+def device_of(headers):
+    """The device a request comes from: its User-Agent's name (device_name), then the random
+    id its page keeps (X-Kit-Device), so that two phones whose browsers say the same thing
+    stay two devices."""
+    name = device_name(headers.get("User-Agent", ""))
+    device_id = re.sub(r"[^0-9a-f]", "", (headers.get("X-Kit-Device") or "").lower())[:8]
+    return f"{name}-{device_id}" if device_id else name
 
 
 def device_name(user_agent):
@@ -39,7 +50,7 @@ def device_name(user_agent):
     phone model), browser and major version, e.g. 'android-pixel-7-chrome-131',
     'iphone-safari-17', 'linux-firefox-153'. The same device and browser give the same name,
     so its next upload replaces the last."""
-    ua = user_agent or ""
+    ua = (user_agent or "")[:512]  # a User-Agent is a line; a megabyte of one is not worth matching
     browser = "browser"
     for pattern, name in ((r"Edg(?:A|iOS)?/(\d+)", "edge"), (r"OPR/(\d+)", "opera"),
                           (r"SamsungBrowser/(\d+)", "samsung"), (r"(?:Firefox|FxiOS)/(\d+)", "firefox"),
@@ -71,9 +82,12 @@ def parse_listen(text):
                                          "(e.g. 127.0.0.2, 192.168.1.20:8800, [::1]:8800)")
     host, port = (match[1], match[2]) if match[1] else (match[3], match[4])
     try:
-        ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {host} is not an IP address") from None
+    if address.is_unspecified:  # every address: more than a device needs, and no URL to print
+        raise argparse.ArgumentTypeError(f"{text!r}: give the one address the device will use (this machine's "
+                                         "address on its network), not every address")
     port = int(port or 0)
     if port > 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: port {port} is beyond 65535")
@@ -85,18 +99,18 @@ class DeviceSession:
     per device and backend (a repeat replaces), and the events devices cause. A context
     manager; the server is closed (every later request refused) when it ends."""
 
-    def __init__(self, model_json, staging, backends, page, listen=("127.0.0.1", 0)):
-        model_json = Path(model_json)
-        if not model_json.is_file():
-            raise KitError(f"{model_json} not found; run `python create_keras_model.py` first")
+    def __init__(self, model_json, staging, backends, page, listen=("127.0.0.1", 0), max_devices=MAX_DEVICES):
+        model_json = check_servable(model_json)
         self.backends = list(backends)
-        self.uploads = Uploads(staging, self.backends, repeatable=True)
+        # a capture holds what Python's holds, as float32: no device may send much more
+        self.uploads = Uploads(staging, self.backends, limit=expected_capture_bytes(model_json.parent.parent),
+                               repeatable=True, max_devices=max_devices)
         self.server = PageServer(routes_for(model_json), self.uploads, host=listen[0], port=listen[1],
                                  roots=[model_json.parent.parent], prefix=f"/{self.uploads.token}",
-                                 device_of=device_name, events=self.uploads.finished)
+                                 device_of=device_of, events=self.uploads.events)
         # only what differs from the page's defaults: a short URL makes a readable QR code
         self.query = urlencode(dict({"backends": ",".join(self.backends)},
-                                    **{name: value for name, value in page.items() if value not in PAGE_DEFAULTS}),
+                                    **{name: value for name, value in page.items() if PAGE_DEFAULTS.get(name) != value}),
                                safe=",")
 
     @property
@@ -123,58 +137,72 @@ class DeviceSession:
         or after `idle_timeout` seconds without a request. `deadline` (monotonic) ends it with a
         KitError, and so does `alive()` returning a sentence (a local browser that died)."""
         outcomes = {}
-        while True:
-            if devices is not None and sum(len(done) == len(self.backends) for done in outcomes.values()) >= devices:
-                return outcomes
-            if deadline is not None and time.monotonic() > deadline:
-                raise KitError(f"no capture of every backend within the time allowed; {_summary(outcomes)}")
-            if alive is not None and alive():
-                raise KitError(f"{alive()}; {_summary(outcomes)}")
-            if time.monotonic() - self.server.last_request > idle_timeout:
-                say(f"no request for {idle_timeout:g} s: stopping ({_summary(outcomes)})")
-                return outcomes
-            try:
-                event = self.uploads.finished.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            device, backend = event["device"], event.get("name")
-            if event["event"] == "opened":
-                say(f"device {device} opened the page ({event['user_agent']})")
-                continue
-            done = outcomes.setdefault(device, {})
-            if event["event"] == "failed":
-                done[backend] = event["error"]
-                say(f"device {device}: backend {backend} did not run there: {_one_line(event['error'])}")
-                continue
-            staged = self.uploads.take(backend, device)
-            try:
-                capture = read_safetensors(staged)
-                if capture.metadata.get("backend") != backend:
-                    raise KitError(f"device {device}: asked for backend {backend} but the capture says "
-                                   f"{capture.metadata.get('backend')}")
-                capture.metadata.update(runtime=runtime, device=device)
-                variant = "_".join(part for part in ((device if runtime == NAME else ""), variant_of(flags)) if part)
-                if variant:
-                    capture.metadata["variant"] = variant
-                else:
-                    capture.metadata.pop("variant", None)
-                save_results({backend: capture}, out_dir, runtime, flags, requested_format, variant=variant)
-                done[backend] = "saved"
-            except KitError as error:
-                done[backend] = str(error)
-                say(f"device {device}: backend {backend}: {error}")
-            finally:
-                Path(staged).unlink(missing_ok=True)
+        try:
+            while True:
+                if devices is not None and \
+                        sum(len(done) == len(self.backends) for done in outcomes.values()) >= devices:
+                    return outcomes
+                if deadline is not None and time.monotonic() > deadline:
+                    raise KitError(f"no capture of every backend within the time allowed; {_summary(outcomes)}")
+                ended = alive() if alive is not None else None
+                if ended:
+                    raise KitError(f"{ended}; {_summary(outcomes)}")
+                if time.monotonic() - self.server.last_request > idle_timeout:
+                    say(f"no request for {idle_timeout:g} s: stopping ({_summary(outcomes)})")
+                    return outcomes
+                try:
+                    event = self.uploads.events.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                self._handle(event, outcomes, out_dir, runtime, flags, requested_format, say)
+        except KeyboardInterrupt:
+            say(f"stopped: {_summary(outcomes)}")
+            raise
+
+    def _handle(self, event, outcomes, out_dir, runtime, flags, requested_format, say):
+        """Say what a device did; save what it uploaded (a device run's capture is named after
+        its device, a Firefox one is not)."""
+        device, backend = event["device"], event.get("name")
+        if event["event"] == "opened":
+            say(f"device {device} opened the page ({one_line(event['user_agent'])})")
+            return
+        done = outcomes.setdefault(device, {})
+        if event["event"] == "failed":
+            done[backend] = one_line(event["error"])
+            say(f"device {device}: backend {backend} did not run there: {done[backend]}")
+            return
+        try:
+            capture = read_upload(self.uploads, backend, device)
+            capture.metadata.update(runtime=runtime, device=device)
+            variant = "_".join(part for part in ((device if runtime == NAME else ""), variant_of(flags)) if part)
+            if variant:
+                capture.metadata["variant"] = variant
+            else:
+                capture.metadata.pop("variant", None)
+            save_results({backend: capture}, out_dir, runtime, flags, requested_format, variant=variant)
+            done[backend] = "saved"
+        except KitError as error:
+            done[backend] = one_line(error)
+            say(f"device {device}: backend {backend}: {done[backend]}")
+
+
+def expected_capture_bytes(out_dir):
+    """What a browser's capture of this model may take: as many values as Python's capture
+    holds, as float32, plus a header; the study's own limit when Python's is missing."""
+    from ..capture import JSON_LIMIT
+    from ..paths import PYTHON_CAPTURE, find_capture
+    from ..server import MAX_CAPTURE_BYTES, MAX_HEADER_BYTES
+    try:
+        values = Capture.load(find_capture(out_dir, PYTHON_CAPTURE)).values
+    except KitError:
+        return MAX_CAPTURE_BYTES
+    # + the inputs (in the metadata) and room for what a runtime records; at least a study's size
+    return 8 * max(values, JSON_LIMIT) + MAX_HEADER_BYTES
 
 
 def _summary(outcomes):
     saved = sum(outcome == "saved" for done in outcomes.values() for outcome in done.values())
     return f"{saved} capture(s) saved from {len(outcomes)} device(s)"
-
-
-def _one_line(text, limit=300):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def print_qr(url):
@@ -241,7 +269,7 @@ class Firefox:
     that keeps it off the network; both in their own process groups, stopped (and the profile
     removed) when the block ends, whatever ends it."""
 
-    def __init__(self, url, launch_timeout=30.0):
+    def __init__(self, url, launch_timeout=LAUNCH_TIMEOUT):
         self.url, self.launch_timeout = url, launch_timeout
         self.executable = find_firefox()
         self.xvfb = shutil.which("Xvfb")
@@ -255,15 +283,14 @@ class Firefox:
             self.display = self._start_display()
             env = dict(os.environ, DISPLAY=f":{self.display[1]}", HOME=str(self.profile),
                        MOZ_CRASHREPORTER_DISABLE="1", MOZ_DISABLE_AUTO_SAFE_MODE="1")
-            log = open(self.profile / "firefox.log", "wb")
             try:
-                self.firefox = processes.start([self.executable, "--no-remote", "--new-instance", "--profile",
-                                                str(self.profile / "profile"), self.url],
-                                               stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-            except OSError as error:
-                raise KitError(f"could not start {self.executable}: {error.strerror or error}") from None
-            finally:
-                log.close()
+                with open(self.profile / "firefox.log", "wb") as log:
+                    self.firefox = processes.start([self.executable, "--no-remote", "--new-instance", "--profile",
+                                                    str(self.profile / "profile"), self.url],
+                                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+            except (OSError, subprocess.SubprocessError) as error:
+                raise KitError(f"could not start {self.executable}: {getattr(error, 'strerror', None) or error}") \
+                    from None
         except BaseException:
             self.close()
             raise
@@ -278,8 +305,8 @@ class Firefox:
                                         "-nolisten", "tcp", "-nolisten", "unix", "-noreset"],
                                        pass_fds=(write,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
-            except OSError as error:
-                raise KitError(f"could not start {self.xvfb}: {error.strerror or error}") from None
+            except (OSError, subprocess.SubprocessError) as error:
+                raise KitError(f"could not start {self.xvfb}: {getattr(error, 'strerror', None) or error}") from None
             os.close(write)
             write = None
             number = b""
@@ -310,7 +337,7 @@ class Firefox:
                      if line.strip() and "dbus" not in line.lower()]
         except OSError:
             lines = []
-        return f"Firefox exited with status {self.firefox.returncode}" + (f" ({_one_line(lines[-1])})" if lines else "")
+        return f"Firefox exited with status {self.firefox.returncode}" + (f" ({one_line(lines[-1])})" if lines else "")
 
     def close(self):
         for process in (self.firefox, self.display[0] if self.display else None):
@@ -332,31 +359,40 @@ def _new_firefox_profile():
         folder.mkdir(mode=0o700, exist_ok=True)
     except OSError as error:
         raise KitError(f"cannot create {folder} (for Firefox's profiles): {error.strerror or error}") from None
-    if folder.is_symlink() or folder.stat().st_uid != os.getuid():
-        raise KitError(f"{folder} (for Firefox's profiles) is not a folder of this user; remove it")
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise KitError(f"{folder} (for Firefox's profiles) is not a private folder of this user; remove it")
     remove_stale_staging(folder)
     home = staging_dir(folder, "firefox-profile")
-    os.chmod(home, 0o700)
-    (home / "profile").mkdir(mode=0o700)
-    (home / "profile" / "user.js").write_text(
-        "".join(f"user_pref({json.dumps(name)}, {json.dumps(value)});\n" for name, value in FIREFOX_PREFERENCES.items()))
+    try:
+        os.chmod(home, 0o700)
+        (home / "profile").mkdir(mode=0o700)
+        (home / "profile" / "user.js").write_text(
+            "".join(f"user_pref({json.dumps(name)}, {json.dumps(value)});\n"
+                    for name, value in FIREFOX_PREFERENCES.items()))
+    except OSError as error:
+        shutil.rmtree(home, ignore_errors=True)
+        raise KitError(f"cannot write Firefox's profile in {folder}: {error.strerror or error}") from None
     return home
 
 
 def run(model_json, out_dir, backends, flags, repeat, budget, metadata, requested_format=None, firefox=False,
-        listen=None, devices=None, idle_timeout=IDLE_TIMEOUT, timeout=300.0, launch_timeout=30.0, say=print):
+        listen=None, devices=None, idle_timeout=IDLE_TIMEOUT, timeout=PAGE_TIMEOUT, launch_timeout=LAUNCH_TIMEOUT,
+        say=print):
     """Device mode (wait for devices on `listen`, save their captures) or, with `firefox`,
     Firefox here as the one device. Returns the exit status; KitError when nothing usable
     arrived (device mode) or a backend failed (Firefox)."""
     page = {"flags": json.dumps(flags or {}), "repeat": repeat, "budget": budget, "metadata": json.dumps(metadata or {})}
-    session = DeviceSession(model_json, out_dir, backends, page, listen or ("127.0.0.1", 0))
+    session = DeviceSession(model_json, out_dir, backends, page, listen or ("127.0.0.1", 0),
+                            max_devices=1 if firefox else (devices or MAX_DEVICES))
     if firefox:
         with session, Firefox(session.url, launch_timeout) as browser:
             outcomes = session.wait(out_dir, FIREFOX, flags, requested_format, devices=1, idle_timeout=timeout,
                                     deadline=time.monotonic() + launch_timeout + timeout * len(backends),
                                     alive=browser.exited, say=say)
-        failed = [f"backend {backend}: {outcome}" for done in outcomes.values()
-                  for backend, outcome in done.items() if outcome != "saved"]
+        reported = {backend: outcome for done in outcomes.values() for backend, outcome in done.items()}
+        failed = [f"backend {backend}: {reported.get(backend, 'no capture arrived')}" for backend in backends
+                  if reported.get(backend) != "saved"]
         if failed:
             raise KitError("in Firefox: " + "; ".join(failed))
         return 0
@@ -369,8 +405,7 @@ def run(model_json, out_dir, backends, flags, repeat, budget, metadata, requeste
             + f", or after {idle_timeout:g} s without a request")
         outcomes = session.wait(out_dir, NAME, flags, requested_format, devices=devices, idle_timeout=idle_timeout,
                                 say=say)
-    saved = sum(outcome == "saved" for done in outcomes.values() for outcome in done.values())
-    if not saved:
+    if not any(outcome == "saved" for done in outcomes.values() for outcome in done.values()):
         raise KitError("no device uploaded a capture")
     say(f"done: {_summary(outcomes)}")
     return 0
