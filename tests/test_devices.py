@@ -341,6 +341,7 @@ def test_kill_9_of_a_firefox_run_leaves_no_firefox_or_display(small_study, tmp_p
     while time.monotonic() < deadline and (_processes_with(marker) or _processes_with("Xvfb -displayfd")):
         time.sleep(0.1)
     assert _processes_with(marker) == [] and _processes_with("Xvfb -displayfd") == []
+    assert _processes_with("firefox-esr") == []  # its content processes too (no other Firefox runs in the tests)
 
 
 def _processes_with(text):
