@@ -338,7 +338,8 @@ def test_kill_9_of_a_firefox_run_leaves_no_firefox_or_display(small_study, tmp_p
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (_processes_with(marker) or _processes_with("Xvfb -displayfd")):
+    while time.monotonic() < deadline and (_processes_with(marker) or _processes_with("Xvfb -displayfd")
+                                           or _processes_with("firefox-esr")):
         time.sleep(0.1)
     assert _processes_with(marker) == [] and _processes_with("Xvfb -displayfd") == []
     assert _processes_with("firefox-esr") == []  # its content processes too (no other Firefox runs in the tests)
