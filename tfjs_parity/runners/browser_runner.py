@@ -106,17 +106,23 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def find_chromium():
     """CHROME_PATH when set, else the first Chromium or Chrome on PATH; KitError when none."""
-    explicit = os.environ.get("CHROME_PATH")
+    return find_browser("CHROME_PATH", BROWSER_NAMES, "Chromium",
+                        "run `make setup` (installs Debian's chromium) or set CHROME_PATH")
+
+
+def find_browser(variable, names, what, hint):
+    """The executable the environment `variable` names, else the first of `names` on PATH;
+    KitError (saying `hint`) when none."""
+    explicit = os.environ.get(variable)
     if explicit:
         if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
-            raise KitError(f"CHROME_PATH={explicit} is not an executable file")
+            raise KitError(f"{variable}={explicit} is not an executable file")
         return explicit
-    for name in BROWSER_NAMES:
+    for name in names:
         found = shutil.which(name)
         if found:
             return found
-    raise KitError("no Chromium found (looked for " + ", ".join(BROWSER_NAMES) +
-                   "); run `make setup` (installs Debian's chromium) or set CHROME_PATH")
+    raise KitError(f"no {what} found (looked for {', '.join(names)}); {hint}")
 
 
 def chromium_switches(extra=()):

@@ -25,7 +25,8 @@ from ..capture import Capture
 from ..files import remove_stale_staging, staging_dir
 from ..runs import save_results, variant_of
 from ..server import PageServer, Uploads
-from .browser_runner import BACKENDS, LAUNCH_TIMEOUT, PAGE_TIMEOUT, check_servable, one_line, read_upload, routes_for
+from .browser_runner import (BACKENDS, LAUNCH_TIMEOUT, PAGE_TIMEOUT, check_servable, find_browser, one_line,
+                             read_upload, routes_for)
 
 NAME = "device"
 FIREFOX = "firefox"
@@ -251,17 +252,8 @@ FIREFOX_PREFERENCES = {
 
 def find_firefox():
     """FIREFOX_PATH when set, else firefox-esr or firefox on PATH; KitError when none."""
-    explicit = os.environ.get("FIREFOX_PATH")
-    if explicit:
-        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
-            raise KitError(f"FIREFOX_PATH={explicit} is not an executable file")
-        return explicit
-    for name in FIREFOX_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise KitError("no Firefox found (looked for firefox-esr, firefox); run `make setup-firefox` "
-                   "(installs Debian's firefox-esr and xvfb) or set FIREFOX_PATH")
+    return find_browser("FIREFOX_PATH", FIREFOX_NAMES, "Firefox",
+                        "run `make setup-firefox` (installs Debian's firefox-esr and xvfb) or set FIREFOX_PATH")
 
 
 class Firefox:
