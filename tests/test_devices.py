@@ -242,6 +242,8 @@ def test_listen_takes_an_address_and_a_port(text, expected):
 
 @pytest.mark.parametrize("args, fragment", [(["--listen", "localhost"], "--listen"),
                                            (["--listen", "0.0.0.0"], "not every address"),
+                                           (["--listen", "[::ffff:0.0.0.0]"], "not every address"),
+                                           (["--listen", "224.0.0.1"], "one machine"),
                                            (["--listen", "127.0.0.1:99999"], "--listen"),
                                            (["--devices", "0"], "--devices")])
 def test_bad_device_options_are_refused_by_name(args, fragment, tmp_path):
@@ -355,3 +357,60 @@ def test_device_mode_ends_after_its_idle_timeout_in_one_line(small_study, tmp_pa
     done = run_script("run_browser.py", "--device", "--listen", LISTEN, "--idle-timeout", "1", "--out-dir", out)
     assert "no request for 1 s: stopping" in done.stdout
     assert_one_line_error(done, "no device uploaded a capture")
+
+
+def test_a_full_disk_during_an_upload_is_told_to_the_device_and_the_kit(small_study, tmp_path):
+    """The results folder on a 1 MiB tmpfs (where the machine lets a test mount one); else the
+    write fails by injection. The device gets 507; the kit hears a failed backend."""
+    out = copy_study(small_study, tmp_path / "out", STUDY)
+    with DeviceSession(out / "keras_converted" / "model.json", out, ["cpu"], {}, listen=(LISTEN, 0)) as running:
+        token = running.uploads.token
+        upload = f"{running.server.url}/{token}/upload/{token}/cpu"
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)],
+                                 capture_output=True).returncode == 0
+        try:
+            if not mounted:
+                running.uploads.staging_dir = Path("/proc/no-such-folder")  # every write there fails
+            size = 2 * 2 ** 20
+            status, _ = request(f"{upload}/begin", _header(size))
+            if status == 204:
+                status, body = request(f"{upload}/data", bytes(size))
+            assert status == 507, status
+            event = running.uploads.events.get(timeout=5)
+            assert event["event"] == "failed" and "cannot store it" in event["error"]
+        finally:
+            if mounted:
+                subprocess.run(["umount", str(out)])
+
+
+def test_an_upload_that_is_arriving_keeps_the_run_alive(session):
+    token = session.uploads.token
+    host, port = session.server.netloc.split(":")
+    assert request(f"{session.server.url}/{token}/upload/{token}/cpu/begin", _header(8))[0] == 204
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(f"POST /{token}/upload/{token}/cpu/data HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                           f"Content-Length: 8\r\n\r\n".encode())
+        time.sleep(0.3)
+        before = session.server.last_request
+        time.sleep(0.3)
+        connection.sendall(bytes(4))  # half the piece, a moment later
+        time.sleep(0.3)
+        assert session.server.last_request > before
+        connection.sendall(bytes(4))
+        assert connection.recv(100).startswith(b"HTTP/1.0 204")
+
+
+def test_idle_connections_beyond_the_limit_are_closed_at_once(session):
+    from tfjs_parity.server import MAX_CONNECTIONS
+    host, port = session.server.netloc.split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.3)
+        extra = socket.create_connection((host, int(port)), timeout=5)
+        assert extra.recv(10) == b""  # closed by the kit, not left waiting
+        extra.close()
+    finally:
+        for connection in idle:
+            connection.close()
+    time.sleep(0.3)
+    assert request(session.server.url_of("/inference_in_browser.html"))[0] == 200  # and then served again

@@ -34,10 +34,33 @@ MAX_CAPTURE_BYTES = 16 * 2 ** 30    # far above any model's activations here; re
 MAX_REQUEST_BYTES = 2 * 2 ** 30     # one tensor per request
 MAX_REPORT_BYTES = 64 * 2 ** 10    # a device's report that a backend did not run
 REQUEST_TIMEOUT = 60               # seconds a connection may stay silent
+MAX_CONNECTIONS = 64               # connections served at once (a browser opens 6 per host)
 
 
 class _QuietServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        """At most MAX_CONNECTIONS at once: beyond that a connection is closed at once, so
+        that idle connections cannot use up the kit's threads and files."""
+        if not self.connections.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
 
     def handle_error(self, request, client_address):
         """A peer that went away mid-request (a phone that lost its network, a closed tab) is
@@ -185,13 +208,20 @@ class Uploads:
                     _drop(state)
                     self.state[key] = None
             reason = getattr(error, "strerror", None) or "the run ended"
-            raise UploadRefused(507, f"{key[1]}: cannot store it ({reason})") from None
+            message = f"{key[1]}: cannot store it ({reason})"
+            if not self.closed:  # the kit says so too, not only the device
+                self.events.put({"event": "failed", "device": key[0], "name": key[1], "error": message})
+            raise UploadRefused(507, message) from None
 
     def report_failure(self, name, device, error):
         """A device says backend `name` did not run there (it is not one of its backends, or it
         failed): an event like an upload's, so whoever waits knows."""
         if self.closed or name not in self.names:
             raise UploadRefused(404, "not a backend of this run")
+        with self.lock:
+            if device not in self.devices and self.max_devices is not None and len(self.devices) >= self.max_devices:
+                raise UploadRefused(403, f"this run takes reports from {self.max_devices} device(s) at most")
+            self.devices.add(device)
         self.events.put({"event": "failed", "device": device, "name": name, "error": error})
 
     def _begin(self, name, body):
@@ -205,7 +235,7 @@ class Uploads:
             ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
             if not all(isinstance(end, int) and end >= 0 for end in ends):
                 raise TypeError("offsets must be whole numbers")
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
             raise UploadRefused(400, "not a safetensors header") from None
         total = len(body) + max(ends, default=0)
         if total > self.limit:
@@ -236,6 +266,19 @@ class Uploads:
         return {"file": handle, "path": path, "total": total, "written": len(body), "done": False}
 
 
+class _Activity:
+    """A request body that counts as activity while it arrives (a slow upload of a big
+    tensor is not an idle run)."""
+
+    def __init__(self, stream, server):
+        self.stream, self.server = stream, server
+
+    def read(self, size):
+        data = self.stream.read1(size)  # what has arrived, at most size: each piece counts as it comes
+        self.server.last_request = time.monotonic()
+        return data
+
+
 def _drop(state):
     with contextlib.suppress(OSError):
         state["file"].close()
@@ -243,10 +286,14 @@ def _drop(state):
 
 
 def _read_exactly(stream, length):
-    body = stream.read(length)
-    if len(body) != length:
-        raise UploadRefused(400, "the body ended early")
-    return body
+    parts, left = [], length
+    while left:
+        part = stream.read(left)
+        if not part:
+            raise UploadRefused(400, "the body ended early")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def served_folder(file, roots=()):
@@ -349,7 +396,7 @@ class PageServer:
                         raise UploadRefused(413, "body too large")
                     device = self._device()
                     server.uploads.check(path, int(length), device)
-                    server.uploads.receive_stream(path, self.rfile, int(length), device)
+                    server.uploads.receive_stream(path, _Activity(self.rfile, server), int(length), device)
                 except UploadRefused as refused:
                     self.close_connection = True  # an unread body must not be taken for a request
                     self._refuse(refused.status, str(refused))
@@ -366,7 +413,7 @@ class PageServer:
                     raise UploadRefused(413, "a report is a short message")
                 try:
                     error = str(json.loads(_read_exactly(self.rfile, length))["error"])
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     raise UploadRefused(400, "a report is JSON with an error") from None
                 server.uploads.report_failure(parts[3], self._device(), error)
                 self.send_response(204)

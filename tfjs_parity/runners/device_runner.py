@@ -86,7 +86,10 @@ def parse_listen(text):
         address = ipaddress.ip_address(host)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {host} is not an IP address") from None
-    if address.is_unspecified:  # every address: more than a device needs, and no URL to print
+    mapped = getattr(address, "ipv4_mapped", None) or address  # ::ffff:0.0.0.0 is 0.0.0.0
+    if mapped.is_multicast or mapped == ipaddress.ip_address("255.255.255.255"):
+        raise argparse.ArgumentTypeError(f"{text!r}: not an address of one machine")
+    if mapped.is_unspecified:  # every address: more than a device needs, and no URL to print
         raise argparse.ArgumentTypeError(f"{text!r}: give the one address the device will use (this machine's "
                                          "address on its network), not every address")
     port = int(port or 0)
