@@ -11,7 +11,6 @@ from . import KitError, files, processes
 
 EXIT_KIT_ERROR = 2  # like argparse: the input or the setup is wrong, not the numbers
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
-EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class Terminated(BaseException):

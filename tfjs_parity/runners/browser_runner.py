@@ -332,18 +332,18 @@ class Chromium:
                 self.profile = None
 
 
-def profiles_folder():
-    """The folder that holds this user's Chromium profiles, private to them."""
-    folder = Path(tempfile.gettempdir()) / f"tfjs_parity-chromium-{os.getuid()}"
+def profiles_folder(browser="Chromium"):
+    """The folder that holds this user's `browser` profiles, private to them."""
+    folder = Path(tempfile.gettempdir()) / f"tfjs_parity-{browser.lower()}-{os.getuid()}"
     try:
         folder.mkdir(mode=0o700)
     except FileExistsError:
         pass
     except OSError as error:
-        raise KitError(f"cannot create {folder} (for Chromium's profiles): {error.strerror or error}") from None
+        raise KitError(f"cannot create {folder} (for {browser}'s profiles): {error.strerror or error}") from None
     info = os.lstat(folder)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise KitError(f"{folder} (for Chromium's profiles) is not a private folder of this user; remove it")
+        raise KitError(f"{folder} (for {browser}'s profiles) is not a private folder of this user; remove it")
     return folder
 
 

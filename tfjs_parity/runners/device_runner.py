@@ -13,9 +13,7 @@ import os
 import queue
 import re
 import shutil
-import stat
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -26,7 +24,7 @@ from ..files import remove_stale_staging, staging_dir
 from ..runs import save_results, variant_of
 from ..server import PageServer, Uploads
 from .browser_runner import (BACKENDS, LAUNCH_TIMEOUT, PAGE_TIMEOUT, check_servable, find_browser, one_line,
-                             read_upload, routes_for)
+                             profiles_folder, read_upload, routes_for)
 
 NAME = "device"
 FIREFOX = "firefox"
@@ -349,14 +347,7 @@ class Firefox:
 def _new_firefox_profile():
     """A fresh folder (HOME, and the profile inside it) named with the kit's pid, after
     removing those of runs that are gone."""
-    folder = Path(tempfile.gettempdir()) / f"tfjs_parity-firefox-{os.getuid()}"
-    try:
-        folder.mkdir(mode=0o700, exist_ok=True)
-    except OSError as error:
-        raise KitError(f"cannot create {folder} (for Firefox's profiles): {error.strerror or error}") from None
-    info = os.lstat(folder)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise KitError(f"{folder} (for Firefox's profiles) is not a private folder of this user; remove it")
+    folder = profiles_folder("Firefox")
     remove_stale_staging(folder)
     home = staging_dir(folder, "firefox-profile")
     try:
