@@ -350,10 +350,10 @@ class PageServer:
 
     def __init__(self, routes, uploads=None, host="127.0.0.1", roots=(), port=0, prefix="", device_of=None,
                  events=None):
-        self.routes = {path: Path(file) for path, file in routes.items()}
+        self.routes, self.served, self.roots = {}, {}, roots
         self.uploads, self.prefix, self.last_request = uploads, prefix, time.monotonic()
-        served = {path: served_folder(file, roots) for path, file in self.routes.items()}
-        routes, server, seen = self.routes, self, set()
+        self.add_routes(routes)
+        routes, served, server, seen = self.routes, self.served, self, set()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
@@ -471,6 +471,13 @@ class PageServer:
         # default: measured as 0.3 s of every run_browser.py spent just stopping)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
                                         daemon=True)
+
+    def add_routes(self, routes):
+        """Serve {url path: file} too, from now on (a step started before its model exists
+        adds the model's files once it is there)."""
+        for path, file in routes.items():
+            self.served[path] = served_folder(file, self.roots)
+            self.routes[path] = Path(file)
 
     @property
     def netloc(self):

@@ -148,6 +148,17 @@ def chromium_switches(extra=()):
 def check_servable(model_json):
     """`model_json` as a Path, once the model and tfjs's files are there to be served;
     KitError naming what is missing (or a symlink, which is never served) otherwise."""
+    check_tfjs_files()
+    return check_model(model_json)
+
+
+def check_tfjs_files():
+    missing = [name for name in TFJS_FILES if not (NODE_MODULES.parent / name).is_file()]
+    if missing:
+        raise KitError(f"{missing[0]} is missing; run `make setup`")
+
+
+def check_model(model_json):
     model_json = Path(model_json)
     if not model_json.is_file():
         raise KitError(f"{model_json} not found; run `python create_keras_model.py` first")
@@ -155,9 +166,6 @@ def check_servable(model_json):
         link = model_json.parent if model_json.parent.is_symlink() else model_json
         raise KitError(f"{link} is a symlink: the browser is served no file reached through a symlink; "
                        "copy the converted model there instead")
-    missing = [name for name in TFJS_FILES if not (NODE_MODULES.parent / name).is_file()]
-    if missing:
-        raise KitError(f"{missing[0]} is missing; run `make setup`")
     return model_json
 
 
@@ -178,11 +186,21 @@ def read_upload(uploads, backend, device=None):
 
 def routes_for(model_json):
     """What the page needs, and nothing else: the page, its scripts, tfjs, and the model files."""
-    model_dir = Path(model_json).parent
+    return dict(page_routes(), **model_routes(model_json))
+
+
+def page_routes():
+    """The page, its scripts and tfjs."""
     routes = {"/inference_in_browser.html": BROWSER_PAGE, "/inference_common.js": COMMON_JS}
     for name in TFJS_FILES:
         routes[f"/{name}"] = NODE_MODULES.parent / name
-    for file in sorted(model_dir.iterdir()):
+    return routes
+
+
+def model_routes(model_json):
+    """The converted model's files (probe_plan.json and input.json included), under /model/."""
+    routes = {}
+    for file in sorted(Path(model_json).parent.iterdir()):
         if file.suffix in (".json", ".bin") and not file.is_symlink() and file.is_file():
             routes[f"/model/{file.name}"] = file
     return routes
