@@ -62,6 +62,9 @@ DISABLED_FEATURES = [
     "OptimizationTargetPrediction", "OptimizationGuideOnDeviceModel", "MediaRouter", "DialMediaRouteProvider",
     "Translate", "AutofillServerCommunication", "CertificateTransparencyComponentUpdater",
     "InterestFeedContentSuggestions", "NetworkTimeServiceQuerying", "PrivacySandboxSettings4",
+    # Chromium 156 preloads the omnibox popup (chrome://omnibox-popup.top-chrome/, twice) even
+    # headless: a WebUI renderer that cost 0.85 s of CPU at every launch, all of it beside step 1.
+    "WebUIOmniboxPopup", "WebUIOmniboxAimPopup",
 ]
 PREFERENCES = {"alternate_error_pages": {"enabled": False}}  # written into each new profile
 NOWHERE = "http://127.0.0.1:1"  # a port Chromium never connects to (one of its "unsafe ports")
@@ -73,6 +76,9 @@ CHROMIUM_FLAGS = [
     *(["--no-sandbox"] if os.geteuid() == 0 else []),
     # WebGL 2 with float32 render targets on the CPU, through SwiftShader: no GPU needed.
     "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    # Headless shows nothing: compositing its frames on SwiftShader was 0.35 s of CPU and a
+    # third of Chromium's page faults at each start (WebGL and WebGPU still run on SwiftShader).
+    "--disable-gpu-compositing",
     # WebGPU on SwiftShader's Vulkan. With --enable-unsafe-webgpu alone an earlier Chromium
     # build initialised the backend and computed zeros (the self-test catches that).
     "--enable-unsafe-webgpu", "--enable-features=" + ",".join(ENABLED_FEATURES), "--use-vulkan=swiftshader",
@@ -405,13 +411,33 @@ def _kill_processes_using(profiles):
             continue
 
 
+async def connect(endpoint):
+    """pyppeteer.connect(browserWSEndpoint=endpoint), without its busy wait: pyppeteer 1.0.2
+    sends its first command at once and, until the WebSocket is open, retries it with
+    asyncio.sleep(0), about 28,000 turns of the loop at each start (a core's worth of CPU,
+    beside step 1 in `make run`). Here the WebSocket opens first; its error, if any, is raised."""
+    from pyppeteer.browser import Browser
+    from pyppeteer.connection import Connection
+    connection = Connection(endpoint, asyncio.get_running_loop(), 0)
+    while not connection._connected:
+        if connection._recv_fut.done():  # it ended without ever opening
+            connection._recv_fut.result()  # its error (refused, a bad handshake)
+            raise ConnectionError("the DevTools WebSocket closed as it opened")
+        await asyncio.sleep(0.005)
+    contexts = (await connection.send("Target.getBrowserContexts")).get("browserContextIds", [])
+    return await Browser.create(connection, contexts, False, {"width": 800, "height": 600}, None,
+                                lambda: connection.send("Browser.close"))
+
+
 async def _run_pages(chromium, server, uploads, backends, page, timeout):
     import pyppeteer
+    import websockets
     results = {}
     try:
-        browser = await asyncio.wait_for(pyppeteer.connect(browserWSEndpoint=chromium.endpoint),
+        browser = await asyncio.wait_for(connect(chromium.endpoint),
                                          chromium.launch_timeout)
-    except (asyncio.TimeoutError, OSError, pyppeteer.errors.PyppeteerError) as error:
+    except (asyncio.TimeoutError, OSError, pyppeteer.errors.PyppeteerError,
+            websockets.exceptions.WebSocketException) as error:
         raise KitError(f"could not connect to {chromium.name} at {chromium.endpoint}: "
                        f"{one_line(str(error)) or type(error).__name__}") from None
     try:
