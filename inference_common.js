@@ -173,13 +173,16 @@
 
   // The whole capture: flags, backend, self-test, model, inputs, timing, metadata, then
   // every point's tensors handed to `options.sink`, which writes or uploads them.
-  //   options: {backend, flags, repeat, budgetSeconds, loadModel(), loadPlan(), loadInputs(plan),
-  //             metadata, describe() (more metadata, once the backend runs), sink(metadata, entries, progress),
+  //   options: {backend, flags, repeat, budgetSeconds, ready() (optional: resolves once the
+  //             model may be read), loadModel(), loadPlan(), loadInputs(plan), metadata,
+  //             describe() (more metadata, once the backend runs), sink(metadata, entries, progress),
   //             progress(done, total)}
   async function runCapture(tf, options) {
     await applyFlags(tf, options.flags || {});
     await useBackend(tf, options.backend);
     await selfTest(tf, options.backend);
+    // A run started beside step 1 (make run) waits here, started up, until the model is there.
+    if (options.ready) await options.ready();
     const model = await options.loadModel();
     const plan = await options.loadPlan();
     const inputs = await options.loadInputs(plan);

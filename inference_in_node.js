@@ -3,7 +3,10 @@
 // every point of the probe plan. Usually started by run_node.py; by hand:
 //
 //   node inference_in_node.js --model results/keras_converted/model.json \
-//       --out capture.safetensors [--backend tensorflow] [--repeat 10] [--budget 10]
+//       --out capture.safetensors [--backend tensorflow] [--repeat 10] [--budget 10] [--wait]
+//
+// --wait: start up (tfjs-node, the backend, its self-test), then read the model only once a
+// line arrives on stdin (run_node.py --wait-for-model: make run starts this beside step 1).
 //
 // Writes a safetensors capture (tfjs_parity/capture.py documents it), one tensor at a time:
 // a capture never passes through one big string. Prints `progress K/N` lines on stderr.
@@ -15,7 +18,7 @@ const path = require('path');
 const common = require('./inference_common.js');
 
 const USAGE = 'usage: node inference_in_node.js --model MODEL_JSON --out CAPTURE.safetensors ' +
-  '[--backend tensorflow|cpu|wasm] [--flags JSON] [--metadata JSON] [--repeat N] [--budget SECONDS]';
+  '[--backend tensorflow|cpu|wasm] [--flags JSON] [--metadata JSON] [--repeat N] [--budget SECONDS] [--wait]';
 const BACKENDS = ['tensorflow', 'cpu', 'wasm'];
 
 function fail(message) {
@@ -34,6 +37,10 @@ function parseArgs(argv) {
     if (flag === '--help' || flag === '-h') {
       console.log(USAGE);
       process.exit(0);
+    }
+    if (flag === '--wait') {
+      args.wait = true;
+      continue;
     }
     if (!keys[flag]) fail(`unknown argument ${flag}\n${USAGE}`);
     if (i + 1 >= argv.length) fail(`${flag} needs a value\n${USAGE}`);
@@ -67,10 +74,32 @@ async function writeSafetensors(file, metadata, entries, progress) {
   }
 }
 
+// --wait: resolves once a line arrives on stdin; stdin ending first is an error.
+function lineOnStdin() {
+  return new Promise((resolve) => {
+    let text = '';
+    const onData = (chunk) => {
+      text += chunk;
+      if (!text.includes('\n')) return;
+      process.stdin.removeListener('data', onData);
+      process.stdin.removeListener('end', onEnd);
+      process.stdin.destroy();  // nothing more to read: it must not keep Node running
+      resolve();
+    };
+    const onEnd = () => fail('stdin ended before the line that says the model is ready (--wait)');
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', onData);
+    process.stdin.on('end', onEnd);
+  });
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const modelPath = path.resolve(args.model);
-  if (!fs.existsSync(modelPath)) fail(`${args.model} not found; run \`python create_keras_model.py\` first`);
+  const checkModel = () => {
+    if (!fs.existsSync(modelPath)) fail(`${args.model} not found; run \`python create_keras_model.py\` first`);
+  };
+  if (!args.wait) checkModel();
 
   let tf;
   try {
@@ -96,6 +125,7 @@ async function main() {
     flags: args.flags,
     repeat: args.repeat,
     budgetSeconds: args.budget,
+    ready: args.wait ? async () => { await lineOnStdin(); checkModel(); } : null,
     loadModel: () => tf.loadLayersModel(`file://${modelPath}`),
     loadPlan: async () => readJson('probe_plan.json', 'what to capture'),
     loadInputs: async (plan) => common.decodeInputs(tf, readJson('input.json', 'the inputs'), plan),

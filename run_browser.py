@@ -5,7 +5,7 @@ the URL it prints.
     python run_browser.py [--out-dir results] [--backend webgl|wasm|cpu|webgpu|all]
                           [--precision f32|f16] [--flag NAME=VALUE ...] [--repeat 10] [--budget 10]
                           [--format json|safetensors] [--timeout 300] [--launch-timeout 30]
-                          [--chromium-arg SWITCH ...]
+                          [--chromium-arg SWITCH ...] [--wait-for-model]
     python run_browser.py --browser firefox [--backend ...] [the same options]
     python run_browser.py --device [--listen ADDRESS[:PORT]] [--devices N] [--idle-timeout 600]
                           [--backend ...] [the same options]
@@ -36,8 +36,8 @@ from tfjs_parity import KitError, paths
 from tfjs_parity.cli import positive_int, run_main
 from tfjs_parity.files import writable_out_dir
 from tfjs_parity.runners import browser_runner, device_runner
-from tfjs_parity.runs import (PRECISIONS, add_run_arguments, chosen_backends, cpu_model, flags_of, positive_float,
-                              save_results, variant_metadata)
+from tfjs_parity.runs import (PRECISIONS, Go, add_run_arguments, add_wait_argument, chosen_backends, cpu_model,
+                              flags_of, positive_float, save_results, variant_metadata)
 
 
 def main():
@@ -51,6 +51,7 @@ def main():
     parser.add_argument("--launch-timeout", type=positive_float, default=browser_runner.LAUNCH_TIMEOUT,
                         metavar="SECONDS", help="seconds Chromium may take to start (default %(default)g)")
     add_run_arguments(parser, browser_runner.BACKENDS, default_backend=None)
+    add_wait_argument(parser)
     parser.add_argument("--browser", choices=["chromium", "firefox"], default="chromium",
                         help="which engine runs the page here (default chromium)")
     device = parser.add_argument_group("a real device (a phone, any browser)")
@@ -74,6 +75,8 @@ def main():
         raise KitError("--chromium-arg is for Chromium; it does not apply with --device or --browser firefox")
     if args.idle_timeout is not None and not args.device:
         raise KitError("--idle-timeout is for --device")
+    if args.wait_for_model and (args.device or args.browser == "firefox"):
+        raise KitError("--wait-for-model is for Chromium runs; it does not apply with --device or --browser firefox")
     # a device runs every backend it has, unless told; Chromium and Firefox here run WebGL
     backends = chosen_backends(args.backend or ("all" if args.device else "webgl"), browser_runner.BACKENDS)
     if args.precision == "f16" and backends != ["webgl"]:
@@ -90,7 +93,8 @@ def main():
                                  timeout=args.timeout, launch_timeout=args.launch_timeout)
     results = browser_runner.run(model_json, args.out_dir, backends, flags,
                                  args.repeat, args.budget, metadata, chromium_args=args.chromium_arg,
-                                 timeout=args.timeout, launch_timeout=args.launch_timeout)
+                                 timeout=args.timeout, launch_timeout=args.launch_timeout,
+                                 go=Go() if args.wait_for_model else None)
     save_results(results, args.out_dir, browser_runner.NAME, flags, args.format)
 
 

@@ -3,6 +3,7 @@ native backend) and capture every layer.
 
     python run_node.py [--out-dir results] [--backend tensorflow|cpu|wasm|all]
                        [--flag NAME=VALUE ...] [--repeat 10] [--budget 10] [--format json|safetensors]
+                       [--wait-for-model]
 
 Reads OUT_DIR/keras_converted/ and writes OUT_DIR/keras_model_tfjs_node.json (backend
 tensorflow), or keras_model_tfjs_node_<backend>[_<flags>].json for any other run; a capture
@@ -15,7 +16,8 @@ from tfjs_parity import paths
 from tfjs_parity.cli import run_main
 from tfjs_parity.files import writable_out_dir
 from tfjs_parity.runners import node_runner
-from tfjs_parity.runs import add_run_arguments, chosen_backends, flags_of, save_results, variant_metadata
+from tfjs_parity.runs import (Go, add_run_arguments, add_wait_argument, chosen_backends, flags_of, save_results,
+                              variant_metadata)
 
 
 def main():
@@ -23,13 +25,14 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
     add_run_arguments(parser, node_runner.BACKENDS, default_backend="tensorflow")
+    add_wait_argument(parser)
     args = parser.parse_args()
     flags = flags_of(args.flag)
     metadata = variant_metadata(flags)
     writable_out_dir(args.out_dir)
     results = node_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir,
                               chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat, args.budget,
-                              metadata)
+                              metadata, go=Go() if args.wait_for_model else None)
     save_results(results, args.out_dir, node_runner.NAME, flags, args.format)
 
 

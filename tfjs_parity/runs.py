@@ -5,6 +5,8 @@ import math
 import os
 import platform
 import re
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,47 @@ def add_timing_arguments(parser):
 def add_format_argument(parser):
     parser.add_argument("--format", choices=list(FORMATS),
                         help=f"capture file format (default: json up to {JSON_LIMIT:,} values, safetensors above)")
+
+
+def add_wait_argument(parser):
+    parser.add_argument("--wait-for-model", action="store_true",
+                        help="start up now (the runtime, tfjs, the first backend and its self-test), and read the "
+                             "model only once a line arrives on stdin: to run beside create_keras_model.py, told "
+                             "when it is done (make run does)")
+
+
+class Go:
+    """--wait-for-model: the line on stdin that says step 1 has committed the model. A daemon
+    thread reads it from the start, so waiting for it never holds up an exit or a signal."""
+
+    def __init__(self, stream=None):
+        self._stream = sys.stdin.buffer if stream is None else stream
+        self._arrived = threading.Event()
+        self._line = b""
+        threading.Thread(target=self._read, name="go", daemon=True).start()
+
+    def _read(self):
+        try:
+            self._line = self._stream.readline()
+        except (OSError, ValueError):
+            pass  # stdin closed or unreadable: no line
+        finally:
+            self._arrived.set()
+
+    def arrived(self):
+        """Has the line (or the end of stdin) arrived? Never blocks."""
+        return self._arrived.is_set()
+
+    def wait(self):
+        """Block until the line arrives: True; False when stdin ended without one."""
+        self._arrived.wait()
+        return self._line.endswith(b"\n")
+
+    @staticmethod
+    def missing():
+        """The KitError of a step whose stdin ended without the line."""
+        return KitError("--wait-for-model: stdin ended before the line that says the model is ready "
+                        "(did create_keras_model.py fail?)")
 
 
 def positive_float(text):

@@ -213,7 +213,7 @@ def model_routes(model_json):
 
 
 def run(model_json, staging_dir, backends=("webgl",), flags=None, repeat=10, budget=10.0, metadata=None,
-        chromium_args=(), timeout=PAGE_TIMEOUT, launch_timeout=LAUNCH_TIMEOUT):
+        chromium_args=(), timeout=PAGE_TIMEOUT, launch_timeout=LAUNCH_TIMEOUT, go=None):
     """Run the tfjs model at `model_json` in one headless Chromium, once per backend (each in
     a fresh page); return {backend: Capture (backed by a file in `staging_dir`) or the
     KitError that backend raised}.
@@ -222,9 +222,17 @@ def run(model_json, staging_dir, backends=("webgl",), flags=None, repeat=10, bud
     capture's; `chromium_args` extra Chromium switches, added after the kit's own; `timeout`
     the seconds each backend's page may take, `launch_timeout` Chromium's start.
 
+    With `go` (a runs.Go): Chromium starts at once, and the first backend's page loads tfjs,
+    starts its backend and self-tests it, then waits for `go`'s line before the model is served
+    and read (NoModel when stdin ends instead); `timeout` counts from then.
+
     The model's folder is served from its parent (the results folder): a model file reached
     through a symlink below it is refused, and so is a model folder that is a symlink."""
-    model_json = check_servable(model_json)
+    if go is None:
+        model_json = check_servable(model_json)
+    else:
+        check_tfjs_files()
+        model_json = Path(model_json)
     switches = chromium_switches(chromium_args)
     executable = find_chromium()
     page = {"model": "model/model.json", "flags": json.dumps(flags or {}), "repeat": repeat, "budget": budget,
@@ -234,9 +242,17 @@ def run(model_json, staging_dir, backends=("webgl",), flags=None, repeat=10, bud
     uploads = Uploads(staging_dir, backends)
     caught = []  # a signal that stopped the run, raised again once everything is cleaned up
     try:
-        with PageServer(routes_for(model_json), uploads, roots=[model_json.parent.parent]) as server, \
+        with PageServer(page_routes() if go else routes_for(model_json), uploads,
+                        roots=[model_json.parent.parent]) as server, \
                 Chromium(executable, switches, launch_timeout) as chromium:
-            return _run_async(_run_pages(chromium, server, uploads, backends, page, timeout), chromium, caught)
+            async def model_ready():
+                while not go.arrived():
+                    await asyncio.sleep(0.01)
+                if not go.wait():
+                    raise NoModel(str(go.missing()))
+                server.add_routes(model_routes(check_model(model_json)))
+            return _run_async(_run_pages(chromium, server, uploads, backends, page, timeout,
+                                         model_ready if go else None), chromium, caught)
     finally:
         if caught:
             _raise_again(caught[0])
@@ -429,7 +445,13 @@ async def connect(endpoint):
                                 lambda: connection.send("Browser.close"))
 
 
-async def _run_pages(chromium, server, uploads, backends, page, timeout):
+class NoModel(KitError):
+    """--wait-for-model: stdin ended before the model was ready; no backend can run."""
+
+
+async def _run_pages(chromium, server, uploads, backends, page, timeout, model_ready=None):
+    """Each backend's page in turn; the first waits for `model_ready()` (when given) once
+    started up, before it reads the model."""
     import pyppeteer
     import websockets
     results = {}
@@ -442,11 +464,13 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout):
                        f"{one_line(str(error)) or type(error).__name__}") from None
     try:
         for backend in backends:
-            query = urlencode(dict(page, backend=backend, upload=uploads.path(backend)))
+            query = urlencode(dict(page, backend=backend, upload=uploads.path(backend),
+                                   **({"wait": 1} if model_ready else {})))
             try:
                 try:
                     await _capture_page(chromium, browser, f"{server.url}/inference_in_browser.html?{query}", backend,
-                                        timeout)
+                                        timeout, model_ready)
+                    model_ready = None  # the model is there: the next backends' pages read it at once
                 except (pyppeteer.errors.PyppeteerError, ConnectionError, OSError) as error:
                     # a crashed page or browser, a dropped DevTools connection
                     ended = chromium.exited(wait=1.0)
@@ -455,6 +479,8 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout):
                 if uploads.completed(backend) is None:
                     raise KitError(f"backend {backend}: the page finished but its capture did not arrive")
                 results[backend] = read_upload(uploads, backend)
+            except NoModel:
+                raise
             except KitError as error:
                 results[backend] = error
                 if chromium.exited():  # the browser is gone: the other backends cannot run
@@ -471,7 +497,7 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout):
     return results
 
 
-async def _capture_page(chromium, browser, url, backend, timeout):
+async def _capture_page(chromium, browser, url, backend, timeout, model_ready=None):
     import pyppeteer
     deadline = time.monotonic() + timeout
     crashed = asyncio.get_running_loop().create_future()
@@ -498,7 +524,15 @@ async def _capture_page(chromium, browser, url, backend, timeout):
             return f"; its console said: {' | '.join(console[-5:])}" if console else "; its console said nothing"
 
         async def finished():
+            nonlocal deadline
             await page.goto(url, timeout=remaining_ms())
+            if model_ready is not None:  # started up: the page waits for the model (its query says wait)
+                await page.waitForFunction("window.kitWaiting === true || window.kitResult !== undefined",
+                                           timeout=remaining_ms())
+                if await page.evaluate("window.kitResult === undefined"):
+                    await model_ready()
+                    deadline = time.monotonic() + timeout
+                    await page.evaluate("window.kitGo()")
             await page.waitForFunction("window.kitResult !== undefined", timeout=remaining_ms())
             return await page.evaluate("window.kitResult")
         try:

@@ -20,45 +20,56 @@ PROGRESS = re.compile(r"^progress (\d+)/(\d+)$")
 
 
 def run(model_json, staging_dir, backends=("tensorflow",), flags=None, repeat=10, budget=10.0, metadata=None,
-        timeout=300):
+        timeout=300, go=None):
     """Run the tfjs model at `model_json` under Node, one fresh process per backend; return
-    {backend: Capture (backed by a file in `staging_dir`) or the KitError that backend raised}."""
+    {backend: Capture (backed by a file in `staging_dir`) or the KitError that backend raised}.
+
+    With `go` (a runs.Go): the first backend's Node starts at once and reads the model only
+    once `go`'s line arrives (KitError when it does not); `timeout` counts from then."""
     node = shutil.which("node")
     if node is None:
         raise KitError("Node.js (`node`) not found on PATH; install Node 18 or newer, then run `make setup`")
     if not (NODE_MODULES / "@tensorflow" / "tfjs-node").is_dir():
         raise KitError(f"{NODE_MODULES}/@tensorflow/tfjs-node is missing; run `make setup`")
-    if not Path(model_json).is_file():
+    if go is None and not Path(model_json).is_file():
         raise KitError(f"{model_json} not found; run `python create_keras_model.py` first")
     results = {}
     for backend in backends:
         try:
             results[backend] = _run_one(node, model_json, staging_dir, backend, flags or {}, repeat, budget,
-                                        metadata or {}, timeout)
+                                        metadata or {}, timeout, go)
         except KitError as error:
             results[backend] = error
+        if go is not None:
+            if not go.wait():  # no model: nothing to run on any backend
+                raise go.missing()
+            go = None  # the model is there: the next backends start as usual
     return results
 
 
-def _run_one(node, model_json, staging_dir, backend, flags, repeat, budget, metadata, timeout):
+def _run_one(node, model_json, staging_dir, backend, flags, repeat, budget, metadata, timeout, go=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     fd, out = staging_file(staging_dir, f"node_{backend}", ".safetensors")
     os.close(fd)
     command = [node, str(NODE_SCRIPT), "--model", str(model_json), "--out", out, "--backend", backend,
                "--flags", json.dumps(flags), "--metadata", json.dumps(metadata), "--repeat", str(repeat),
-               "--budget", str(budget)]
+               "--budget", str(budget), *(["--wait"] if go else [])]
     lines, timed_out = [], threading.Event()
     try:
         with Progress(f"node/{backend}") as progress:
             # its own process group, dying with the kit: an interrupted kit leaves no Node behind
-            child = processes.start(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                    errors="replace", env=env)
+            child = processes.start(command, stdin=subprocess.PIPE if go else subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
+                                    env=env)
 
             def stop():
                 timed_out.set()
                 processes.stop(child)
             watchdog = threading.Timer(timeout, stop)
-            watchdog.start()
+            if go is None:
+                watchdog.start()
+            else:
+                threading.Thread(target=_release, args=(go, child, watchdog), daemon=True).start()
             try:
                 for line in child.stderr:  # progress lines as they come; the rest for errors
                     match = PROGRESS.match(line.strip())
@@ -83,6 +94,20 @@ def _run_one(node, model_json, staging_dir, backend, flags, repeat, budget, meta
         Path(out).unlink(missing_ok=True)
         raise KitError(f"asked Node for backend {backend} but the capture says {capture.metadata.get('backend')}")
     return capture
+
+
+def _release(go, child, watchdog):
+    """Once `go`'s line arrives, pass it on to the waiting Node and start its clock; when
+    stdin ends instead, close Node's (it then stops with an error)."""
+    arrived = go.wait()
+    try:
+        if arrived:
+            child.stdin.write("\n")
+        child.stdin.close()
+    except (OSError, ValueError):
+        return  # Node is gone already
+    if arrived:
+        watchdog.start()
 
 
 def _last_error_line(stderr):
