@@ -11,22 +11,12 @@ VENV_STAMP := $(VENV)/.requirements-installed
 NPM_STAMP := node_modules/.npm-installed
 ADDON_STAMP := node_modules/.tfjs-node-built
 
-.PHONY: run matrix test bench setup setup-firefox chromium clean study-model study-node study-browser study-report
+.PHONY: run matrix test bench setup setup-firefox chromium clean
 
-# Node and the browser both only need step 1's model: they run side by side (-j2), each
-# step's output kept whole (-O).
+# The four steps, overlapped (tfjs_parity/study.py): Node and Chromium start up, tfjs and
+# their backend included, while step 1 builds the model, and read it once it is committed.
 run: setup
-	@$(MAKE) --no-print-directory -j2 -O study-report
-
-study-model:
-	@$(PY) create_keras_model.py
-study-node: study-model
-	@$(PY) run_node.py
-study-browser: study-model
-	@$(PY) run_browser.py
-study-report: study-node study-browser
-	@echo
-	@$(PY) compare_outputs.py
+	@$(PY) -m tfjs_parity.study
 
 # Every runtime and backend, plus WebGL with float16 textures (a phone GPU), and Firefox's
 # WebGL, WASM and CPU when Firefox is installed (make setup-firefox), in one table.

@@ -55,13 +55,25 @@ def small_study(tmp_path_factory):
     return out
 
 
+def run_module(module, *args, env=None, timeout=600):
+    """Run `python -m module` of the kit (the one command: tfjs_parity.study)."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="session")
-def default_study(tmp_path_factory):
-    """The original study's model (the defaults), through Python, Node and the browser."""
+def study_run(tmp_path_factory):
+    """(folder, CompletedProcess) of the one command, `make run`'s: the original study's
+    model through Python, Node and the browser, steps overlapped."""
     out = tmp_path_factory.mktemp("default_study")
-    for script in ("create_keras_model.py", "run_node.py", "run_browser.py"):
-        check(run_script(script, "--out-dir", out))
-    return out
+    return out, check(run_module("tfjs_parity.study", "--out-dir", out))
+
+
+@pytest.fixture(scope="session")
+def default_study(study_run):
+    """The original study's model (the defaults), through Python, Node and the browser."""
+    return study_run[0]
 
 
 NODE_FILES = {"tensorflow": "keras_model_tfjs_node.json", "cpu": "keras_model_tfjs_node_cpu.json",

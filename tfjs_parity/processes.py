@@ -34,13 +34,13 @@ def start(command, **popen_kwargs):
     return child
 
 
-def stop(child, grace=0.0):
-    """Kill `child`'s whole process group (after `grace` seconds of SIGTERM when asked) and
+def stop(child, grace=0.0, signum=signal.SIGTERM):
+    """Kill `child`'s whole process group (after `grace` seconds of `signum` when asked) and
     reap the leader. Safe to call twice."""
     with _lock:
         _children.pop(child.pid, None)
     if grace > 0 and child.poll() is None:
-        _signal_group(child.pid, signal.SIGTERM)
+        _signal_group(child.pid, signum)
         try:
             child.wait(grace)
         except subprocess.TimeoutExpired:

@@ -20,8 +20,10 @@ from . import processes
 from .cli import Terminated, run_main
 from .paths import DEFAULT_OUT_DIR, ROOT
 
-# Steps 2 and 3, each told to wait for the model (the line on its stdin).
-WAITING_STEPS = ("run_node.py", "run_browser.py")
+# Chromium starts this long after steps 1 and 2: three start-ups at once collide (they made
+# step 1 0.4 s slower here, on 2 cores, even with the others at nice 19), and a second later
+# Chromium is still ready (1.2 s) well before step 1 is done (4 s).
+BROWSER_AFTER = 1.0
 STOP_GRACE = 5.0  # seconds a step may take to stop cleanly (remove its staging, its browser)
 
 
@@ -32,20 +34,25 @@ def main():
     out = ["--out-dir", str(args.out_dir)]
     steps = _Steps()
     try:
-        waiting = [steps.start_waiting(script, *out) for script in WAITING_STEPS]
-        built = steps.run("create_keras_model.py", *out)
+        waiting = [steps.start_waiting("run_node.py", *out)]
+        steps.start("create_keras_model.py", *out)
+        built = steps.wait(BROWSER_AFTER)
+        if built is None:  # step 1 is under way: Chromium starts
+            waiting.append(steps.start_waiting("run_browser.py", *out))
+            built = steps.wait()
         for child in waiting:
             _tell(child, b"\n" if built == 0 else b"")  # go on, or (stdin ends) stop
         if built != 0:
-            return built
+            return _status("create_keras_model.py", built)
         codes = [child.wait() for child in waiting]
         for child in waiting:
             steps.show(child)
-        failed = [code for code in codes if code != 0]
-        if failed:
-            return failed[0]
+        for script, code in zip(("run_node.py", "run_browser.py"), codes):
+            if code != 0:
+                return _status(script, code)
         print(flush=True)
-        return steps.run("compare_outputs.py", *out)
+        steps.start("compare_outputs.py", *out)
+        return _status("compare_outputs.py", steps.wait())
     except (KeyboardInterrupt, Terminated) as interruption:
         signum = signal.SIGINT if isinstance(interruption, KeyboardInterrupt) else interruption.signum
         said = steps.stop(signum)
@@ -70,11 +77,18 @@ class _Steps:
         self.logs[child] = logs
         return child
 
-    def run(self, script, *args):
-        """Run a step on this terminal; its exit status."""
+    def start(self, script, *args):
+        """Start a step on this terminal."""
         sys.stdout.flush()
         self.foreground = processes.start(_command(script, *args))
-        code = self.foreground.wait()
+
+    def wait(self, timeout=None):
+        """The exit status of the step on the terminal; None if it is still running after
+        `timeout` seconds."""
+        try:
+            code = self.foreground.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
         self.foreground = None
         return code
 
@@ -97,6 +111,15 @@ class _Steps:
                 log.close()
         self.logs.clear()
         return self.foreground in running
+
+
+def _status(script, code):
+    """The exit status of the run for a step that ended with `code`; a step killed by a
+    signal said nothing, so this says which it was."""
+    if code >= 0:
+        return code
+    print(f"error: {script} was killed by {signal.Signals(-code).name}", file=sys.stderr)
+    return 128 - code
 
 
 def _command(script, *args):

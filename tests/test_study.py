@@ -1,0 +1,95 @@
+"""The one command (`make run`: python -m tfjs_parity.study) and the steps it starts beside
+step 1, which read the model only once told it is there (--wait-for-model)."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import (ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, leftovers, run_module,
+                      run_script)
+from test_hostile import model_id, no_orphans_within, processes_mentioning, wait_for
+
+from tfjs_parity.capture import Capture
+from tfjs_parity.paths import find_capture
+
+
+def start_waiting(script, out):
+    return subprocess.Popen([sys.executable, str(ROOT / script), "--out-dir", str(out), "--wait-for-model"],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def test_the_one_command_prints_each_step_then_the_study_report_exactly(study_run):
+    out, done = study_run
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"wrote {out}/keras_converted/"), lines[0]
+    assert lines[1].startswith(f"wrote {out}/keras_model_tfjs_node.json (node/tensorflow"), lines[1]
+    assert lines[2].startswith(f"wrote {out}/keras_model_tfjs_browser.json (browser/webgl"), lines[2]
+    assert lines[3] == ""
+    expected = (ROOT / "tests" / "data" / "original_study_report.txt").read_text()
+    assert "\n".join(lines[4:]).strip() == expected.strip()
+    assert done.stderr == ""
+
+
+def test_steps_started_before_the_model_read_the_one_they_are_told_of(small_study, tmp_path):
+    """Node and the browser start while an older model is still in the folder; step 1 then
+    replaces it; told to go on, both capture the new one (a step that had read the model
+    before the line would hold the old model's id, and compare would call it stale)."""
+    out = copy_study(small_study, tmp_path / "results")
+    old = model_id(out)
+    waiting = [start_waiting(script, out) for script in ("run_node.py", "run_browser.py")]
+    try:
+        check(run_script("create_keras_model.py", "--depth", "2", "--units", "5", "--out-dir", out))
+        assert model_id(out) != old
+        for child in waiting:
+            stdout, stderr = child.communicate("\n", timeout=300)
+            assert child.returncode == 0, stderr
+    finally:
+        for child in waiting:
+            child.kill()
+            child.wait()
+    for name in ("keras_model_tfjs_node.json", "keras_model_tfjs_browser.json"):
+        assert Capture.load(find_capture(out, name)).metadata["model_id"] == model_id(out)
+    check(run_script("compare_outputs.py", "--out-dir", out))
+    assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("script", ["run_node.py", "run_browser.py"])
+def test_a_waiting_step_whose_stdin_ends_stops_with_one_line(tmp_path, script):
+    child = start_waiting(script, tmp_path)
+    if script == "run_browser.py":  # its Chromium is up and waiting
+        assert wait_for(lambda: processes_mentioning(f".chromium-profile.~{child.pid}~"), 60)
+    stdout, stderr = child.communicate("", timeout=120)
+    done = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+    assert_one_line_error(done, "--wait-for-model", "create_keras_model.py")
+    assert no_orphans_within(f"~{child.pid}~") == []
+    assert leftovers(tmp_path) == []
+
+
+def test_the_one_command_stops_every_step_when_step_1_dies(small_study, tmp_path):
+    """Step 1 killed (SIGKILL) as it commits: the run says so and ends 128 + 9; Node and
+    Chromium, started beside it, are stopped; the results that were there are untouched."""
+    out = copy_study(small_study, tmp_path / "results",
+                     ("keras_model_python.json", "keras_model_float64.json", "keras_model_tfjs_node.json"))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    done = run_module("tfjs_parity.study", "--out-dir", out, env={"TFJS_PARITY_KILL_AT": "staged"})
+    assert done.returncode == 128 + signal.SIGKILL, done
+    assert done.stderr.strip() == "error: create_keras_model.py was killed by SIGKILL", done.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert no_orphans_within(str(out)) == [] and no_orphans_within("tfjs_parity-chromium") == []
+
+
+def test_ctrl_c_stops_the_one_command_with_one_line(tmp_path):
+    child = subprocess.Popen([sys.executable, "-m", "tfjs_parity.study", "--out-dir", str(tmp_path)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # step 1 is under way and Chromium is starting beside it
+    assert wait_for(lambda: processes_mentioning(f"run_browser.py --out-dir {tmp_path}"), 60)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted (Ctrl-C)"), stderr
+    assert no_orphans_within(str(tmp_path)) == [] and no_orphans_within("tfjs_parity-chromium") == []
+    assert not list(tmp_path.glob("keras_model_*")) and leftovers(tmp_path) == []
