@@ -2,7 +2,7 @@
 
     python compare_outputs.py [--out-dir results] [CAPTURE ...] [--full]
                               [--rtol R] [--atol A] [--max-ulp N] [--allow-mismatch]
-                              [--json FILE] [--html FILE]
+                              [--json FILE] [--html FILE] [--wait-for-captures]
 
 With no CAPTURE files: prints the study's two blocks, tf.Keras Python vs tfjs Node and
 tf.Keras Python vs tfjs Browser, one line per tensor (how many values differ, their average
@@ -53,7 +53,15 @@ def main():
                       help="gate on the limits alone, even where a verdict says mismatch")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the full result as JSON")
     parser.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
+    parser.add_argument("--wait-for-captures", action="store_true",
+                        help="start up now, and read the captures only once a line arrives on stdin: to start "
+                             "beside the steps that make them, told when they are done (make run does)")
     args = parser.parse_args()
+    if args.wait_for_captures:
+        from tfjs_parity.runs import Go
+        go = Go("--wait-for-captures", "every capture", "run_node.py or run_browser.py")
+        if not go.wait():
+            raise go.missing()
     out_dir = args.out_dir or (args.captures[0].parent if args.captures else paths.DEFAULT_OUT_DIR)
 
     python_path = paths.find_capture(out_dir, paths.PYTHON_CAPTURE)

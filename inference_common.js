@@ -266,7 +266,9 @@
       while (next < order.length && (reads.length === 0 ||
              (reads.length < READ_AHEAD && reading + order[next].bytes <= READ_AHEAD_BYTES))) {
         const item = order[next++];
-        reads.push(Object.assign({data: item.tensor.data()}, item));
+        const data = item.tensor.data();
+        data.catch(() => {});  // a failure is raised where it is awaited, in order, not as "unhandled"
+        reads.push(Object.assign({data}, item));
         reading += item.bytes;
       }
       const item = reads.shift();

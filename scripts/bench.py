@@ -100,7 +100,7 @@ def chromium_start():
     """Start headless Chromium as run_browser.py does and load a page with tfjs; then end at
     once (Chromium dies with this process: its parent-death signal)."""
     import asyncio
-    import pyppeteer
+    import shutil
     from tfjs_parity.runners.browser_runner import NODE_MODULES, Chromium, chromium_switches, connect, find_chromium
     from tfjs_parity.server import PageServer
     page_file = Path(tempfile.mkdtemp()) / "page.html"
@@ -114,6 +114,7 @@ def chromium_start():
                 page = await browser.newPage()
                 await page.goto(f"{server.url}/page.html")
                 await page.waitForFunction("typeof tf !== 'undefined'")
+                shutil.rmtree(chromium.profile, ignore_errors=True)
                 os._exit(0)
     asyncio.run(run())
 

@@ -1,5 +1,7 @@
 """The one command (`make run`: python -m tfjs_parity.study) and the steps it starts beside
 step 1, which read the model only once told it is there (--wait-for-model)."""
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,3 +95,25 @@ def test_ctrl_c_stops_the_one_command_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("interrupted (Ctrl-C)"), stderr
     assert no_orphans_within(str(tmp_path)) == [] and no_orphans_within("tfjs_parity-chromium") == []
     assert not list(tmp_path.glob("keras_model_*")) and leftovers(tmp_path) == []
+
+
+def test_a_failing_step_2_is_its_own_one_line_and_no_report(tmp_path):
+    """No Node on PATH: step 2 says so in one line; steps 1 and 3 still report what they
+    wrote; step 4, started up beside them, is stopped without a word (and no report)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    done = run_module("tfjs_parity.study", "--out-dir", tmp_path,
+                      env={"PATH": str(tmp_path / "nowhere"), "CHROME_PATH": os.environ.get("CHROME_PATH", chromium)})
+    assert done.returncode == 2, done
+    assert done.stderr.strip() == "error: Node.js (`node`) not found on PATH; install Node 18 or newer, then run " \
+                                  "`make setup`", done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and "keras_converted" in lines[0] and "keras_model_tfjs_browser.json" in lines[1], lines
+    assert no_orphans_within(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("stdin", ["ended", "closed"])
+def test_compare_told_nothing_stops_with_one_line(tmp_path, stdin):
+    command = f"{sys.executable} {ROOT / 'compare_outputs.py'} --out-dir {tmp_path} --wait-for-captures"
+    done = subprocess.run(["bash", "-c", ("exec 0<&-; " if stdin == "closed" else "") + command],
+                          input="" if stdin == "ended" else None, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(done, "--wait-for-captures: stdin ended", "run_node.py or run_browser.py")

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -34,22 +35,28 @@ def start(command, **popen_kwargs):
     return child
 
 
-def stop(child, grace=0.0, signum=signal.SIGTERM):
-    """Kill `child`'s whole process group (after `grace` seconds of `signum` when asked) and
-    reap the leader. Safe to call twice."""
+def stop(*children, grace=0.0, signum=signal.SIGTERM):
+    """Kill each child's whole process group (after up to `grace` seconds of `signum`, sent to
+    them all at once, when asked) and reap the leaders. Safe to call twice."""
     with _lock:
-        _children.pop(child.pid, None)
-    if grace > 0 and child.poll() is None:
-        _signal_group(child.pid, signum)
+        for child in children:
+            _children.pop(child.pid, None)
+    if grace > 0:
+        running = [child for child in children if child.poll() is None]
+        for child in running:
+            _signal_group(child.pid, signum)
+        deadline = time.monotonic() + grace
+        for child in running:
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    for child in children:
+        _signal_group(child.pid, signal.SIGKILL)  # the helpers too, even when the leader is gone
         try:
-            child.wait(grace)
+            child.wait(5)
         except subprocess.TimeoutExpired:
             pass
-    _signal_group(child.pid, signal.SIGKILL)  # the helpers too, even when the leader is gone
-    try:
-        child.wait(5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def stop_all():

@@ -76,18 +76,24 @@ def add_wait_argument(parser):
 
 
 class Go:
-    """--wait-for-model: the line on stdin that says step 1 has committed the model. A daemon
-    thread reads it from the start, so waiting for it never holds up an exit or a signal."""
+    """--wait-for-model (--wait-for-captures): the line on stdin that says the step before has
+    committed what this step reads. A daemon thread reads it from the start, so waiting for
+    it never holds up an exit or a signal."""
 
-    def __init__(self, stream=None):
-        self._stream = sys.stdin.buffer if stream is None else stream
+    def __init__(self, flag="--wait-for-model", waits_for="the model", made_by="create_keras_model.py",
+                 stream=None):
+        self.flag, self.waits_for, self.made_by = flag, waits_for, made_by
+        if stream is None:
+            stream = sys.stdin.buffer if sys.stdin is not None else None  # None: started with stdin closed
+        self._stream = stream
         self._arrived = threading.Event()
         self._line = b""
         threading.Thread(target=self._read, name="go", daemon=True).start()
 
     def _read(self):
         try:
-            self._line = self._stream.readline()
+            if self._stream is not None:
+                self._line = self._stream.readline()
         except (OSError, ValueError):
             pass  # stdin closed or unreadable: no line
         finally:
@@ -102,11 +108,10 @@ class Go:
         self._arrived.wait()
         return self._line.endswith(b"\n")
 
-    @staticmethod
-    def missing():
+    def missing(self):
         """The KitError of a step whose stdin ended without the line."""
-        return KitError("--wait-for-model: stdin ended before the line that says the model is ready "
-                        "(did create_keras_model.py fail?)")
+        return KitError(f"{self.flag}: stdin ended before the line that says {self.waits_for} is ready "
+                        f"(did {self.made_by} fail?)")
 
 
 def positive_float(text):

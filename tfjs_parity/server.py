@@ -5,7 +5,8 @@ uploads on one-time paths.
 
 An upload is a safetensors file sent in pieces, each a POST to /upload/<token>/<name>/...:
 `begin` (the header: 8-byte length + JSON, which fixes the total size), `data` (the next
-tensor's bytes, in header order), `end`. The token is fresh for each run; the names are the
+bytes, in header order: the page sends up to 4 MiB of tensors, or one bigger tensor, a request),
+`end`. The token is fresh for each run; the names are the
 captures this run asked for; each may be uploaded once; nothing beyond the size the header
 announced (and at most MAX_CAPTURE_BYTES) is accepted. The file is written to a temporary
 name in the staging folder and renamed when complete."""
@@ -31,7 +32,7 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", 
                  ".bin": "application/octet-stream", ".wasm": "application/wasm"}
 MAX_HEADER_BYTES = 64 * 2 ** 20     # a safetensors header: names, shapes and the metadata
 MAX_CAPTURE_BYTES = 16 * 2 ** 30    # far above any model's activations here; refuses a runaway page
-MAX_REQUEST_BYTES = 2 * 2 ** 30     # one tensor per request
+MAX_REQUEST_BYTES = 2 * 2 ** 30     # one request's body (a piece of a capture)
 MAX_REPORT_BYTES = 64 * 2 ** 10    # a device's report that a backend did not run
 REQUEST_TIMEOUT = 60               # seconds a connection may stay silent
 MAX_CONNECTIONS = 64               # connections served at once (a browser opens 6 per host)

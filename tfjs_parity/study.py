@@ -3,12 +3,14 @@
     python -m tfjs_parity.study [--out-dir results]
 
 Step 1 (create_keras_model.py) builds and converts the model while steps 2 and 3 start up
-beside it: run_node.py and run_browser.py with --wait-for-model start Node with tfjs-node
-and Chromium with tfjs, and initialise and self-test their backend. Once step 1 has committed
-the model, each is sent the line that lets it read the model; then step 4
-(compare_outputs.py) prints the report. Step 1's output and the report are shown as they
-come; steps 2 and 3 print whole, in that order, once both are done (as `make -j2 -O` did).
-A step that fails stops the run with its exit status, after its output."""
+beside it: run_node.py and, BROWSER_AFTER seconds later, run_browser.py, both with
+--wait-for-model, start Node with tfjs-node and Chromium with tfjs and initialise and
+self-test their backend. Once step 1 has committed the model, each is sent the line that
+lets it read the model; step 4 (compare_outputs.py --wait-for-captures) starts up meanwhile
+and prints the report once they are done. Steps 1 and 4 print straight to the terminal;
+steps 2 and 3 print whole, in that order, once both are done. A step that fails ends the
+run with its exit status, after its output; the steps still running are stopped (with the
+signal that stopped the run, if one did)."""
 import argparse
 import signal
 import subprocess
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from . import processes
 from .cli import Terminated, run_main
+from .files import make_dirs
 from .paths import DEFAULT_OUT_DIR, ROOT
 
 # Chromium starts this long after steps 1 and 2: three start-ups at once collide (they made
@@ -31,27 +34,33 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
     args = parser.parse_args()
+    # here, not by whichever step starts first (a step that fails removes the folders it made)
+    make_dirs(args.out_dir, "--out-dir")
     out = ["--out-dir", str(args.out_dir)]
     steps = _Steps()
     try:
         waiting = [steps.start_waiting("run_node.py", *out)]
         steps.start("create_keras_model.py", *out)
         built = steps.wait(BROWSER_AFTER)
-        if built is None:  # step 1 is under way: Chromium starts
+        if built in (None, 0):  # step 1 is under way (or done already): Chromium starts
             waiting.append(steps.start_waiting("run_browser.py", *out))
+        if built is None:
             built = steps.wait()
         for child in waiting:
             _tell(child, b"\n" if built == 0 else b"")  # go on, or (stdin ends) stop
         if built != 0:
             return _status("create_keras_model.py", built)
+        # step 4 starts up while steps 2 and 3 finish, and reads their captures once told
+        steps.start("compare_outputs.py", *out, "--wait-for-captures", stdin=subprocess.PIPE)
         codes = [child.wait() for child in waiting]
         for child in waiting:
             steps.show(child)
         for script, code in zip(("run_node.py", "run_browser.py"), codes):
             if code != 0:
+                steps.drop_foreground()  # step 4 has nothing to compare, and nothing to say
                 return _status(script, code)
         print(flush=True)
-        steps.start("compare_outputs.py", *out)
+        _tell(steps.foreground, b"\n")
         return _status("compare_outputs.py", steps.wait())
     except (KeyboardInterrupt, Terminated) as interruption:
         signum = signal.SIGINT if isinstance(interruption, KeyboardInterrupt) else interruption.signum
@@ -71,16 +80,17 @@ class _Steps:
         self.foreground = None  # the step whose output goes straight to the terminal
 
     def start_waiting(self, script, *args):
+        """Start a step told to wait for the model, its output kept for show()."""
         logs = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
         child = processes.start(_command(script, *args, "--wait-for-model"), stdin=subprocess.PIPE,
                                 stdout=logs[0], stderr=logs[1])
         self.logs[child] = logs
         return child
 
-    def start(self, script, *args):
+    def start(self, script, *args, stdin=None):
         """Start a step on this terminal."""
         sys.stdout.flush()
-        self.foreground = processes.start(_command(script, *args))
+        self.foreground = processes.start(_command(script, *args), stdin=stdin)
 
     def wait(self, timeout=None):
         """The exit status of the step on the terminal; None if it is still running after
@@ -91,6 +101,11 @@ class _Steps:
             return None
         self.foreground = None
         return code
+
+    def drop_foreground(self):
+        """Kill the step on the terminal, without a word (it has not started its work)."""
+        processes.stop(self.foreground)
+        self.foreground = None
 
     def show(self, child):
         """A waiting step's output, its stdout then its stderr."""
@@ -104,8 +119,7 @@ class _Steps:
         """Pass `signum` on to every step still running and let them stop cleanly (or kill them
         after STOP_GRACE s); True when a step on the terminal was running (it said why it stopped)."""
         running = [child for child in [self.foreground, *self.logs] if child is not None and child.poll() is None]
-        for child in running:
-            processes.stop(child, grace=STOP_GRACE, signum=signum)
+        processes.stop(*running, grace=STOP_GRACE, signum=signum)
         for logs in self.logs.values():
             for log in logs:
                 log.close()
