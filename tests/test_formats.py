@@ -110,6 +110,25 @@ def test_a_damaged_binary_capture_is_one_line_naming_the_file(small_study, tmp_p
         assert_one_line_error(done, str(path), fragment)
 
 
+def test_a_binary_capture_reads_only_what_is_asked_for_and_names_a_file_cut_short_since(small_study, tmp_path):
+    """Asking whether a key is there reads nothing; a tensor is read at its own offset, bit
+    for bit and writable; a file cut short after it was opened is one line naming it."""
+    source = Capture.load(small_study / "keras_model_tfjs_node.json")
+    path = tmp_path / "capture.safetensors"
+    source.save(path)
+    capture = read_safetensors(path)
+    key = next(iter(source.tensors))
+    for name in source.tensors:
+        for ours, theirs in zip(capture.tensors[name], source.tensors[name]):
+            np.testing.assert_array_equal(bits(ours), bits(theirs))
+            assert ours.flags.writeable
+    path.write_bytes(path.read_bytes()[:-4])  # the last tensor loses its last value
+    assert key in capture.tensors and "no_such_output" not in capture.tensors  # nothing read
+    last = list(source.tensors)[-1]
+    with pytest.raises(KitError, match=rf"{path}: cannot read {last} \(the file ends 4 bytes early"):
+        capture.tensors[last]
+
+
 def test_json_v1_binary_and_the_study_own_files_compare_in_any_mix(small_study, tmp_path):
     """The study wrote nested lists with no metadata; v1 JSON captures have metadata and flat
     data; safetensors captures are binary. One folder may hold all three."""

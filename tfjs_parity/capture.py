@@ -28,7 +28,6 @@ Whatever a file holds, reading it ends in a Capture or in one KitError naming th
 every tensor's dtype, shape and values, the key list and the metadata fields the kit reads
 (check_metadata) are checked when the file is loaded, not when a report first uses them.
 """
-import copy
 import json
 import math
 import struct
@@ -442,26 +441,37 @@ def _safetensors_failure(error):
 
 
 class SafetensorsTensors(Mapping):
-    """{key: [arrays]} of a safetensors capture, read from the file at each access."""
+    """{key: [arrays]} of a safetensors capture, read from the file at each access: only the
+    bytes of the tensors asked for, at the offsets its header gives (neither the header parsed
+    again, 1.6 ms for ResNet50's at each access, nor the file kept mapped into memory)."""
 
-    def __init__(self, path, keys, shapes, written_metadata=None):
+    def __init__(self, path, keys, shapes, written_header=None, locations=None):
         self.path, self.keys_and_counts, self.shapes = Path(path), dict(keys), shapes
         self.replaced = {}
-        self.written_metadata = copy.deepcopy(written_metadata)  # what the file's header says
+        self._written_header = written_header  # the capture header's JSON text, as the file holds it
+        self._locations = locations  # tensor name -> (numpy dtype, shape, first byte, byte count)
+
+    @property
+    def written_metadata(self):
+        """The metadata the file's header holds (parsed when asked: copying ResNet50's at every
+        load, its input included, took 0.2 s)."""
+        return None if self._written_header is None else json.loads(self._written_header)["metadata"]
 
     def __getitem__(self, key):
         if key in self.replaced:
             return self.replaced[key]
         if key not in self.keys_and_counts:
             raise KeyError(key)
-        from safetensors import safe_open
+        names = [f"{key}/{i}" for i in range(self.keys_and_counts[key])]
         try:
-            with safe_open(str(self.path), "np") as f:
-                return [f.get_tensor(f"{key}/{i}") for i in range(self.keys_and_counts[key])]
-        except BaseException as error:
-            if not _safetensors_failure(error):
-                raise
+            with open(self.path, "rb") as f:
+                return [_read_tensor(f, *self._locations[name]) for name in names]
+        except (OSError, ValueError) as error:
             raise KitError(f"{_shown(self.path)}: cannot read {key} ({_brief(error)})") from None
+
+    def __contains__(self, key):
+        """Without reading the tensors (Mapping's own `in` would)."""
+        return key in self.replaced or key in self.keys_and_counts
 
     def __setitem__(self, key, arrays):
         self.replaced[key] = arrays
@@ -475,6 +485,27 @@ class SafetensorsTensors(Mapping):
 
     def values_count(self):
         return sum(math.prod(shape) for shape in self.shapes.values())
+
+
+def _read_tensor(f, dtype, shape, start, size):
+    array = np.empty(shape, dtype=dtype)
+    f.seek(start)
+    got = f.readinto(array.reshape(-1).view(np.uint8))
+    if got != size:
+        raise ValueError(f"the file ends {size - got} bytes early (truncated since it was read?)")
+    return array
+
+
+def _locations(path, names):
+    """{name: (numpy dtype, shape, first byte, byte count)} from the file's safetensors header
+    (already checked by safetensors itself: offsets within the file, no overlaps)."""
+    numpy_dtypes = {code: np.dtype(name).newbyteorder("<") for name, code in SAFETENSORS_DTYPES.items()}
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    return {name: (numpy_dtypes[header[name]["dtype"]], tuple(header[name]["shape"]),
+                   8 + length + header[name]["data_offsets"][0],
+                   header[name]["data_offsets"][1] - header[name]["data_offsets"][0]) for name in names}
 
 
 def read_safetensors(path):
@@ -516,7 +547,12 @@ def read_safetensors(path):
         check_shape(shapes[name], f"{shown}: tensor {name}")
     if not any(key.endswith(OUTPUT_SUFFIX) for key, _ in keys):
         raise KitError(f"{shown}: holds no layer outputs")
-    return Capture(document["metadata"], SafetensorsTensors(path, keys, shapes, document["metadata"]), str(path))
+    try:
+        locations = _locations(path, names)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as error:
+        raise KitError(f"{shown}: not a readable safetensors capture ({_brief(error)})") from None
+    return Capture(document["metadata"], SafetensorsTensors(path, keys, shapes, metadata["capture"], locations),
+                   str(path))
 
 
 def _key_list(keys, tensor_count, source):

@@ -83,8 +83,8 @@ def _exit(code):
     """Exit with `code` once everything is written: the atexit handlers run (TensorFlow's
     remove its generated files), then the process ends without the interpreter's teardown,
     which took 0.9 s once TensorFlow was loaded (a third of `make run` beyond its start-ups)."""
-    if code is not None and not isinstance(code, int):
-        sys.exit(code)  # a message: Python prints it
+    if (code is not None and not isinstance(code, int)) or sys.getprofile() or sys.gettrace():
+        sys.exit(code)  # a message (Python prints it), or a profiler or coverage that writes at the end
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
