@@ -106,6 +106,7 @@ class LocalReference:
         import tensorflow as tf
         self.tf = tf
         self.plan = plan
+        self._decoded = {}  # id(capture) -> its inputs, decoded once (ResNet50's: 15 ms, at each of 176 points)
         probe = probe_model(float64_clone(model, keras), keras, plan, by_path)  # every layer built, as in the model
         self.layers = probe.layers
         for point in plan.points:
@@ -116,10 +117,12 @@ class LocalReference:
         return self.layers[point.name]
 
     def _inputs(self, capture):
-        inputs = capture.inputs
-        if list(inputs) == [None] and len(self.plan.inputs) == 1:  # a capture from before named inputs
-            inputs = {self.plan.inputs[0].name: inputs[None]}
-        return inputs
+        if id(capture) not in self._decoded:
+            inputs = capture.inputs
+            if list(inputs) == [None] and len(self.plan.inputs) == 1:  # a capture from before named inputs
+                inputs = {self.plan.inputs[0].name: inputs[None]}
+            self._decoded[id(capture)] = (capture, inputs)  # the capture kept: its id stays its own
+        return self._decoded[id(capture)][1]
 
     def point_inputs(self, point, capture):
         """The arrays `capture`'s runtime fed `point`: model inputs, or its own outputs of earlier points."""
