@@ -368,7 +368,7 @@ class Chromium:
                 with contextlib.suppress(OSError):
                     self.process.stderr.close()
             if self.profile is not None:
-                shutil.rmtree(self.profile, ignore_errors=True)
+                remove_profile(self.profile)
                 self.profile = None
 
 
@@ -392,11 +392,14 @@ def new_profile():
     gone (killed with SIGKILL), and stopping any Chromium left running on one (a CHROME_PATH
     wrapper that forks Chromium instead of exec'ing it escapes the parent-death signal)."""
     folder = profiles_folder()
-    before = {entry.path for entry in os.scandir(folder)}
+    before = {entry.path: _singleton_folder(entry.path) for entry in os.scandir(folder)}
     remove_stale_staging(folder)
-    gone = before - {entry.path for entry in os.scandir(folder)}
+    gone = before.keys() - {entry.path for entry in os.scandir(folder)}
     if gone:
         _kill_processes_using(gone)
+        for path in gone:
+            if before[path] is not None:
+                shutil.rmtree(before[path], ignore_errors=True)
     profile = staging_dir(folder, "chromium-profile")
     os.chmod(profile, 0o700)
     # A navigation that fails to resolve a name would have Chromium probe DNS (google.com,
@@ -408,6 +411,29 @@ def new_profile():
         shutil.rmtree(profile, ignore_errors=True)
         raise KitError(f"cannot write Chromium's profile in {folder}: {error.strerror or error}") from None
     return profile
+
+
+def remove_profile(profile):
+    """Remove a Chromium profile, and the folder Chromium made in TMPDIR for its singleton
+    socket (Chromium removes it when it closes by itself, not when it is killed)."""
+    singleton = _singleton_folder(profile)
+    shutil.rmtree(profile, ignore_errors=True)
+    if singleton is not None:
+        shutil.rmtree(singleton, ignore_errors=True)
+
+
+def _singleton_folder(profile):
+    """The org.chromium.Chromium.* folder (this user's, in the temporary folder) that the
+    profile's SingletonSocket link points into; None when there is none."""
+    try:
+        folder = Path(os.readlink(Path(profile) / "SingletonSocket")).parent
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    if not folder.name.startswith("org.chromium.Chromium.") or not stat.S_ISDIR(info.st_mode) \
+            or info.st_uid != os.getuid() or folder.parent != Path(tempfile.gettempdir()):
+        return None
+    return folder
 
 
 def _kill_processes_using(profiles):

@@ -274,7 +274,7 @@ class Firefox:
         try:
             self.profile = _new_firefox_profile()
             self.display = self._start_display()
-            env = dict(os.environ, DISPLAY=f":{self.display[1]}", HOME=str(self.profile),
+            env = dict(os.environ, DISPLAY=f":{self.display[1]}", HOME=str(self.profile), TMPDIR=str(self.profile),
                        MOZ_CRASHREPORTER_DISABLE="1", MOZ_DISABLE_AUTO_SAFE_MODE="1")
             try:
                 with open(self.profile / "firefox.log", "wb") as log:
