@@ -5,7 +5,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import (ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, leftovers, run_module,
@@ -16,10 +18,10 @@ from tfjs_parity.capture import Capture
 from tfjs_parity.paths import find_capture
 
 
-def start_waiting(script, out):
+def start_waiting(script, out, env=None):
     return subprocess.Popen([sys.executable, str(ROOT / script), "--out-dir", str(out), "--wait-for-model"],
                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=dict(os.environ, **(env or {})))
 
 
 def test_the_one_command_prints_each_step_then_the_study_report_exactly(study_run):
@@ -58,8 +60,12 @@ def test_steps_started_before_the_model_read_the_one_they_are_told_of(small_stud
 
 
 @pytest.mark.parametrize("script", ["run_node.py", "run_browser.py"])
-def test_a_waiting_step_whose_stdin_ends_stops_with_one_line(tmp_path, script):
-    child = start_waiting(script, tmp_path)
+def test_a_waiting_step_whose_stdin_ends_stops_with_one_line(tmp_path, script, request):
+    """...and leaves nothing in TMPDIR but the kit's private profiles folder (Chromium, stopped
+    without closing by itself, leaves its singleton folder there: the kit removes it)."""
+    temp = Path(tempfile.mkdtemp(dir="/tmp"))  # short: Chromium's socket path must fit in 108 bytes
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
+    child = start_waiting(script, tmp_path / "out", env={"TMPDIR": str(temp)})
     if script == "run_browser.py":  # its Chromium is up and waiting
         assert wait_for(lambda: processes_mentioning(f".chromium-profile.~{child.pid}~"), 60)
     stdout, stderr = child.communicate("", timeout=120)
@@ -67,6 +73,7 @@ def test_a_waiting_step_whose_stdin_ends_stops_with_one_line(tmp_path, script):
     assert_one_line_error(done, "--wait-for-model", "create_keras_model.py")
     assert no_orphans_within(f"~{child.pid}~") == []
     assert leftovers(tmp_path) == []
+    assert [p.name for p in temp.iterdir()] in ([], [f"tfjs_parity-chromium-{os.getuid()}"])
 
 
 def test_the_one_command_stops_every_step_when_step_1_dies(small_study, tmp_path):
@@ -117,3 +124,28 @@ def test_compare_told_nothing_stops_with_one_line(tmp_path, stdin):
     done = subprocess.run(["bash", "-c", ("exec 0<&-; " if stdin == "closed" else "") + command],
                           input="" if stdin == "ended" else None, capture_output=True, text=True, timeout=60)
     assert_one_line_error(done, "--wait-for-captures: stdin ended", "run_node.py or run_browser.py")
+
+
+def test_a_reader_that_stops_early_ends_the_one_command_quietly(tmp_path):
+    """`... | head -1`: the run still ends 0, and no step says it was stopped."""
+    done = subprocess.run(["bash", "-o", "pipefail", "-c",
+                           f"{sys.executable} -m tfjs_parity.study --out-dir {tmp_path} | head -1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done
+    assert done.stdout.startswith(f"wrote {tmp_path}/keras_converted/")
+    assert no_orphans_within(str(tmp_path)) == []
+
+
+def test_sigterm_then_ctrl_c_while_it_stops_is_still_one_line(tmp_path):
+    child = subprocess.Popen([sys.executable, "-m", "tfjs_parity.study", "--out-dir", str(tmp_path)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert wait_for(lambda: processes_mentioning(f"run_browser.py --out-dir {tmp_path}"), 60)
+    time.sleep(1.0)
+    child.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 128 + signal.SIGTERM, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)"), stderr
+    assert no_orphans_within(str(tmp_path)) == [] and leftovers(tmp_path) == []

@@ -12,6 +12,9 @@ from . import KitError, files, processes
 
 EXIT_KIT_ERROR = 2  # like argparse: the input or the setup is wrong, not the numbers
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+# Set for the steps the one command (tfjs_parity.study) runs: stopped by a signal, a step ends
+# without a word (the one command says it once, whatever the steps were doing).
+QUIET_STOP = "TFJS_PARITY_QUIET_STOP"
 
 
 class Terminated(BaseException):
@@ -54,11 +57,11 @@ def run_main(main):
     except KitError as error:
         _exit_with_line(f"error: {error}", EXIT_KIT_ERROR)
     except KeyboardInterrupt:
-        _exit_with_line("interrupted (Ctrl-C): stopped; files already written are whole, nothing half-written "
-                        "was kept", EXIT_INTERRUPTED)
+        _exit_with_line(None if os.environ.get(QUIET_STOP) else "interrupted (Ctrl-C): stopped; files already "
+                        "written are whole, nothing half-written was kept", EXIT_INTERRUPTED)
     except Terminated as signal_:
-        _exit_with_line(f"terminated ({signal_}): stopped; files already written are whole, nothing half-written "
-                        "was kept", 128 + signal_.signum)
+        _exit_with_line(None if os.environ.get(QUIET_STOP) else f"terminated ({signal_}): stopped; files already "
+                        "written are whole, nothing half-written was kept", 128 + signal_.signum)
     except BrokenPipeError:
         # the reader went away (`compare_outputs.py | head`): not an error of ours
         _quiet_stdout()
@@ -75,7 +78,8 @@ def _exit_with_line(line, code):
     processes.stop_all()
     files.remove_created_if_empty()
     _flush_or_quiet()
-    print(line, file=sys.stderr)
+    if line:
+        print(line, file=sys.stderr)
     _exit(code)
 
 

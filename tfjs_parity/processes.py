@@ -35,8 +35,8 @@ def start(command, **popen_kwargs):
     return child
 
 
-def stop(*children, grace=0.0, signum=signal.SIGTERM):
-    """Kill each child's whole process group (after up to `grace` seconds of `signum`, sent to
+def stop(*children, grace=0.0):
+    """Kill each child's whole process group (after up to `grace` seconds of SIGTERM, sent to
     them all at once, when asked) and reap the leaders. Safe to call twice."""
     with _lock:
         for child in children:
@@ -44,7 +44,7 @@ def stop(*children, grace=0.0, signum=signal.SIGTERM):
     if grace > 0:
         running = [child for child in children if child.poll() is None]
         for child in running:
-            _signal_group(child.pid, signum)
+            _signal_group(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for child in running:
             try:

@@ -9,9 +9,10 @@ self-test their backend. Once step 1 has committed the model, each is sent the l
 lets it read the model; step 4 (compare_outputs.py --wait-for-captures) starts up meanwhile
 and prints the report once they are done. Steps 1 and 4 print straight to the terminal;
 steps 2 and 3 print whole, in that order, once both are done. A step that fails ends the
-run with its exit status, after its output; the steps still running are stopped (with the
-signal that stopped the run, if one did)."""
+run with its exit status, after its output. Stopped by a signal, the run stops every step
+(SIGTERM, each quietly) and says so in one line."""
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from . import processes
-from .cli import Terminated, run_main
+from .cli import QUIET_STOP, Terminated, run_main
 from .files import make_dirs
 from .paths import DEFAULT_OUT_DIR, ROOT
 
@@ -62,14 +63,13 @@ def main():
         print(flush=True)
         _tell(steps.foreground, b"\n")
         return _status("compare_outputs.py", steps.wait())
-    except (KeyboardInterrupt, Terminated) as interruption:
-        signum = signal.SIGINT if isinstance(interruption, KeyboardInterrupt) else interruption.signum
-        said = steps.stop(signum)
-        if said:  # the step on the terminal said it was interrupted: once is enough
-            sys.exit(128 + signum)
+    except (KeyboardInterrupt, Terminated):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one must not cut this short
+            signal.signal(signum, signal.SIG_IGN)
+        steps.stop()  # each stops cleanly, quietly (QUIET_STOP): run_main says it once
         raise
     finally:
-        steps.stop(signal.SIGTERM)
+        steps.stop()
 
 
 class _Steps:
@@ -82,15 +82,15 @@ class _Steps:
     def start_waiting(self, script, *args):
         """Start a step told to wait for the model, its output kept for show()."""
         logs = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
-        child = processes.start(_command(script, *args, "--wait-for-model"), stdin=subprocess.PIPE,
-                                stdout=logs[0], stderr=logs[1])
+        child = _start(_command(script, *args, "--wait-for-model"), stdin=subprocess.PIPE, stdout=logs[0],
+                       stderr=logs[1])
         self.logs[child] = logs
         return child
 
     def start(self, script, *args, stdin=None):
         """Start a step on this terminal."""
         sys.stdout.flush()
-        self.foreground = processes.start(_command(script, *args), stdin=stdin)
+        self.foreground = _start(_command(script, *args), stdin=stdin)
 
     def wait(self, timeout=None):
         """The exit status of the step on the terminal; None if it is still running after
@@ -115,16 +115,15 @@ class _Steps:
             stream.buffer.write(log.read())
             stream.buffer.flush()
 
-    def stop(self, signum):
-        """Pass `signum` on to every step still running and let them stop cleanly (or kill them
-        after STOP_GRACE s); True when a step on the terminal was running (it said why it stopped)."""
+    def stop(self):
+        """SIGTERM every step still running and let them stop cleanly (remove their staging,
+        their browser), or kill them after STOP_GRACE s."""
         running = [child for child in [self.foreground, *self.logs] if child is not None and child.poll() is None]
-        processes.stop(*running, grace=STOP_GRACE, signum=signum)
+        processes.stop(*running, grace=STOP_GRACE)
         for logs in self.logs.values():
             for log in logs:
                 log.close()
         self.logs.clear()
-        return self.foreground in running
 
 
 def _status(script, code):
@@ -134,6 +133,10 @@ def _status(script, code):
         return code
     print(f"error: {script} was killed by {signal.Signals(-code).name}", file=sys.stderr)
     return 128 - code
+
+
+def _start(command, **popen_kwargs):
+    return processes.start(command, env=dict(os.environ, **{QUIET_STOP: "1"}), **popen_kwargs)
 
 
 def _command(script, *args):
