@@ -89,17 +89,23 @@ def test_the_one_command_stops_every_step_when_step_1_dies(small_study, tmp_path
     assert no_orphans_within(str(out)) == [] and no_orphans_within("tfjs_parity-chromium") == []
 
 
-def test_ctrl_c_stops_the_one_command_with_one_line(tmp_path):
-    child = subprocess.Popen([sys.executable, "-m", "tfjs_parity.study", "--out-dir", str(tmp_path)], cwd=ROOT,
+def signalled_study(out, *signals):
+    """(exit status, stderr's lines) of the one command sent `signals` ((signal, seconds
+    after the last), ...) once step 1 is under way and Chromium is starting beside it."""
+    child = subprocess.Popen([sys.executable, "-m", "tfjs_parity.study", "--out-dir", str(out)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    # step 1 is under way and Chromium is starting beside it
-    assert wait_for(lambda: processes_mentioning(f"run_browser.py --out-dir {tmp_path}"), 60)
-    time.sleep(0.5)
-    child.send_signal(signal.SIGINT)
-    stdout, stderr = child.communicate(timeout=60)
-    assert child.returncode == 130, (stdout, stderr)
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("interrupted (Ctrl-C)"), stderr
+    assert wait_for(lambda: processes_mentioning(f"run_browser.py --out-dir {out}"), 60)
+    for signum, after in signals:
+        time.sleep(after)
+        child.send_signal(signum)
+    _, stderr = child.communicate(timeout=60)
+    return child.returncode, stderr.strip().splitlines()
+
+
+def test_ctrl_c_stops_the_one_command_with_one_line(tmp_path):
+    code, lines = signalled_study(tmp_path, (signal.SIGINT, 0.5))
+    assert code == 130, lines
+    assert len(lines) == 1 and lines[0].startswith("interrupted (Ctrl-C)"), lines
     assert no_orphans_within(str(tmp_path)) == [] and no_orphans_within("tfjs_parity-chromium") == []
     assert not list(tmp_path.glob("keras_model_*")) and leftovers(tmp_path) == []
 
@@ -137,15 +143,7 @@ def test_a_reader_that_stops_early_ends_the_one_command_quietly(tmp_path):
 
 
 def test_sigterm_then_ctrl_c_while_it_stops_is_still_one_line(tmp_path):
-    child = subprocess.Popen([sys.executable, "-m", "tfjs_parity.study", "--out-dir", str(tmp_path)], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert wait_for(lambda: processes_mentioning(f"run_browser.py --out-dir {tmp_path}"), 60)
-    time.sleep(1.0)
-    child.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    child.send_signal(signal.SIGINT)
-    stdout, stderr = child.communicate(timeout=60)
-    assert child.returncode == 128 + signal.SIGTERM, (stdout, stderr)
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)"), stderr
+    code, lines = signalled_study(tmp_path, (signal.SIGTERM, 1.0), (signal.SIGINT, 0.2))
+    assert code == 128 + signal.SIGTERM, lines
+    assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)"), lines
     assert no_orphans_within(str(tmp_path)) == [] and leftovers(tmp_path) == []
