@@ -39,18 +39,37 @@ for key in a:
 """
 
 
+# Linux counts the memory of the process that forked a child in the child's peak (exec keeps
+# the larger of the two): measured straight from this script, which holds hundreds of MB of
+# captures by then, every step's peak was at least this script's. A small launcher forks the
+# step instead and reports the step's own figures.
+LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def measure(command, env=None):
     """(wall seconds, peak MiB of the largest process, stdout) of `command`."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, env=dict(os.environ, **(env or {})))
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as figures:
+        subprocess.run([PY, "-c", LAUNCHER, figures.name, *map(str, command)], cwd=ROOT, stdout=out, stderr=err,
+                       env=dict(os.environ, **(env or {})))
+        wall, peak_kib, code = figures.read().split()
         out.seek(0)
         err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if int(code) != 0:
             raise SystemExit(f"failed: {' '.join(map(str, command))}\n{err.read().decode()[-2000:]}")
-        return wall, usage.ru_maxrss / 1024, out.read().decode()
+        return float(wall), int(peak_kib) / 1024, out.read().decode()
 
 
 def build_resnet50(folder):
