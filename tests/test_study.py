@@ -147,3 +147,18 @@ def test_sigterm_then_ctrl_c_while_it_stops_is_still_one_line(tmp_path):
     assert code == 128 + signal.SIGTERM, lines
     assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)"), lines
     assert no_orphans_within(str(tmp_path)) == [] and leftovers(tmp_path) == []
+
+
+def test_an_error_a_library_makes_of_a_swallowed_signal_is_that_signal(tmp_path):
+    """SIGTERM inside an import that swallows it and then fails otherwise (jax, half-imported
+    under tensorflowjs, raised AttributeError): one 'terminated' line and 143, no traceback."""
+    script = tmp_path / "step.py"
+    script.write_text("import os, signal\nfrom tfjs_parity.cli import run_main\n\n"
+                      "def main():\n    try:\n        os.kill(os.getpid(), signal.SIGTERM)\n"
+                      "    except BaseException:\n        pass  # a library swallowing it\n"
+                      "    raise AttributeError('partially initialized module')\n\nrun_main(main)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 128 + signal.SIGTERM and len(lines) == 1, done
+    assert lines[0].startswith("terminated (SIGTERM)"), lines

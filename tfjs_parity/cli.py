@@ -34,6 +34,11 @@ def _on_signal(signum, frame):
     stop_if_asked()
 
 
+def asked_to_stop():
+    """Did an interruption (Ctrl-C, SIGTERM, SIGHUP) arrive?"""
+    return _asked_to_stop is not None
+
+
 def stop_if_asked():
     """Raise the interruption that arrived again. Some imports (TensorFlow's optional
     dependencies) catch everything, Ctrl-C included; so before anything is committed, and
@@ -52,7 +57,13 @@ def run_main(main):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, a closed terminal must not stop it
             signal.signal(signum, _on_signal)
     try:
-        code = main()
+        try:
+            code = main()
+        except Exception:
+            # a library that swallowed the signal may fail for it instead (jax, interrupted while
+            # tensorflowjs imports it, then finds itself half-imported): that is the signal
+            stop_if_asked()
+            raise
         stop_if_asked()
     except KitError as error:
         _exit_with_line(f"error: {error}", EXIT_KIT_ERROR)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import KitError, topology
-from .cli import Terminated, stop_if_asked
+from .cli import Terminated, asked_to_stop, stop_if_asked
 from . import plan as plan_module
 from .capture import encode_tensor, remove_other_formats
 from .files import atomic_write_text, commit_file, exchange_or_replace_dir, failpoint, shown_path, staging_dir, write_error
@@ -405,6 +405,8 @@ def held_stderr():
         except (KitError, KeyboardInterrupt, Terminated):
             raise  # an expected failure or an interruption is one line; the logs would bury it
         except BaseException:
+            if asked_to_stop():  # a failure a library made of an interruption it swallowed
+                raise
             sys.stderr.flush()
             os.dup2(saved, 2)
             held.seek(0)
