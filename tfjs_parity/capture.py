@@ -445,7 +445,7 @@ class SafetensorsTensors(Mapping):
     bytes of the tensors asked for, at the offsets its header gives (neither the header parsed
     again, 1.6 ms for ResNet50's at each access, nor the file kept mapped into memory)."""
 
-    def __init__(self, path, keys, shapes, written_header=None, locations=None):
+    def __init__(self, path, keys, shapes, written_header, locations):
         self.path, self.keys_and_counts, self.shapes = Path(path), dict(keys), shapes
         self.replaced = {}
         self._written_header = written_header  # the capture header's JSON text, as the file holds it
@@ -455,7 +455,7 @@ class SafetensorsTensors(Mapping):
     def written_metadata(self):
         """The metadata the file's header holds (parsed when asked: copying ResNet50's at every
         load, its input included, took 0.2 s)."""
-        return None if self._written_header is None else json.loads(self._written_header)["metadata"]
+        return json.loads(self._written_header)["metadata"]
 
     def __getitem__(self, key):
         if key in self.replaced:

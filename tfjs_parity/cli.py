@@ -68,11 +68,9 @@ def run_main(main):
     except KitError as error:
         _exit_with_line(f"error: {error}", EXIT_KIT_ERROR)
     except KeyboardInterrupt:
-        _exit_with_line(None if os.environ.get(QUIET_STOP) else "interrupted (Ctrl-C): stopped; files already "
-                        "written are whole, nothing half-written was kept", EXIT_INTERRUPTED)
+        _exit_interrupted("interrupted (Ctrl-C)", EXIT_INTERRUPTED)
     except Terminated as signal_:
-        _exit_with_line(None if os.environ.get(QUIET_STOP) else f"terminated ({signal_}): stopped; files already "
-                        "written are whole, nothing half-written was kept", 128 + signal_.signum)
+        _exit_interrupted(f"terminated ({signal_})", 128 + signal_.signum)
     except BrokenPipeError:
         # the reader went away (`compare_outputs.py | head`): not an error of ours
         _quiet_stdout()
@@ -82,6 +80,12 @@ def run_main(main):
         processes.stop_all()
     _flush_or_quiet()
     _exit(code)
+
+
+def _exit_interrupted(what, code):
+    """Stopped by a signal: one line saying so (none under QUIET_STOP), and `code`."""
+    _exit_with_line(None if os.environ.get(QUIET_STOP) else
+                    f"{what}: stopped; files already written are whole, nothing half-written was kept", code)
 
 
 def _exit_with_line(line, code):
