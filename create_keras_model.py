@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tfjs_parity import KitError, paths
 from tfjs_parity.cli import int64, positive_int, run_main, seed32
-from tfjs_parity.files import staging_dir, writable_out_dir
+from tfjs_parity.files import failpoint, staging_dir, writable_out_dir
 from tfjs_parity.runs import add_format_argument, add_timing_arguments, format_note, save_capture
 
 
@@ -63,6 +63,7 @@ def main():
             source = load_user_model(args.model)
         else:
             source = build_study_model(args.depth or 10, args.units or 50, 123 if args.seed is None else args.seed)
+        failpoint("model built")
         check_tfjs_can_run(source.graph)
         flat = flat_tf_keras_model(source)
         specs = model_inputs.specs(source.graph)

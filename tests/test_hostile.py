@@ -192,13 +192,15 @@ def test_sigterm_or_ctrl_c_of_run_node_is_one_line_and_stops_node(long_node_run,
 
 
 def test_ctrl_c_of_create_keras_model_is_one_line_and_exit_130(tmp_path):
-    child = start_script("create_keras_model.py", *SMALL_MODEL, "--out-dir", tmp_path)
-    time.sleep(3)  # inside TensorFlow's import or the model's build
+    out, paused = tmp_path / "out", tmp_path / "paused"
+    child = start_script("create_keras_model.py", *SMALL_MODEL, "--out-dir", out,
+                         env={"TFJS_PARITY_PAUSE_AT": "model built", "TFJS_PARITY_PAUSED": paused})
+    assert wait_for(paused.exists, 120), child.communicate()  # TensorFlow imported, the model built
     os.killpg(child.pid, signal.SIGINT)
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == 130, stderr
     assert stderr.strip().startswith("interrupted") and len(stderr.strip().splitlines()) == 1, stderr
-    assert hidden_entries(tmp_path) == []
+    assert not out.exists() or (hidden_entries(out) == [] and not list(out.glob("keras_model_*")))
 
 
 # ---------------------------------------------------------------- outputs that would destroy something

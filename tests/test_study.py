@@ -91,10 +91,13 @@ def test_the_one_command_stops_every_step_when_step_1_dies(small_study, tmp_path
 
 def signalled_study(out, *signals):
     """(exit status, stderr's lines) of the one command sent `signals` ((signal, seconds
-    after the last), ...) once step 1 is under way and Chromium is starting beside it."""
+    after the last), ...) once step 1 has built its model (held there until the first signal)
+    and Chromium is starting beside it."""
+    paused = out.parent / f"{out.name}.paused"
     child = subprocess.Popen([sys.executable, "-m", "tfjs_parity.study", "--out-dir", str(out)], cwd=ROOT,
+                             env=dict(os.environ, TFJS_PARITY_PAUSE_AT="model built", TFJS_PARITY_PAUSED=str(paused)),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert wait_for(lambda: processes_mentioning(f"run_browser.py --out-dir {out}"), 60)
+    assert wait_for(lambda: paused.exists() and processes_mentioning(f"run_browser.py --out-dir {out}"), 120)
     for signum, after in signals:
         time.sleep(after)
         child.send_signal(signum)
@@ -103,7 +106,7 @@ def signalled_study(out, *signals):
 
 
 def test_ctrl_c_stops_the_one_command_with_one_line(tmp_path):
-    code, lines = signalled_study(tmp_path, (signal.SIGINT, 0.5))
+    code, lines = signalled_study(tmp_path, (signal.SIGINT, 0))
     assert code == 130, lines
     assert len(lines) == 1 and lines[0].startswith("interrupted (Ctrl-C)"), lines
     assert no_orphans_within(str(tmp_path)) == [] and no_orphans_within("tfjs_parity-chromium") == []
@@ -143,7 +146,7 @@ def test_a_reader_that_stops_early_ends_the_one_command_quietly(tmp_path):
 
 
 def test_sigterm_then_ctrl_c_while_it_stops_is_still_one_line(tmp_path):
-    code, lines = signalled_study(tmp_path, (signal.SIGTERM, 1.0), (signal.SIGINT, 0.2))
+    code, lines = signalled_study(tmp_path, (signal.SIGTERM, 0), (signal.SIGINT, 0.2))
     assert code == 128 + signal.SIGTERM, lines
     assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)"), lines
     assert no_orphans_within(str(tmp_path)) == [] and leftovers(tmp_path) == []

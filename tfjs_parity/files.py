@@ -98,10 +98,16 @@ def atomic_write_text(path, text):
 
 
 def failpoint(name):
-    """Die here with SIGKILL when TFJS_PARITY_KILL_AT names this point: how the tests kill a
-    step at a chosen moment (between two renames of a commit, say) and check what is left."""
+    """How the tests reach a chosen moment of a step, whatever the machine's speed.
+    TFJS_PARITY_KILL_AT=name: die here with SIGKILL (between two renames of a commit, say).
+    TFJS_PARITY_PAUSE_AT=name: create the file TFJS_PARITY_PAUSED names, then wait here for
+    a signal (a test waits for the file, then interrupts the step at this very moment)."""
     if os.environ.get("TFJS_PARITY_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("TFJS_PARITY_PAUSE_AT") == name:
+        Path(os.environ["TFJS_PARITY_PAUSED"]).touch()
+        while True:
+            signal.pause()  # the kit's signal handler raises; nothing else ends the wait
 
 
 def commit_file(staged, final):
