@@ -57,6 +57,9 @@ def main():
                         help="start up now, and read the captures only once a line arrives on stdin: to start "
                              "beside the steps that make them, told when they are done (make run does)")
     args = parser.parse_args()
+    gating = any(v is not None for v in (args.rtol, args.atol, args.max_ulp))
+    if args.allow_mismatch and not gating:  # a usage error: said before anything is read or printed
+        raise KitError("--allow-mismatch changes the gate: give --rtol, --atol or --max-ulp with it")
     if args.wait_for_captures:
         from tfjs_parity.runs import Go
         go = Go("--wait-for-captures", "every capture", "run_node.py or run_browser.py")
@@ -89,9 +92,6 @@ def main():
         sections.append(layer_table(reference, [diffs[id(c)] for c in others], others))
     print("\n\n".join(sections))
 
-    gating = any(v is not None for v in (args.rtol, args.atol, args.max_ulp))
-    if args.allow_mismatch and not gating:
-        raise KitError("--allow-mismatch changes the gate: give --rtol, --atol or --max-ulp with it")
     if not (args.full or gating or args.json or args.html):
         return 0
     from tfjs_parity.verdict import closeness, gate as apply_gate, judge_all

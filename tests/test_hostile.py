@@ -90,7 +90,8 @@ def test_kill_9_of_create_keras_model_at_each_commit_step_keeps_whole_files_and_
     else:  # the model is new, some captures are not: the first stale one is named
         assert model_id(good_results) != before
         stale = "keras_model_python.json" if moment == "model committed" else "keras_model_tfjs_node.json"
-        assert_one_line_error(compared, f"{good_results / stale} is stale", "again")
+        script = "create_keras_model.py" if stale == "keras_model_python.json" else "run_node.py"
+        assert_one_line_error(compared, f"{good_results / stale} is stale", f"run `python {script}` again")
     if moment != "model committed":
         return
     # the next run clears what the killed one left, and the set is consistent again

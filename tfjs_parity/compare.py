@@ -94,6 +94,7 @@ def check_same_model(converted_dir, captures):
     decides when the folder holds no model). Captures from before model ids pass."""
     from .paths import MADE_BY
     from .plan import PLAN_FILE, Plan
+    from .reference import REFERENCE_RUNTIME
     plan_file = converted_dir / PLAN_FILE
     truth = Plan.load(plan_file).model_id if plan_file.is_file() else ""
     where = f"the model in {converted_dir}/" if truth else f"{captures[0][0]}'s"
@@ -101,7 +102,7 @@ def check_same_model(converted_dir, captures):
     for path, capture in captures:
         theirs = capture.metadata.get("model_id")
         if truth and theirs and theirs != truth:
-            script = {"python": MADE_BY["keras_model_python.json"], "float64": MADE_BY["keras_model_python.json"],
+            script = {"python": MADE_BY["keras_model_python.json"], REFERENCE_RUNTIME: MADE_BY["keras_model_python.json"],
                       "node": "run_node.py", "browser": "run_browser.py", "firefox": "run_browser.py --browser firefox",
                       "device": "run_browser.py --device"}.get(capture.metadata.get("runtime"))
             again = f"run `python {script}` again" if script else "make it again"

@@ -3,6 +3,7 @@ them (so a killed run's leftovers can be told from a running one's and removed),
 paths checked before anything is written, and filesystem errors as one line naming the path.
 """
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -155,10 +156,10 @@ def _exchange(a, b):
 def write_error(path, error):
     """A KitError for an OSError met while writing `path`."""
     reason = error.strerror or str(error)
-    hint = {28: " (the disk is full: free some space and run again)",
-            30: " (a read-only filesystem: choose another --out-dir)",
-            13: " (no permission: choose another --out-dir)",
-            36: " (a file name too long for this filesystem)"}.get(error.errno, "")
+    hint = {errno.ENOSPC: " (the disk is full: free some space and run again)",
+            errno.EROFS: " (a read-only filesystem: choose another --out-dir)",
+            errno.EACCES: " (no permission: choose another --out-dir)",
+            errno.ENAMETOOLONG: " (a file name too long for this filesystem)"}.get(error.errno, "")
     return KitError(f"cannot write {shown_path(path)}: {reason}{hint}")
 
 

@@ -5,10 +5,10 @@ import html
 import math
 
 from .report import SHORT_VERDICTS
-from .verdict import FLOAT16, FLOAT32, VERDICTS
+from .verdict import FLOAT16, FLOAT32, VERDICTS, Verdict
 
-COLOURS = {"same bits": "#1b7837", "float32 rounding": "#5aae61", "no bound": "#878787", "reduced precision": "#e6ab02",
-           "overflow": "#e66101", "mismatch": "#b2182b"}
+COLOURS = {Verdict.SAME_BITS: "#1b7837", Verdict.ROUNDING: "#5aae61", Verdict.NO_BOUND: "#878787", Verdict.REDUCED: "#e6ab02",
+           Verdict.OVERFLOW: "#e66101", Verdict.MISMATCH: "#b2182b"}
 LINE_COLOURS = ["#333333", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                 "#bcbd22", "#7f7f7f", "#d62728"]
 STYLE = """
@@ -44,22 +44,22 @@ def html_report(results, closest, sentences, gate_result=None):
 
 
 def _banner(results, gate_result):
-    worst = max((r.verdict for r in results), key=VERDICTS.index)
+    worst = Verdict.worst(r.verdict for r in results)
     problems = []
     for r in results:
-        for verdict in ("mismatch", "overflow", "reduced precision"):
+        for verdict in (Verdict.MISMATCH, Verdict.OVERFLOW, Verdict.REDUCED):
             first = r.first(verdict)
             if first:
                 problems.append(f"<p><b>{html.escape(r.label)}</b>: {verdict} from {first.layer} "
                                 f"({html.escape(first.reason)})</p>")
-    if worst in ("same bits", "float32 rounding"):
+    if worst in (Verdict.SAME_BITS, Verdict.ROUNDING):
         headline = "Every capture is within float32 rounding of the exact answer at every layer."
     else:
-        headline = {"no bound": "Every judged layer is within float32 rounding; some layers have no error model "
+        headline = {Verdict.NO_BOUND: "Every judged layer is within float32 rounding; some layers have no error model "
                                 "(metrics only).",
-                    "reduced precision": "Some captures compute in reduced precision.",
-                    "overflow": "Some captures overflow: their outputs become NaN or infinite.",
-                    "mismatch": "Mismatch: some captures compute something else (a bug, not rounding)."}[worst]
+                    Verdict.REDUCED: "Some captures compute in reduced precision.",
+                    Verdict.OVERFLOW: "Some captures overflow: their outputs become NaN or infinite.",
+                    Verdict.MISMATCH: "Mismatch: some captures compute something else (a bug, not rounding)."}[worst]
     gate = f"<p>{html.escape(gate_result.message)}</p>" if gate_result is not None else ""
     return f"<div class='banner' style='background:{COLOURS[worst]}'>{headline}{''.join(problems)}{gate}</div>"
 

@@ -1,4 +1,5 @@
 """Text renderings of comparisons. The default is the original study's exact format."""
+from .verdict import Verdict
 
 
 def study_block(title, diff):
@@ -58,9 +59,8 @@ def _ms(capture):
     return "-" if median is None else f"{median:.2f}"
 
 
-SHORT_VERDICTS = {"same bits": "same bits", "float32 rounding": "rounding", "no bound": "no bound",
-                  "reduced precision": "reduced",
-                  "overflow": "OVERFLOW", "mismatch": "MISMATCH"}
+SHORT_VERDICTS = {Verdict.SAME_BITS: "same bits", Verdict.ROUNDING: "rounding", Verdict.NO_BOUND: "no bound",
+                  Verdict.REDUCED: "reduced", Verdict.OVERFLOW: "OVERFLOW", Verdict.MISMATCH: "MISMATCH"}
 
 
 def full_report(results, closest, sentences):
@@ -78,7 +78,7 @@ def full_report(results, closest, sentences):
             lines.append(f"{_short(layer.layer):<{width}}{p.different_values:>18}{_g(p.average_difference):>10}  |"
                          f"{_g(f.max_abs):>20}{_g(f.max_rel):>10}{_g(f.ulp_max):>10}{_g(f.ulp_median):>9}  |"
                          f"{_g(layer.bound_ratio) if layer.bound_ratio == layer.bound_ratio else '-':>7}  {layer.verdict}"
-                         + (f" ({layer.reason})" if layer.verdict in ("overflow", "mismatch", "no bound") else ""))
+                         + (f" ({layer.reason})" if layer.verdict in (Verdict.OVERFLOW, Verdict.MISMATCH, Verdict.NO_BOUND) else ""))
         sections.append("\n".join(lines))
     sections.append(verdict_matrix(results))
     layers = "\n".join(f"  {layer}: {label}" for layer, label in closest.items())
@@ -98,7 +98,7 @@ def verdict_matrix(results):
     body = [[name, *(SHORT_VERDICTS[r.layers[i].verdict] for r in results)] for i, name in enumerate(layers)]
     notes = []
     for r in results:
-        for verdict in ("overflow", "mismatch"):
+        for verdict in (Verdict.OVERFLOW, Verdict.MISMATCH):
             first = r.first(verdict)
             if first:
                 notes.append(f"{r.label}: {verdict} starts at {first.layer}: {first.reason}")
@@ -111,7 +111,7 @@ def _g(value):
 
 
 def to_json(results, closest, sentences, gate_result=None):
-    """Everything, for machines: per capture its metadata (input left out) and per layer
+    """Everything, for machines: per capture its metadata (its inputs left out: they are in input.json) and per layer
     both metric sets, the bound ratio and the verdict."""
     import dataclasses
     import json
@@ -128,7 +128,7 @@ def to_json(results, closest, sentences, gate_result=None):
 
     document = {
         "captures": [{"label": r.label, "precision": r.precision, "verdict": r.verdict,
-                      "metadata": {k: v for k, v in r.metadata.items() if k != "input"},
+                      "metadata": {k: v for k, v in r.metadata.items() if k not in ("input", "inputs")},
                       "layers": [dataclasses.asdict(layer) for layer in r.layers]} for r in results],
         "closest_to_float64": closest,
         "summary": sentences,

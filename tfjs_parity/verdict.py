@@ -18,12 +18,33 @@ The rule, per layer and runtime (the README gives the reasoning):
    A layer type with no error model gets its metrics and "no bound": never a guess.
 """
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
 from .compare import Metrics, check_layout, measure
 
-VERDICTS = ("same bits", "float32 rounding", "no bound", "reduced precision", "overflow", "mismatch")  # best to worst
+
+
+class Verdict(StrEnum):
+    """A point's verdict, best to worst (the order is the ranking): a worse one always wins."""
+    SAME_BITS = "same bits"
+    ROUNDING = "float32 rounding"
+    NO_BOUND = "no bound"
+    REDUCED = "reduced precision"
+    OVERFLOW = "overflow"
+    MISMATCH = "mismatch"
+
+    @property
+    def rank(self):
+        return VERDICTS.index(self)
+
+    @classmethod
+    def worst(cls, verdicts):
+        return max((cls(v) for v in verdicts), key=lambda v: v.rank)
+
+
+VERDICTS = tuple(Verdict)
 
 
 @dataclass(frozen=True)
@@ -65,7 +86,7 @@ class RuntimeResult:
     @property
     def verdict(self):
         """The worst verdict over the layers."""
-        return max((layer.verdict for layer in self.layers), key=VERDICTS.index)
+        return Verdict.worst(layer.verdict for layer in self.layers)
 
     def first(self, *verdicts):
         """The first LayerResult whose verdict is one of `verdicts`, or None."""
@@ -96,37 +117,37 @@ def judge(capture, python, reference, local):
                                                                              initial=-np.inf))
             bound_rel = largest_bound / magnitude if magnitude > 0 and largest_bound >= 0 else float("nan")
 
-        verdict, reason = "float32 rounding", ""
+        verdict, reason = Verdict.ROUNDING, ""
         if point.weights:
             verdict, reason = _judge_weights(capture.weights(point.name), reference.weights(point.name), precision)
-        if verdict != "mismatch":
+        if verdict != Verdict.MISMATCH:
             if capture is not python and _same_bits(capture, python, point):
-                verdict, reason = "same bits", "bit-identical to TensorFlow Python"
+                verdict, reason = Verdict.SAME_BITS, "bit-identical to TensorFlow Python"
             elif not np.all(np.isfinite(output) | inherited):
                 verdict, reason = _judge_nonfinite(output[~inherited], exact, local_output[~inherited], precision,
                                                    overflowed)
             elif overflowed and not np.all(np.isfinite(output)):
-                verdict = "overflow"
+                verdict = Verdict.OVERFLOW
                 reason = f"{int(np.sum(~np.isfinite(output)))} NaN/inf passed on from an earlier overflow"
             elif bound is None:
-                verdict = _worse(verdict, "no bound")
+                verdict = _worse(verdict, Verdict.NO_BOUND)
                 reason = f"no error model for {point.class_name} here: metrics only"
             elif ratio <= 1:
-                verdict = _worse(verdict, "float32 rounding")
+                verdict = _worse(verdict, Verdict.ROUNDING)
                 reason = reason or f"{ratio:.2g} of the float32 rounding bound"
                 if np.any(inherited & ~np.isfinite(output)):
                     reason += (f"; {int(np.sum(inherited & ~np.isfinite(output)))} NaN/inf inherited from its "
                                "inputs, as the exact answer has them")
             elif precision is FLOAT16 and bounds.get("float16") is not None and \
                     _max_ratio(error, _joined(bounds["float16"])) <= 1:
-                verdict = "reduced precision"
+                verdict = Verdict.REDUCED
                 reason = f"{ratio:.3g}x the float32 bound, within float16's"
             else:
                 index = int(np.nanargmax(np.where(np.isnan(error), np.inf, error)))
-                verdict = "mismatch"
+                verdict = Verdict.MISMATCH
                 reason = (f"{ratio:.3g}x the {precision.name} rounding bound: {_element(capture, point, index)} is "
                           f"{output[index]:.9g}, exact {local_output[index]:.9g} from this runtime's own inputs")
-        if verdict == "overflow":
+        if verdict == Verdict.OVERFLOW:
             overflowed_points.add(point.name)
         result.layers.append(LayerResult(point.name, measure(output, _joined(python.outputs(point.name))),
                                          measure(output, exact), ratio, bound_rel, verdict, reason))
@@ -155,7 +176,7 @@ def _max_ratio(error, bound):
 
 
 def _worse(a, b):
-    return max(a, b, key=VERDICTS.index)
+    return Verdict.worst((a, b))
 
 
 def _same_bits(capture, python, point):
@@ -170,7 +191,7 @@ def _same_bits(capture, python, point):
 
 def _judge_weights(weights, true_weights, precision):
     """('float32 rounding' | 'reduced precision' | 'mismatch', reason) for a layer's weights."""
-    verdict, reason = "float32 rounding", ""
+    verdict, reason = Verdict.ROUNDING, ""
     for i, (w, t) in enumerate(zip(weights, true_weights)):
         w, t = w.astype(np.float64), t.astype(np.float64)
         if np.array_equal(w, t):
@@ -180,11 +201,11 @@ def _judge_weights(weights, true_weights, precision):
             # is 2**-24, so rounding moves a value by at most half of that.
             within_f16 = np.abs(w - t) <= FLOAT16.unit_roundoff * np.abs(t) + 2.0 ** -25
         if precision is FLOAT16 and np.all(within_f16):
-            verdict, reason = "reduced precision", "weights rounded to float16"
+            verdict, reason = Verdict.REDUCED, "weights rounded to float16"
             continue
         bad = np.unravel_index(np.argmax(~within_f16 | (w != t)), w.shape)
         # 9 significant digits: enough to tell any two float32 values apart (a 1-ulp change)
-        return "mismatch", f"weights[{i}]{[int(v) for v in bad]} is {w[bad]:.9g}, the model's is {t[bad]:.9g}"
+        return Verdict.MISMATCH, f"weights[{i}]{[int(v) for v in bad]} is {w[bad]:.9g}, the model's is {t[bad]:.9g}"
     return verdict, reason
 
 
@@ -194,11 +215,11 @@ def _judge_nonfinite(output, exact, local_output, precision, overflowed):
         values = np.abs(np.concatenate([exact.ravel(), local_output.ravel()]))
     largest = float(np.max(values[np.isfinite(values)], initial=0.0))
     if overflowed:
-        return "overflow", f"{count} NaN/inf passed on from an earlier overflow"
+        return Verdict.OVERFLOW, f"{count} NaN/inf passed on from an earlier overflow"
     if largest > precision.largest:
-        return "overflow", (f"{count} NaN/inf: exact values reach {largest:.3g}, beyond {precision.name}'s "
+        return Verdict.OVERFLOW, (f"{count} NaN/inf: exact values reach {largest:.3g}, beyond {precision.name}'s "
                             f"largest {precision.largest:.6g}")
-    return "mismatch", f"{count} NaN/inf where the exact answer is finite (at most {largest:.3g})"
+    return Verdict.MISMATCH, f"{count} NaN/inf where the exact answer is finite (at most {largest:.3g})"
 
 
 def closeness(results):
@@ -225,9 +246,9 @@ def closeness(results):
         further = len(pairs) - closer - equal
         ratios = [ours / theirs for ours, theirs in pairs if theirs > 0]
         worst = max(ratios, default=1.0)
-        lost = result.first("overflow", "mismatch")
-        reduced = result.first("reduced precision")
-        if all(layer.verdict == "same bits" for layer in result.layers):
+        lost = result.first(Verdict.OVERFLOW, Verdict.MISMATCH)
+        reduced = result.first(Verdict.REDUCED)
+        if all(layer.verdict == Verdict.SAME_BITS for layer in result.layers):
             sentences.append(f"{result.label} gives TF Python's answer bit for bit at every layer")
         elif lost:
             before = (f"; reduced precision from {reduced.layer}"
@@ -259,7 +280,7 @@ class GateResult:
 
 def gate(results, rtol=None, atol=None, max_ulp=None, allow_mismatch=False):
     """Every runtime's every layer against float64: max |a - r| <= atol + rtol * max |r|
-    and max ULPs <= max_ulp, and (unless `allow_mismatch`) no layer judged "mismatch": a
+    and max ULPs <= max_ulp, and (unless `allow_mismatch`) no layer judged Verdict.MISMATCH: a
     wrong weight or output within the limits is still wrong. Fails on the first runtime and
     layer that does not hold."""
     rtol_, atol_ = rtol or 0.0, atol or 0.0
@@ -268,7 +289,7 @@ def gate(results, rtol=None, atol=None, max_ulp=None, allow_mismatch=False):
     for result in results:
         for layer in result.layers:
             m = layer.vs_float64
-            if not allow_mismatch and layer.verdict == "mismatch":
+            if not allow_mismatch and layer.verdict == Verdict.MISMATCH:
                 return GateResult(False, f"FAILED: {result.label} at {layer.layer}: verdict mismatch ({layer.reason}); "
                                          "--allow-mismatch gates on the limits alone")
             if (rtol is not None or atol is not None) and not m.max_abs <= atol_ + rtol_ * m.magnitude:
