@@ -10,6 +10,9 @@ from tfjs_parity.capture import Capture
 from tfjs_parity.runs import check_sane, parse_flag, variant_of
 from tfjs_parity import KitError
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
+
 def relative_error(ours, reference):
     """max |ours - reference| scaled by the layer's magnitude."""
     return float(np.max(np.abs(ours.astype(np.float64) - reference)) / np.max(np.abs(reference)))

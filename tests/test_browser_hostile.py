@@ -20,6 +20,8 @@ from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, run_script
 from tfjs_parity.runners import browser_runner
 from tfjs_parity.server import PageServer
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):

@@ -23,6 +23,8 @@ from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study
 from tfjs_parity.capture import Capture
 from tfjs_parity.runners.device_runner import DeviceSession, device_name, parse_listen
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
 STUDY = ("keras_model_python.json", "keras_model_float64.json", "keras_model_tfjs_node.json",
          "keras_model_tfjs_browser.json")
 LISTEN = "127.0.0.2"

@@ -15,6 +15,8 @@ from tfjs_parity import KitError
 from tfjs_parity.capture import JSON_LIMIT, Capture, read_safetensors
 from tfjs_parity.server import PageServer, Uploads
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
 SPECIAL = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, -1.0, np.finfo(np.float32).max,
                     np.finfo(np.float32).tiny, np.finfo(np.float32).smallest_subnormal, 3.4e-39, 1 / 3],
                    dtype=np.float32)

@@ -17,6 +17,8 @@ import pytest
 from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, run_script
 from tfjs_parity.capture import Capture
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
 STUDY_FILES = ("keras_model_python.json", "keras_model_float64.json")
 RUNTIME_FILES = ("keras_model_tfjs_node.json", "keras_model_tfjs_browser.json")
 

@@ -14,6 +14,8 @@ from conftest import assert_one_line_error, run_script
 from tfjs_parity import KitError
 from tfjs_parity.capture import Capture, encode_tensor, read_safetensors
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
 WEIGHTS = [np.array([[0.5, -1.25], [2.0, 0.125]], np.float32), np.array([0.0, -0.0], np.float32)]
 OUTPUT = np.array([[1.5, np.nan]], np.float32)
 

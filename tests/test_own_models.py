@@ -14,6 +14,8 @@ from tfjs_parity.plan import PLAN_FILE, Plan
 sys.path.insert(0, str(ROOT / "tests"))
 from zoo import ZOO  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
 FLOAT32_OK = {"same bits", "float32 rounding"}
 EXPECTED_CAPTURES = {"python/tensorflow", "node/tensorflow", "node/cpu", "node/wasm", "browser/webgl"}
 

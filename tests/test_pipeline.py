@@ -10,6 +10,8 @@ from conftest import ROOT, assert_one_line_error, check, leftovers, run_script
 from tfjs_parity.capture import Capture
 from tfjs_parity.compare import compare_captures
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
 LINE = re.compile(r"^dense_\d+_(weights|output)\[\d\]: different values = \d+, average difference = \S+$")
 
 

@@ -17,6 +17,8 @@ from test_hostile import model_id, no_orphans_within, processes_mentioning, wait
 from tfjs_parity.capture import Capture
 from tfjs_parity.paths import find_capture
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
 
 def start_waiting(script, out, env=None):
     return subprocess.Popen([sys.executable, str(ROOT / script), "--out-dir", str(out), "--wait-for-model"],

@@ -9,6 +9,8 @@ import pytest
 from conftest import BROWSER_FILES, NODE_FILES, check, copy_study, corrupt_weight, run_script
 from tfjs_parity.capture import Capture
 
+pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
+
 FLOAT32_OK = {"same bits", "float32 rounding"}
 
 

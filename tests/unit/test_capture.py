@@ -38,6 +38,7 @@ def test_special_values_are_strings_json_can_hold():
     json.dumps(encoded, allow_nan=False)  # strict JSON, readable by JS's JSON.parse
 
 
+@pytest.mark.slow  # needs Node: the one test here that leaves Python
 def test_javascript_side_encodes_the_same_way():
     """inference_common.js (run by real Node on tfjs) must write what capture.py reads."""
     script = """
