@@ -1,18 +1,23 @@
 // What inference_in_node.js and inference_in_browser.html share: set tfjs flags, choose a
 // backend (and prove it is the one in use and that it computes), run a tfjs Layers model,
-// time it, and capture every point of the probe plan (probe_plan.json, written by Python
-// beside the model: tfjs_parity/plan.py) in the kit's capture format
-// (tfjs_parity/capture.py documents it; both sides must encode numbers the same way).
+// time it, and capture every point of the probe plan (written by Python beside the model:
+// tfjs_parity/plan.py) in the kit's capture format. The format's names and numbers come from
+// the wire contract, tfjs_parity/wire.json (docs/captures.md), which Python reads too: Node
+// gets this module made with it; the page calls makeInferenceCommon(wire) with the /wire.json
+// the kit's server hands it.
 (function (root, factory) {
   if (typeof module === 'object' && module.exports) {
-    module.exports = factory();
+    module.exports = factory(require('./tfjs_parity/wire.json'));
   } else {
-    root.inferenceCommon = factory();
+    root.makeInferenceCommon = factory;
   }
-}(typeof self !== 'undefined' ? self : this, function () {
+}(typeof self !== 'undefined' ? self : this, function (wire) {
   'use strict';
 
-  const SCHEMA = 1;
+  const SCHEMA = wire.schema;
+  const [NAN, INFINITY, MINUS_INFINITY, MINUS_ZERO] = wire.special_numbers;
+  const WEIGHTS_SUFFIX = wire.key_suffixes.weights;
+  const OUTPUT_SUFFIX = wire.key_suffixes.output;
 
   // Flags that decide precision; their values go into every capture's metadata.
   const PRECISION_FLAGS = ['WEBGL_VERSION', 'WEBGL_RENDER_FLOAT32_CAPABLE', 'WEBGL_RENDER_FLOAT32_ENABLED',
@@ -20,16 +25,16 @@
                            'WEBGL_MAX_TEXTURE_SIZE', 'WEBGL_MAX_TEXTURES_IN_SHADER',
                            'WEBGPU_USE_LOW_POWER_GPU', 'WASM_HAS_SIMD_SUPPORT', 'WASM_HAS_MULTITHREAD_SUPPORT'];
 
-  // JSON has no NaN, infinities or -0: write them as strings, as capture.py does.
+  // JSON has no NaN, infinities or -0: write them as the wire's strings, as capture.py does.
   function encodeNumber(v) {
-    if (Number.isNaN(v)) return 'NaN';
-    if (v === Infinity) return 'Infinity';
-    if (v === -Infinity) return '-Infinity';
-    if (Object.is(v, -0)) return '-0';
+    if (Number.isNaN(v)) return NAN;
+    if (v === Infinity) return INFINITY;
+    if (v === -Infinity) return MINUS_INFINITY;
+    if (Object.is(v, -0)) return MINUS_ZERO;
     return v;
   }
 
-  const SPECIAL = {'NaN': NaN, 'Infinity': Infinity, '-Infinity': -Infinity, '-0': -0};
+  const SPECIAL = {[NAN]: NaN, [INFINITY]: Infinity, [MINUS_INFINITY]: -Infinity, [MINUS_ZERO]: -0};
 
   async function encodeTensor(tensor) {
     if (tensor.dtype === 'int32') return {dtype: 'int32', shape: tensor.shape, data: Array.from(await tensor.data())};
@@ -42,7 +47,7 @@
     return tf.tensor(values, obj.shape, dtype);
   }
 
-  // input.json: {input name: tensor}; from before named inputs, one bare tensor.
+  // The inputs file: {input name: tensor}; from before named inputs, one bare tensor.
   function decodeInputs(tf, document, plan) {
     if (document && Array.isArray(document.shape)) return {[plan.inputs[0].name]: decodeTensor(tf, document)};
     const inputs = {};
@@ -119,7 +124,7 @@
   // The model's inputs in its own order, from {name: tensor}.
   function feedOf(model, inputs) {
     return model.inputNames.map((name) => {
-      if (!(name in inputs)) throw new Error(`input.json holds no input ${name} (it has ${Object.keys(inputs).join(', ')})`);
+      if (!(name in inputs)) throw new Error(`${wire.files.inputs} holds no input ${name} (it has ${Object.keys(inputs).join(', ')})`);
       return inputs[name];
     });
   }
@@ -192,8 +197,10 @@
     const entries = [];  // [{key, tensors}] in plan order
     let position = 0;
     for (const point of plan.points) {
-      if (point.weights) entries.push({key: `${point.name}_weights`, tensors: model.getLayer(point.layer).getWeights()});
-      entries.push({key: `${point.name}_output`, tensors: predictions.slice(position, position + point.outputs)});
+      if (point.weights) {
+        entries.push({key: point.name + WEIGHTS_SUFFIX, tensors: model.getLayer(point.layer).getWeights()});
+      }
+      entries.push({key: point.name + OUTPUT_SUFFIX, tensors: predictions.slice(position, position + point.outputs)});
       position += point.outputs;
     }
     const encodedInputs = {};
@@ -218,10 +225,11 @@
     }
   }
 
-  // safetensors (tfjs_parity/capture.py documents the layout): the header for `entries`, from
-  // shapes and dtypes alone, and each tensor's bytes, one at a time, so no capture is ever
-  // one big string. Typed arrays are little-endian on every platform tfjs runs on.
-  const SAFETENSORS_DTYPES = {float32: 'F32', int32: 'I32'};
+  // safetensors (docs/captures.md): the header for `entries`, from shapes and dtypes alone,
+  // and each tensor's bytes, one at a time, so no capture is ever one big string. Typed
+  // arrays are little-endian on every platform tfjs runs on. tfjs holds float32 and int32.
+  const SAFETENSORS_DTYPES = {float32: wire.dtypes.float32, int32: wire.dtypes.int32};
+  const ALIGNMENT = wire.safetensors.alignment;
 
   function safetensorsHeader(metadata, entries) {
     const header = {};
@@ -235,22 +243,23 @@
         offset += size;
       });
     }
-    header.__metadata__ = {capture: JSON.stringify({metadata, keys: entries.map((e) => [e.key, e.tensors.length])})};
+    header.__metadata__ = {[wire.safetensors.metadata_key]:
+      JSON.stringify({metadata, keys: entries.map((e) => [e.key, e.tensors.length])})};
     let json = JSON.stringify(header);
-    json += ' '.repeat((8 - (new TextEncoder().encode(json).length % 8)) % 8);
+    json += ' '.repeat((ALIGNMENT - (new TextEncoder().encode(json).length % ALIGNMENT)) % ALIGNMENT);
     const body = new TextEncoder().encode(json);
-    const bytes = new Uint8Array(8 + body.length);
+    const lengthBytes = wire.safetensors.length_bytes;
+    const bytes = new Uint8Array(lengthBytes + body.length);
     new DataView(bytes.buffer).setBigUint64(0, BigInt(body.length), true);
-    bytes.set(body, 8);
+    bytes.set(body, lengthBytes);
     return {bytes, dataBytes: offset};
   }
 
   // Hand each tensor's bytes to `write` in header order; report progress per key. Up to
   // READ_AHEAD tensors (READ_AHEAD_BYTES at most, but always one) are being read at once: on a
-  // GPU backend one read-back after another was 170 ms of the study's 30 tensors in
-  // WebGL (SwiftShader), all at once 28 ms.
-  const READ_AHEAD = 16;
-  const READ_AHEAD_BYTES = 64 * 1024 * 1024;
+  // GPU backend, read-backs one after another wait for each other.
+  const READ_AHEAD = wire.read_back.tensors;
+  const READ_AHEAD_BYTES = wire.read_back.bytes;
 
   async function eachTensorBytes(entries, write, progress) {
     // every tensor in header order, with the number of keys complete once it is written
@@ -287,6 +296,6 @@
     return capture;
   }
 
-  return {encodeTensor, decodeTensor, decodeInputs, applyFlags, useBackend, selfTest, runCapture,
+  return {wire, encodeTensor, decodeTensor, decodeInputs, applyFlags, useBackend, selfTest, runCapture,
           safetensorsHeader, eachTensorBytes, jsonCapture};
 }));

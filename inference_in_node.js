@@ -127,8 +127,8 @@ async function main() {
     budgetSeconds: args.budget,
     ready: args.wait ? async () => { await lineOnStdin(); checkModel(); } : null,
     loadModel: () => tf.loadLayersModel(`file://${modelPath}`),
-    loadPlan: async () => readJson('probe_plan.json', 'what to capture'),
-    loadInputs: async (plan) => common.decodeInputs(tf, readJson('input.json', 'the inputs'), plan),
+    loadPlan: async () => readJson(common.wire.files.plan, 'what to capture'),
+    loadInputs: async (plan) => common.decodeInputs(tf, readJson(common.wire.files.inputs, 'the inputs'), plan),
     metadata: Object.assign({
       runtime: 'node',
       versions: Object.assign({node: process.version, tensorflow: tensorflowVersion}, tf.version),

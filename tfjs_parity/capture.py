@@ -30,6 +30,7 @@ every tensor's dtype, shape and values, the key list and the metadata fields the
 """
 import json
 import math
+import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,17 +40,13 @@ import numpy as np
 
 from . import KitError
 from .files import atomic_file, atomic_write_text
+from .wire import (CAPTURE_METADATA_KEY, DTYPES, OUTPUT_SUFFIX, SAFETENSORS_DTYPES, SPECIAL_NUMBERS,
+                   WEIGHTS_SUFFIX, read_safetensors_header)
 
-SCHEMA = 1
-DTYPES = ("float32", "float64", "int32")  # int32: integer model inputs (token ids), as tfjs holds them
 FORMATS = {"json": ".json", "safetensors": ".safetensors"}
 # More values than this and JSON is not practical (about 10-20 bytes a value, parsed into
 # Python floats): the capture is written as safetensors unless --format says otherwise.
 JSON_LIMIT = 1_000_000
-SAFETENSORS_DTYPES = {"float32": "F32", "float64": "F64", "int32": "I32"}
-WEIGHTS_SUFFIX = "_weights"
-OUTPUT_SUFFIX = "_output"
-_SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf, "-0": -0.0}
 MAX_RANK = 64            # numpy's limit on an array's dimensions
 MAX_BYTES = 2 ** 62      # no shape may describe more bytes than this (numpy's sizes are int64)
 MAX_METADATA_DEPTH = 32  # a capture's metadata is a few levels deep; deeper is not a capture
@@ -112,11 +109,11 @@ def check_shape(shape, where):
 def _numbers(data, where):
     """Flat JSON values as Python floats: numbers, and the four special strings."""
     try:
-        return [v if type(v) is float else (float(v) if type(v) is int else _SPECIAL[v]) for v in data]
+        return [v if type(v) is float else (float(v) if type(v) is int else SPECIAL_NUMBERS[v]) for v in data]
     except OverflowError:
         raise KitError(f"{where}: data holds an integer too large for a float") from None
     except (KeyError, TypeError):
-        bad = next(v for v in data if type(v) not in (float, int) and not (type(v) is str and v in _SPECIAL))
+        bad = next(v for v in data if type(v) not in (float, int) and not (type(v) is str and v in SPECIAL_NUMBERS))
         raise KitError(f"{where}: data holds {_shown_value(bad)}, not a number") from None
 
 
@@ -501,10 +498,9 @@ def _locations(path, names):
     (already checked by safetensors itself: offsets within the file, no overlaps)."""
     numpy_dtypes = {code: np.dtype(name).newbyteorder("<") for name, code in SAFETENSORS_DTYPES.items()}
     with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
+        header, data_start = read_safetensors_header(f, os.fstat(f.fileno()).st_size)
     return {name: (numpy_dtypes[header[name]["dtype"]], tuple(header[name]["shape"]),
-                   8 + length + header[name]["data_offsets"][0],
+                   data_start + header[name]["data_offsets"][0],
                    header[name]["data_offsets"][1] - header[name]["data_offsets"][0]) for name in names}
 
 
@@ -523,10 +519,11 @@ def read_safetensors(path):
             raise
         raise KitError(f"{shown}: not a readable safetensors capture (truncated or corrupted? {_brief(error)})") \
             from None
-    if "capture" not in metadata:
-        raise KitError(f"{shown}: a safetensors file, but not a capture of this kit (no 'capture' in its metadata)")
+    if CAPTURE_METADATA_KEY not in metadata:
+        raise KitError(f"{shown}: a safetensors file, but not a capture of this kit (no '{CAPTURE_METADATA_KEY}' in "
+                       "its metadata)")
     try:
-        document = json.loads(metadata["capture"])
+        document = json.loads(metadata[CAPTURE_METADATA_KEY])
     except RecursionError:
         raise KitError(f"{shown}: a safetensors file, but its capture header is JSON nested too deep") from None
     except ValueError as error:
@@ -551,7 +548,7 @@ def read_safetensors(path):
         locations = _locations(path, names)
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as error:
         raise KitError(f"{shown}: not a readable safetensors capture ({_brief(error)})") from None
-    return Capture(document["metadata"], SafetensorsTensors(path, keys, shapes, metadata["capture"], locations),
+    return Capture(document["metadata"], SafetensorsTensors(path, keys, shapes, metadata[CAPTURE_METADATA_KEY], locations),
                    str(path))
 
 
@@ -589,7 +586,7 @@ def write_safetensors(path, metadata, tensors):
             header[f"{key}/{i}"] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(np.shape(array)),
                                     "data_offsets": [offset, offset + size]}
             offset += size
-    header["__metadata__"] = {"capture": json.dumps({"metadata": metadata, "keys": layout})}
+    header["__metadata__"] = {CAPTURE_METADATA_KEY: json.dumps({"metadata": metadata, "keys": layout})}
     encoded = json.dumps(header).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
     with atomic_file(path) as f:

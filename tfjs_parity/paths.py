@@ -2,6 +2,8 @@
 import hashlib
 from pathlib import Path
 
+from .wire import CONVERTED_DIR, INPUT_FILE, WIRE_FILE  # noqa: F401 (the names every side reads: wire.json)
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "inference_in_node.js"
 BROWSER_PAGE = ROOT / "inference_in_browser.html"
@@ -12,8 +14,6 @@ NODE_MODULES = ROOT / "node_modules"
 # four scripts find each other's files wherever they are started from.
 DEFAULT_OUT_DIR = ROOT / "results"
 
-CONVERTED_DIR = "keras_converted"   # the tfjs model: model.json + weight shards
-INPUT_FILE = "input.json"           # the input every runtime sees, beside model.json
 
 # capture file -> the script that writes it (named in "file not found" errors)
 PYTHON_CAPTURE = "keras_model_python.json"

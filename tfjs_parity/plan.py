@@ -13,8 +13,8 @@ from pathlib import Path
 
 from . import KitError
 from .files import atomic_write_text
+from .wire import PLAN_FILE  # noqa: F401 (plan.PLAN_FILE: the name every side reads)
 
-PLAN_FILE = "probe_plan.json"
 PLAN_SCHEMA = 1
 
 

@@ -19,7 +19,6 @@ import queue
 import secrets
 import socket
 import stat
-import struct
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from . import KitError
 from .files import staging_file
+from .wire import UPLOAD_STEPS, data_end, parse_safetensors_header
 
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".json": "application/json",
                  ".bin": "application/octet-stream", ".wasm": "application/wasm"}
@@ -138,6 +138,8 @@ class Uploads:
             raise UploadRefused(404, "not an upload of this run")
         name, step = parts[3], parts[4]
         state = self.state.get((device, name))
+        if step not in UPLOAD_STEPS:
+            raise UploadRefused(404, "not an upload step")
         if step == "begin":
             if state is not None and not self.repeatable:
                 raise UploadRefused(409, f"{name} was already uploaded in this run")
@@ -147,15 +149,13 @@ class Uploads:
                 raise UploadRefused(403, f"this run takes captures from {self.max_devices} device(s) at most")
             if length > MAX_HEADER_BYTES + 8:
                 raise UploadRefused(413, f"{name}: a header of {length} bytes is more than {MAX_HEADER_BYTES}")
-        elif step in ("data", "end"):
+        else:  # data, end
             if state is None or state["done"]:
                 raise UploadRefused(409, f"{name}: no upload in progress")
             if state.get("busy"):
                 raise UploadRefused(409, f"{name}: the previous piece is still arriving")
             if state["written"] + length > state["total"]:
                 raise UploadRefused(413, f"{name}: more data than its header announced")
-        else:
-            raise UploadRefused(404, "not an upload step")
         return name, step
 
     def receive(self, url_path, body, device=None):
@@ -227,19 +227,16 @@ class Uploads:
         self.events.put({"event": "failed", "device": device, "name": name, "error": error})
 
     def _begin(self, name, body):
-        if len(body) < 8:
-            raise UploadRefused(400, "a safetensors header starts with its 8-byte length")
-        (length,) = struct.unpack("<Q", body[:8])
+        try:
+            header, length = parse_safetensors_header(body)
+        except ValueError as error:
+            raise UploadRefused(400, f"not a safetensors header ({error})") from None
         if length != len(body) - 8:
             raise UploadRefused(400, "the header length does not match the header sent")
         try:
-            header = json.loads(body[8:])
-            ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-            if not all(isinstance(end, int) and end >= 0 for end in ends):
-                raise TypeError("offsets must be whole numbers")
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
+            total = len(body) + data_end(header)
+        except ValueError:
             raise UploadRefused(400, "not a safetensors header") from None
-        total = len(body) + max(ends, default=0)
         if total > self.limit:
             raise UploadRefused(413, f"{name}: {total} bytes is more than the {self.limit} allowed")
         try:

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 from .. import KitError, processes
 from ..capture import read_safetensors
 from ..files import remove_stale_staging, staging_dir
-from ..paths import BROWSER_PAGE, COMMON_JS, NODE_MODULES
+from ..paths import BROWSER_PAGE, COMMON_JS, NODE_MODULES, WIRE_FILE
 from ..progress import Progress
 from ..server import PageServer, Uploads
 from .node_runner import PROGRESS
@@ -197,7 +197,8 @@ def routes_for(model_json):
 
 def page_routes():
     """The page, its scripts and tfjs."""
-    routes = {"/inference_in_browser.html": BROWSER_PAGE, "/inference_common.js": COMMON_JS}
+    routes = {"/inference_in_browser.html": BROWSER_PAGE, "/inference_common.js": COMMON_JS,
+              f"/{WIRE_FILE.parent.name}/{WIRE_FILE.name}": WIRE_FILE}
     for name in TFJS_FILES:
         routes[f"/{name}"] = NODE_MODULES.parent / name
     return routes

@@ -122,7 +122,8 @@ class DeviceSession:
     def served(self):
         """What is served, in words, for the start-up lines."""
         model = sorted(path.removeprefix("/model/") for path in self.server.routes if path.startswith("/model/"))
-        return (f"the page, inference_common.js, tfjs {len(self.server.routes) - len(model) - 2} files from "
+        tfjs = sum(path.startswith("/node_modules/") for path in self.server.routes)
+        return (f"the page, inference_common.js, the wire contract, tfjs {tfjs} files from "
                 f"node_modules, and the model ({', '.join(model)}); nothing else, and only under the token")
 
     def __enter__(self):
