@@ -25,7 +25,7 @@ matrix: setup
 	@$(PY) run_node.py --backend all
 	@$(PY) run_browser.py --backend all
 	@$(PY) run_browser.py --precision f16
-	@if $(PY) -c "from tfjs_parity.runners.device_runner import find_firefox; find_firefox()" 2>/dev/null; then \
+	@if $(PY) -c "from tfjs_parity.runners.firefox_runner import find_firefox; find_firefox()" 2>/dev/null; then \
 		$(PY) run_browser.py --browser firefox --backend webgl,wasm,cpu; \
 		else echo "(no Firefox: make setup-firefox adds its columns)"; fi
 	@echo

@@ -35,7 +35,7 @@ from pathlib import Path
 from tfjs_parity import KitError, paths
 from tfjs_parity.cli import positive_int, run_main
 from tfjs_parity.files import writable_out_dir
-from tfjs_parity.runners import browser_runner, device_runner
+from tfjs_parity.runners import Job, browser_runner, device_runner, firefox_runner
 from tfjs_parity.runs import (PRECISIONS, Go, add_run_arguments, add_wait_argument, chosen_backends, cpu_model,
                               flags_of, positive_float, save_results, variant_metadata)
 
@@ -85,18 +85,15 @@ def main():
     # a page cannot see the CPU's name; this host's is it (but not a phone's)
     metadata = dict({} if args.device else {"cpu": cpu_model()}, **variant_metadata(flags))
     writable_out_dir(args.out_dir)
-    model_json = args.out_dir / paths.CONVERTED_DIR / "model.json"
-    if args.device or args.browser == "firefox":
-        return device_runner.run(model_json, args.out_dir, backends, flags, args.repeat, args.budget, metadata,
-                                 args.format, firefox=args.browser == "firefox", listen=args.listen,
-                                 devices=args.devices, idle_timeout=args.idle_timeout or device_runner.IDLE_TIMEOUT,
-                                 timeout=args.timeout, launch_timeout=args.launch_timeout)
-    results = browser_runner.run(model_json, args.out_dir, backends, flags,
-                                 args.repeat, args.budget, metadata, chromium_args=args.chromium_arg,
-                                 timeout=args.timeout, launch_timeout=args.launch_timeout,
-                                 go=Go() if args.wait_for_model else None)
-    save_results(results, args.out_dir, browser_runner.NAME, flags, args.format)
-
+    runner = device_runner if args.device else firefox_runner if args.browser == "firefox" else browser_runner
+    job = Job(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir, backends, flags, args.repeat,
+              args.budget, metadata, go=Go() if args.wait_for_model else None,
+              save=lambda backend, capture, variant: save_results({backend: capture}, args.out_dir, runner.NAME,
+                                                                  flags, args.format, variant=variant),
+              options={"chromium_args": args.chromium_arg, "timeout": args.timeout,
+                       "launch_timeout": args.launch_timeout, "listen": args.listen, "devices": args.devices,
+                       "idle_timeout": args.idle_timeout})
+    save_results(runner.run(job), args.out_dir, runner.NAME, flags, args.format)
 
 if __name__ == "__main__":
     run_main(main)

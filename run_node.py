@@ -15,7 +15,7 @@ from pathlib import Path
 from tfjs_parity import paths
 from tfjs_parity.cli import run_main
 from tfjs_parity.files import writable_out_dir
-from tfjs_parity.runners import node_runner
+from tfjs_parity.runners import Job, node_runner
 from tfjs_parity.runs import (Go, add_run_arguments, add_wait_argument, chosen_backends, flags_of, save_results,
                               variant_metadata)
 
@@ -30,10 +30,10 @@ def main():
     flags = flags_of(args.flag)
     metadata = variant_metadata(flags)
     writable_out_dir(args.out_dir)
-    results = node_runner.run(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir,
-                              chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat, args.budget,
-                              metadata, go=Go() if args.wait_for_model else None)
-    save_results(results, args.out_dir, node_runner.NAME, flags, args.format)
+    job = Job(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir,
+              chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat, args.budget, metadata,
+              go=Go() if args.wait_for_model else None)
+    save_results(node_runner.run(job), args.out_dir, node_runner.NAME, flags, args.format)
 
 
 if __name__ == "__main__":

@@ -92,9 +92,8 @@ def check_same_model(converted_dir, captures):
     """KitError naming the first capture (of [(path, Capture)]) made from another model than
     the one in `converted_dir` (by the model id each records; Python's capture, the first,
     decides when the folder holds no model). Captures from before model ids pass."""
-    from .paths import MADE_BY
     from .plan import PLAN_FILE, Plan
-    from .reference import REFERENCE_RUNTIME
+    from .runners import script_of
     plan_file = converted_dir / PLAN_FILE
     truth = Plan.load(plan_file).model_id if plan_file.is_file() else ""
     where = f"the model in {converted_dir}/" if truth else f"{captures[0][0]}'s"
@@ -102,9 +101,7 @@ def check_same_model(converted_dir, captures):
     for path, capture in captures:
         theirs = capture.metadata.get("model_id")
         if truth and theirs and theirs != truth:
-            script = {"python": MADE_BY["keras_model_python.json"], REFERENCE_RUNTIME: MADE_BY["keras_model_python.json"],
-                      "node": "run_node.py", "browser": "run_browser.py", "firefox": "run_browser.py --browser firefox",
-                      "device": "run_browser.py --device"}.get(capture.metadata.get("runtime"))
+            script = script_of(capture.metadata.get("runtime"))
             again = f"run `python {script}` again" if script else "make it again"
             raise KitError(f"{path} is stale: it was made from another model (id {theirs}) than {where} "
                            f"(id {truth}); {again} (with the same options)")

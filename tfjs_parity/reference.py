@@ -22,8 +22,9 @@ from .bounds import layer_bound
 from .capture import WEIGHTS_SUFFIX
 from .model import held_stderr, load_keras, load_keras3, probe_model
 from .plan import PLAN_FILE, Plan
+from .runners import REFERENCE_RUNTIME
 
-REFERENCE_RUNTIME, REFERENCE_BACKEND = "reference", "float64"
+REFERENCE_BACKEND = "float64"
 
 
 def float64_clone(model, keras):

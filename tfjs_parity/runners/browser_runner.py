@@ -33,6 +33,7 @@ from ..server import PageServer, Uploads
 from .node_runner import PROGRESS
 
 NAME = "browser"
+SCRIPT = "run_browser.py"
 BACKENDS = ("webgl", "wasm", "cpu", "webgpu")
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PAGE_TIMEOUT = 300.0    # seconds a backend's page may take, by default (--timeout)
@@ -213,31 +214,33 @@ def model_routes(model_json):
     return routes
 
 
-def run(model_json, staging_dir, backends=("webgl",), flags=None, repeat=10, budget=10.0, metadata=None,
-        chromium_args=(), timeout=PAGE_TIMEOUT, launch_timeout=LAUNCH_TIMEOUT, go=None):
-    """Run the tfjs model at `model_json` in one headless Chromium, once per backend (each in
-    a fresh page); return {backend: Capture (backed by a file in `staging_dir`) or the
-    KitError that backend raised}.
+def run(job):
+    """Run the tfjs model at job.model_json in one headless Chromium, once per backend (each in
+    a fresh page); return {backend: Capture (backed by a file in job.out_dir) or the KitError
+    that backend raised}.
 
-    `flags` are tfjs flags set before the backend starts; `metadata` is added to each
-    capture's; `chromium_args` extra Chromium switches, added after the kit's own; `timeout`
-    the seconds each backend's page may take, `launch_timeout` Chromium's start.
+    job.flags are tfjs flags set before the backend starts; job.metadata is added to each
+    capture's; job.options: "chromium_args", extra switches added after the kit's own;
+    "timeout", the seconds each backend's page may take; "launch_timeout", Chromium's start.
 
-    With `go` (a runs.Go): Chromium starts at once, and the first backend's page loads tfjs,
-    starts its backend and self-tests it, then waits for `go`'s line before the model is served
-    and read (NoModel when stdin ends instead); `timeout` counts from then.
+    With job.go (a runs.Go): Chromium starts at once, and the first backend's page loads tfjs,
+    starts its backend and self-tests it, then waits for go's line before the model is served
+    and read (NoModel when stdin ends instead); the timeout counts from then.
 
     The model's folder is served from its parent (the results folder): a model file reached
     through a symlink below it is refused, and so is a model folder that is a symlink."""
+    go, backends, staging_dir = job.go, job.backends, job.out_dir
+    timeout = job.options.get("timeout", PAGE_TIMEOUT)
+    launch_timeout = job.options.get("launch_timeout", LAUNCH_TIMEOUT)
     if go is None:
-        model_json = check_servable(model_json)
+        model_json = check_servable(job.model_json)
     else:
         check_tfjs_files()
-        model_json = Path(model_json)
-    switches = chromium_switches(chromium_args)
+        model_json = Path(job.model_json)
+    switches = chromium_switches(job.options.get("chromium_args", ()))
     executable = find_chromium()
-    page = {"model": "model/model.json", "flags": json.dumps(flags or {}), "repeat": repeat, "budget": budget,
-            "metadata": json.dumps(metadata or {})}
+    page = {"model": "model/model.json", "flags": json.dumps(job.flags or {}), "repeat": job.repeat,
+            "budget": job.budget, "metadata": json.dumps(job.metadata or {})}
     import pyppeteer  # noqa: F401 (before Chromium starts: its import takes a moment)
     _quiet_libraries()
     uploads = Uploads(staging_dir, backends)

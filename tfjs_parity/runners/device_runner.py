@@ -1,35 +1,25 @@
 """Any device, any browser: serve the page, tfjs and the converted model on the address asked
 for (loopback unless told otherwise), every path under a fresh random token; the device's
-browser runs each backend asked for and uploads each capture; the kit saves them as ordinary
-captures named after the device and backend (keras_model_tfjs_device_<backend>_<device>).
-
-Firefox is run the same way, as a local device: Firefox ESR started on the URL on a virtual
-display (Xvfb: headless Firefox has no WebGL 2), its captures uploaded like a phone's and
-saved as keras_model_tfjs_firefox_<backend>.
-"""
+browser runs each backend asked for and uploads each capture; the step saves each as it
+arrives (job.save), as an ordinary capture named after the device and backend
+(keras_model_tfjs_device_<backend>_<device>). Firefox here uses the same session
+(firefox_runner)."""
 import ipaddress
 import json
-import os
 import queue
 import re
-import shutil
-import subprocess
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
-from .. import KitError, processes
+from .. import KitError
 from ..capture import Capture
-from ..files import remove_stale_staging, staging_dir
-from ..runs import save_results, variant_of
+from ..runs import variant_of
 from ..server import PageServer, Uploads
-from .browser_runner import (BACKENDS, LAUNCH_TIMEOUT, PAGE_TIMEOUT, check_servable, find_browser, one_line,
-                             profiles_folder, read_upload, routes_for)
+from .browser_runner import BACKENDS, check_servable, one_line, read_upload, routes_for  # noqa: F401 (the page's)
 
 NAME = "device"
-FIREFOX = "firefox"
+SCRIPT = "run_browser.py --device"
 IDLE_TIMEOUT = 600.0  # seconds without a request before a device run ends by itself (--idle-timeout)
-FIREFOX_NAMES = ("firefox-esr", "firefox")
 MAX_DEVICES = 8  # distinct devices one run takes captures from (--devices N: N); a bound on what a LAN can send
 DEVICE_NAME_LIMIT = 48
 PAGE_DEFAULTS = {"flags": "{}", "metadata": "{}", "repeat": 10, "budget": 10}  # the page's own
@@ -133,9 +123,10 @@ class DeviceSession:
     def __exit__(self, *exc):
         self.server.__exit__(*exc)
 
-    def wait(self, out_dir, runtime, flags, requested_format, devices=None, idle_timeout=IDLE_TIMEOUT,
-             deadline=None, alive=None, say=print):
-        """Save every capture that arrives, and say so (one line each); return {device:
+    def wait(self, runtime, flags, save, devices=None, idle_timeout=IDLE_TIMEOUT, deadline=None, alive=None,
+             say=print):
+        """Hand every capture that arrives to `save(backend, capture, variant)` (KitError when it
+        cannot be saved), and say what each device did (one line each); return {device:
         {backend: "saved" or the error}} once `devices` devices have reported on every backend,
         or after `idle_timeout` seconds without a request. `deadline` (monotonic) ends it with a
         KitError, and so does `alive()` returning a sentence (a local browser that died)."""
@@ -157,12 +148,12 @@ class DeviceSession:
                     event = self.uploads.events.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                self._handle(event, outcomes, out_dir, runtime, flags, requested_format, say)
+                self._handle(event, outcomes, runtime, flags, save, say)
         except KeyboardInterrupt:
             say(f"stopped: {_summary(outcomes)}")
             raise
 
-    def _handle(self, event, outcomes, out_dir, runtime, flags, requested_format, say):
+    def _handle(self, event, outcomes, runtime, flags, save, say):
         """Say what a device did; save what it uploaded (a device run's capture is named after
         its device, a Firefox one is not)."""
         device, backend = event["device"], event.get("name")
@@ -182,11 +173,17 @@ class DeviceSession:
                 capture.metadata["variant"] = variant
             else:
                 capture.metadata.pop("variant", None)
-            save_results({backend: capture}, out_dir, runtime, flags, requested_format, variant=variant)
+            save(backend, capture, variant)
             done[backend] = "saved"
         except KitError as error:
             done[backend] = one_line(error)
             say(f"device {device}: backend {backend}: {done[backend]}")
+
+
+def page_parameters(job):
+    """The page's query parameters for `job` (its defaults left out)."""
+    return {"flags": json.dumps(job.flags or {}), "repeat": job.repeat, "budget": job.budget,
+            "metadata": json.dumps(job.metadata or {})}
 
 
 def expected_capture_bytes(out_dir):
@@ -214,185 +211,23 @@ def print_qr(url):
     segno.make(url, error="l").terminal(compact=True)
 
 
-# --------------------------------------------------------------------------- Firefox
-
-# Firefox makes no calls home: every service that would is off, and whatever is left goes to
-# a proxy on a port nothing listens on (loopback itself is never proxied).
-FIREFOX_PREFERENCES = {
-    "network.proxy.type": 1, "network.proxy.http": "127.0.0.1", "network.proxy.http_port": 1,
-    "network.proxy.ssl": "127.0.0.1", "network.proxy.ssl_port": 1, "network.proxy.share_proxy_settings": True,
-    "network.proxy.socks_remote_dns": True, "network.proxy.allow_hijacking_localhost": False,
-    "network.proxy.no_proxies_on": "", "network.trr.mode": 5,
-    # every name resolves to loopback, with no DNS query: what escapes the settings above goes nowhere
-    "network.dns.forceResolve": "127.0.0.1", "network.dns.native-is-localhost": True, "network.dns.disablePrefetch": True,
-    "network.prefetch-next": False, "network.predictor.enabled": False, "network.http.speculative-parallel-limit": 0,
-    "network.captive-portal-service.enabled": False, "network.connectivity-service.enabled": False,
-    "app.normandy.enabled": False, "app.update.enabled": False, "app.update.auto": False,
-    "datareporting.policy.dataSubmissionEnabled": False, "datareporting.healthreport.uploadEnabled": False,
-    "datareporting.policy.firstRunURL": "", "toolkit.telemetry.enabled": False, "toolkit.telemetry.unified": False,
-    "toolkit.telemetry.archive.enabled": False, "browser.ping-centre.telemetry": False,
-    "browser.safebrowsing.malware.enabled": False, "browser.safebrowsing.phishing.enabled": False,
-    "browser.safebrowsing.downloads.enabled": False, "browser.safebrowsing.blockedURIs.enabled": False,
-    "browser.safebrowsing.provider.google4.updateURL": "", "browser.safebrowsing.provider.google.updateURL": "",
-    "browser.safebrowsing.provider.mozilla.updateURL": "",
-    "extensions.update.enabled": False, "extensions.getAddons.cache.enabled": False,
-    "extensions.blocklist.enabled": False, "services.settings.server": "http://127.0.0.1:1/",
-    "browser.region.network.url": "", "browser.region.update.enabled": False, "geo.provider.network.url": "",
-    "dom.push.enabled": False, "dom.push.serverURL": "", "browser.search.update": False,
-    "browser.topsites.contile.enabled": False, "identity.fxaccounts.enabled": False,
-    "media.gmp-manager.url": "http://127.0.0.1:1/", "media.gmp-gmpopenh264.enabled": False,
-    "media.gmp-widevinecdm.enabled": False, "security.OCSP.enabled": 0,
-    "browser.newtabpage.enabled": False, "browser.startup.homepage": "about:blank", "browser.startup.page": 0,
-    "browser.shell.checkDefaultBrowser": False, "browser.aboutwelcome.enabled": False,
-    "startup.homepage_welcome_url": "", "startup.homepage_welcome_url.additional": "",
-    "browser.startup.homepage_override.mstone": "ignore", "browser.sessionstore.resume_from_crash": False,
-    "toolkit.startup.max_resumed_crashes": -1, "browser.tabs.warnOnClose": False,
-    # WebGL on Mesa's llvmpipe (a software GPU, as SwiftShader is for Chromium)
-    "webgl.force-enabled": True,
-}
-
-
-def find_firefox():
-    """FIREFOX_PATH when set, else firefox-esr or firefox on PATH; KitError when none."""
-    return find_browser("FIREFOX_PATH", FIREFOX_NAMES, "Firefox",
-                        "run `make setup-firefox` (installs Debian's firefox-esr and xvfb) or set FIREFOX_PATH")
-
-
-class Firefox:
-    """Firefox on `url`, on its own virtual display (Xvfb, started here), with a fresh profile
-    that keeps it off the network; both in their own process groups, stopped (and the profile
-    removed) when the block ends, whatever ends it."""
-
-    def __init__(self, url, launch_timeout=LAUNCH_TIMEOUT):
-        self.url, self.launch_timeout = url, launch_timeout
-        self.executable = find_firefox()
-        self.xvfb = shutil.which("Xvfb")
-        if self.xvfb is None:
-            raise KitError("Xvfb not found (Firefox needs a display for WebGL 2); run `make setup-firefox`")
-        self.display = self.firefox = self.profile = None
-
-    def __enter__(self):
-        try:
-            self.profile = _new_firefox_profile()
-            self.display = self._start_display()
-            env = dict(os.environ, DISPLAY=f":{self.display[1]}", HOME=str(self.profile), TMPDIR=str(self.profile),
-                       MOZ_CRASHREPORTER_DISABLE="1", MOZ_DISABLE_AUTO_SAFE_MODE="1")
-            try:
-                with open(self.profile / "firefox.log", "wb") as log:
-                    self.firefox = processes.start([self.executable, "--no-remote", "--new-instance", "--profile",
-                                                    str(self.profile / "profile"), self.url],
-                                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-            except (OSError, subprocess.SubprocessError) as error:
-                raise KitError(f"could not start {self.executable}: {getattr(error, 'strerror', None) or error}") \
-                    from None
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def _start_display(self):
-        """Xvfb on a free display number (it tells which through -displayfd)."""
-        read, write = os.pipe()
-        try:
-            try:
-                xvfb = processes.start([self.xvfb, "-displayfd", str(write), "-screen", "0", "1280x1024x24",
-                                        "-nolisten", "tcp", "-nolisten", "unix", "-noreset"],
-                                       pass_fds=(write,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-            except (OSError, subprocess.SubprocessError) as error:
-                raise KitError(f"could not start {self.xvfb}: {getattr(error, 'strerror', None) or error}") from None
-            os.close(write)
-            write = None
-            number = b""
-            deadline = time.monotonic() + self.launch_timeout
-            import select
-            while not number.endswith(b"\n") and time.monotonic() < deadline:
-                ready, _, _ = select.select([read], [], [], 0.2)
-                if ready:
-                    chunk = os.read(read, 16)
-                    if not chunk:
-                        break
-                    number += chunk
-            if not number.strip().isdigit():
-                processes.stop(xvfb)
-                raise KitError(f"{self.xvfb} did not start a display (exit status {xvfb.poll()})")
-            return xvfb, int(number)
-        finally:
-            os.close(read)
-            if write is not None:
-                os.close(write)
-
-    def exited(self):
-        """None while Firefox runs; else a sentence saying it stopped, with its last words."""
-        if self.firefox is None or self.firefox.poll() is None:
-            return None
-        try:
-            lines = [line for line in (self.profile / "firefox.log").read_text(errors="replace").splitlines()
-                     if line.strip() and "dbus" not in line.lower()]
-        except OSError:
-            lines = []
-        return f"Firefox exited with status {self.firefox.returncode}" + (f" ({one_line(lines[-1])})" if lines else "")
-
-    def close(self):
-        for process in (self.firefox, self.display[0] if self.display else None):
-            if process is not None:
-                processes.stop(process, grace=0.5)
-        if self.profile is not None:
-            shutil.rmtree(self.profile, ignore_errors=True)
-            self.profile = None
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _new_firefox_profile():
-    """A fresh folder (HOME, and the profile inside it) named with the kit's pid, after
-    removing those of runs that are gone."""
-    folder = profiles_folder("Firefox")
-    remove_stale_staging(folder)
-    home = staging_dir(folder, "firefox-profile")
-    try:
-        os.chmod(home, 0o700)
-        (home / "profile").mkdir(mode=0o700)
-        (home / "profile" / "user.js").write_text(
-            "".join(f"user_pref({json.dumps(name)}, {json.dumps(value)});\n"
-                    for name, value in FIREFOX_PREFERENCES.items()))
-    except OSError as error:
-        shutil.rmtree(home, ignore_errors=True)
-        raise KitError(f"cannot write Firefox's profile in {folder}: {error.strerror or error}") from None
-    return home
-
-
-def run(model_json, out_dir, backends, flags, repeat, budget, metadata, requested_format=None, firefox=False,
-        listen=None, devices=None, idle_timeout=IDLE_TIMEOUT, timeout=PAGE_TIMEOUT, launch_timeout=LAUNCH_TIMEOUT,
-        say=print):
-    """Device mode (wait for devices on `listen`, save their captures) or, with `firefox`,
-    Firefox here as the one device. Returns the exit status; KitError when nothing usable
-    arrived (device mode) or a backend failed (Firefox)."""
-    page = {"flags": json.dumps(flags or {}), "repeat": repeat, "budget": budget, "metadata": json.dumps(metadata or {})}
-    session = DeviceSession(model_json, out_dir, backends, page, listen or ("127.0.0.1", 0),
-                            max_devices=1 if firefox else (devices or MAX_DEVICES))
-    if firefox:
-        with session, Firefox(session.url, launch_timeout) as browser:
-            outcomes = session.wait(out_dir, FIREFOX, flags, requested_format, devices=1, idle_timeout=timeout,
-                                    deadline=time.monotonic() + launch_timeout + timeout * len(backends),
-                                    alive=browser.exited, say=say)
-        reported = {backend: outcome for done in outcomes.values() for backend, outcome in done.items()}
-        failed = [f"backend {backend}: {reported.get(backend, 'no capture arrived')}" for backend in backends
-                  if reported.get(backend) != "saved"]
-        if failed:
-            raise KitError("in Firefox: " + "; ".join(failed))
-        return 0
+def run(job, say=print):
+    """Wait for devices on job.options["listen"] and save each capture they upload as it
+    arrives (job.save); end after job.options["devices"] devices, the idle timeout, or Ctrl-C.
+    Returns {} (everything is saved already); KitError when no device uploaded a capture."""
+    options = job.options
+    devices, idle_timeout = options.get("devices"), options.get("idle_timeout") or IDLE_TIMEOUT
+    session = DeviceSession(job.model_json, job.out_dir, job.backends, page_parameters(job),
+                            options.get("listen") or ("127.0.0.1", 0), max_devices=devices or MAX_DEVICES)
     with session:
         say(f"serving on {session.server.netloc} only: {session.served()}")
-        say(f"open this on the device (it runs {', '.join(backends)} and uploads each capture here):")
+        say(f"open this on the device (it runs {', '.join(job.backends)} and uploads each capture here):")
         say(f"  {session.url}")
         print_qr(session.url)
         say("waiting for devices: " + (f"ends after {devices}" if devices else "Ctrl-C ends")
             + f", or after {idle_timeout:g} s without a request")
-        outcomes = session.wait(out_dir, NAME, flags, requested_format, devices=devices, idle_timeout=idle_timeout,
-                                say=say)
+        outcomes = session.wait(NAME, job.flags, job.save, devices=devices, idle_timeout=idle_timeout, say=say)
     if not any(outcome == "saved" for done in outcomes.values() for outcome in done.values()):
         raise KitError("no device uploaded a capture")
     say(f"done: {_summary(outcomes)}")
-    return 0
+    return {}

@@ -15,29 +15,31 @@ from ..paths import NODE_MODULES, NODE_SCRIPT
 from ..progress import Progress
 
 NAME = "node"
+SCRIPT = "run_node.py"
 BACKENDS = ("tensorflow", "cpu", "wasm")
 PROGRESS = re.compile(r"^progress (\d+)/(\d+)$")
+TIMEOUT = 300  # seconds a backend's Node may take, from when the model is there
 
 
-def run(model_json, staging_dir, backends=("tensorflow",), flags=None, repeat=10, budget=10.0, metadata=None,
-        timeout=300, go=None):
-    """Run the tfjs model at `model_json` under Node, one fresh process per backend; return
-    {backend: Capture (backed by a file in `staging_dir`) or the KitError that backend raised}.
+def run(job):
+    """Run the tfjs model at job.model_json under Node, one fresh process per backend; return
+    {backend: Capture (backed by a file in job.out_dir) or the KitError that backend raised}.
 
-    With `go` (a runs.Go): the first backend's Node starts at once and reads the model only
-    once `go`'s line arrives (KitError when it does not); `timeout` counts from then."""
+    With job.go (a runs.Go): the first backend's Node starts at once and reads the model only
+    once go's line arrives (KitError when it does not); the timeout counts from then."""
     node = shutil.which("node")
     if node is None:
         raise KitError("Node.js (`node`) not found on PATH; install Node 18 or newer, then run `make setup`")
     if not (NODE_MODULES / "@tensorflow" / "tfjs-node").is_dir():
         raise KitError(f"{NODE_MODULES}/@tensorflow/tfjs-node is missing; run `make setup`")
-    if go is None and not Path(model_json).is_file():
-        raise KitError(f"{model_json} not found; run `python create_keras_model.py` first")
+    go = job.go
+    if go is None and not Path(job.model_json).is_file():
+        raise KitError(f"{job.model_json} not found; run `python create_keras_model.py` first")
     results = {}
-    for backend in backends:
+    for backend in job.backends:
         try:
-            results[backend] = _run_one(node, model_json, staging_dir, backend, flags or {}, repeat, budget,
-                                        metadata or {}, timeout, go)
+            results[backend] = _run_one(node, job.model_json, job.out_dir, backend, job.flags or {}, job.repeat,
+                                        job.budget, job.metadata or {}, job.options.get("timeout", TIMEOUT), go)
         except KitError as error:
             results[backend] = error
         if go is not None:

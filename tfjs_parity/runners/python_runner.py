@@ -14,6 +14,10 @@ from ..model import probe_model
 from ..runs import cpu_model
 
 NAME = "python"
+SCRIPT = "create_keras_model.py"
+BACKENDS = ("tensorflow",)
+# Step 1's runner: it runs the model in this process, so its run takes the loaded model, the
+# plan and the inputs rather than a Job (runners/base.py) naming files.
 
 
 def run(model, keras, plan, inputs, repeat=10, budget=10.0):

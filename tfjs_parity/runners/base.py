@@ -1,0 +1,34 @@
+"""The runner contract. A runner is one module per runtime (Polygraphy's shape) with:
+
+    NAME      the runtime its captures say ("node", "browser", ...): the report's column
+    BACKENDS  the tfjs backends it can run, in report order
+    SCRIPT    the command that makes its captures (named when one is stale)
+    run(job)  -> {backend: Capture | KitError}: every backend asked for, a capture or why not
+
+The step script builds the Job, and saves what run returns (runs.save_results). A runner
+whose captures arrive over minutes from elsewhere (devices) saves each one as it arrives,
+through the step's own `job.save`, so a stop loses nothing; it returns what it did not save.
+Adding a runtime: a module here with those four names, and its line in RUNNERS
+(runners/__init__.py)."""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+
+@dataclass
+class Job:
+    """What a step asks of a runner: the converted model, where results and staging files go,
+    the backends, tfjs flags, timing (repeat, budget in seconds), metadata added to every
+    capture, `go` (runs.Go: start now, read the model once told), `save` (capture -> the path
+    it was saved to, or KitError; for runners that save as captures arrive), and `options`
+    that only one runner reads (Chromium's switches and timeouts, a device run's address)."""
+    model_json: Path
+    out_dir: Path
+    backends: list
+    flags: dict = field(default_factory=dict)
+    repeat: int = 10
+    budget: float = 10.0
+    metadata: dict = field(default_factory=dict)
+    go: Optional[object] = None
+    save: Optional[Callable] = None
+    options: dict = field(default_factory=dict)
