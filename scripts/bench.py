@@ -120,7 +120,8 @@ def chromium_start():
     once (Chromium dies with this process: its parent-death signal)."""
     import asyncio
     import shutil
-    from tfjs_parity.runners.browser_runner import NODE_MODULES, Chromium, chromium_switches, connect, find_chromium
+    from tfjs_parity.paths import NODE_MODULES
+    from tfjs_parity.runners.chromium import Chromium, chromium_switches, connect, find_chromium
     from tfjs_parity.server import PageServer
     page_file = Path(tempfile.mkdtemp()) / "page.html"
     page_file.write_text("<script src='tf.min.js'></script>")

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, run_script
-from tfjs_parity.runners import browser_runner
+from tfjs_parity.runners import chromium as browser_chromium, page as browser_page
 from tfjs_parity.server import PageServer
 
 pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
@@ -137,12 +137,12 @@ def test_a_killed_or_interrupted_run_leaves_no_chromium_and_says_one_line(conver
         assert len(stderr.strip().splitlines()) == 1 and stderr.startswith(line), stderr
     assert wait_for(lambda: not leftovers_of(browser, marker), 5 - (time.monotonic() - stopped)), \
         leftovers_of(browser, marker)
-    profiles = list(browser_runner.profiles_folder().glob(f".chromium-profile.~{run.pid}~*"))
+    profiles = list(browser_chromium.profiles_folder().glob(f".chromium-profile.~{run.pid}~*"))
     if signum == signal.SIGKILL:
         # nothing of the kit could run: its profile stays until the next run, which removes it
         # (another run on this machine may have done so already: any run does)
         assert len(profiles) <= 1
-        fresh = browser_runner.new_profile()
+        fresh = browser_chromium.new_profile()
         try:
             assert not any(profile.exists() for profile in profiles)
         finally:
@@ -183,7 +183,7 @@ def test_chromium_or_the_page_dying_mid_run_is_one_line_at_once(converted, tmp_p
             "gpu-process": "error: "}[victim]  # tfjs's own error or the lost WebGL context, whichever comes first
     assert_one_line_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr), said)
     assert wait_for(lambda: not leftovers_of(browser, marker), 5), leftovers_of(browser, marker)
-    assert list(browser_runner.profiles_folder().glob(f".chromium-profile.~{run.pid}~*")) == []
+    assert list(browser_chromium.profiles_folder().glob(f".chromium-profile.~{run.pid}~*")) == []
 
 
 # ---------------------------------------------------------------- launch failures
@@ -209,7 +209,7 @@ def test_a_chromium_that_exits_at_once_is_one_line_in_seconds(converted, tmp_pat
     assert_one_line_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr),
                           f"CHROME_PATH={executable}", f"exited at once with status {status}", said)
     assert elapsed < 10, elapsed  # Python's start included; Chromium's death is noticed at once
-    assert list(browser_runner.profiles_folder().glob(f".chromium-profile.~{run.pid}~*")) == []
+    assert list(browser_chromium.profiles_folder().glob(f".chromium-profile.~{run.pid}~*")) == []
 
 
 def test_a_chromium_that_never_starts_is_stopped_at_the_launch_timeout(converted, tmp_path):
@@ -236,7 +236,7 @@ def test_the_kit_keeps_its_own_switches(converted, tmp_path):
 
 
 def test_extra_features_are_merged_into_the_kits():
-    switches = browser_runner.chromium_switches(["--disable-features=Foo", "--enable-features=Bar,Baz", "--x"])
+    switches = browser_chromium.chromium_switches(["--disable-features=Foo", "--enable-features=Bar,Baz", "--x"])
     enabled = [s for s in switches if s.startswith("--enable-features=")]
     disabled = [s for s in switches if s.startswith("--disable-features=")]
     assert len(enabled) == 1 and enabled[0].split("=")[1].split(",") == ["Vulkan", "Bar", "Baz"]
@@ -353,7 +353,7 @@ def test_a_page_that_reaches_out_reaches_no_one(tmp_path):
     import asyncio
     import pyppeteer
     netlog = tmp_path / "netlog.json"
-    switches = browser_runner.chromium_switches([f"--log-net-log={netlog}"])
+    switches = browser_chromium.chromium_switches([f"--log-net-log={netlog}"])
 
     async def reach_out(chromium):
         browser = await pyppeteer.connect(browserWSEndpoint=chromium.endpoint)
@@ -367,7 +367,7 @@ def test_a_page_that_reaches_out_reaches_no_one(tmp_path):
         chromium.closing = True
         await browser.close()
         return outcomes
-    with browser_runner.Chromium(browser_runner.find_chromium(), switches) as chromium:
+    with browser_chromium.Chromium(browser_chromium.find_chromium(), switches) as chromium:
         outcomes = asyncio.run(reach_out(chromium))
     assert outcomes == ["refused"] * 6
     requests, network, _, _ = outside_calls(json.loads(netlog.read_text()))
@@ -396,7 +396,7 @@ def test_no_file_reached_through_a_symlink_below_the_served_folder_is_served(con
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "weights.bin").write_bytes(b"not the model's")
     (model / "linked.bin").symlink_to(tmp_path / "elsewhere" / "weights.bin")
-    routes = browser_runner.routes_for(model / "model.json")
+    routes = browser_page.routes_for(model / "model.json")
     assert "/model/evil.json" not in routes and "/model/linked.bin" not in routes
     # the server refuses them even when asked to serve them (a route made before the swap)
     routes.update({"/model/evil.json": model / "evil.json", "/model/linked.bin": model / "linked.bin",

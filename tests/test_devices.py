@@ -47,7 +47,7 @@ def open_in_chromium(url, wait_for_exit_of):
     """A headless Chromium (the kit's own launch) opens `url`, as a phone's browser would,
     and stays until the device run ends."""
     import pyppeteer
-    from tfjs_parity.runners.browser_runner import Chromium, chromium_switches, find_chromium
+    from tfjs_parity.runners.chromium import Chromium, chromium_switches, find_chromium
 
     async def visit():
         with Chromium(find_chromium(), chromium_switches()) as chromium:

@@ -181,7 +181,7 @@ def test_html_report_renders_self_contained_with_chart_and_verdicts(matrix, tmp_
 
 async def _render(page_path, screenshot):
     import pyppeteer
-    from tfjs_parity.runners.browser_runner import Chromium, chromium_switches, find_chromium
+    from tfjs_parity.runners.chromium import Chromium, chromium_switches, find_chromium
     with Chromium(find_chromium(), chromium_switches()) as chromium:  # the kit's own launch: no orphans
         browser = await pyppeteer.connect(browserWSEndpoint=chromium.endpoint)
         try:

@@ -2,7 +2,7 @@ import http.client
 
 import pytest
 
-from tfjs_parity.runners.browser_runner import TFJS_FILES, routes_for
+from tfjs_parity.runners.page import TFJS_FILES, routes_for
 from tfjs_parity.server import PageServer
 
 

@@ -15,7 +15,9 @@ from .. import KitError
 from ..capture import Capture
 from ..runs import variant_of
 from ..server import PageServer, Uploads
-from .browser_runner import BACKENDS, check_servable, one_line, read_upload, routes_for  # noqa: F401 (the page's)
+from .browser_runner import BACKENDS  # noqa: F401 (the page's backends, on any browser)
+from .chromium import one_line
+from .page import check_servable, read_upload, routes_for
 
 NAME = "device"
 SCRIPT = "run_browser.py --device"

@@ -11,8 +11,8 @@ import time
 
 from .. import KitError, processes
 from ..files import remove_stale_staging, staging_dir
-from .browser_runner import (BACKENDS, LAUNCH_TIMEOUT, PAGE_TIMEOUT,  # noqa: F401 (BACKENDS: the page's)
-                             find_browser, one_line, profiles_folder)
+from .browser_runner import BACKENDS, PAGE_TIMEOUT  # noqa: F401 (BACKENDS: the page's, on any browser)
+from .chromium import LAUNCH_TIMEOUT, find_browser, one_line, profiles_folder
 from .device_runner import DeviceSession, page_parameters
 
 NAME = "firefox"
