@@ -13,7 +13,8 @@ import pytest
 from conftest import ROOT, assert_one_line_error, check, leftovers, run_script
 from tfjs_parity import KitError
 from tfjs_parity.capture import JSON_LIMIT, Capture, read_safetensors
-from tfjs_parity.server import PageServer, Uploads
+from tfjs_parity.server import PageServer
+from tfjs_parity.uploads import Uploads
 
 pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
 

@@ -15,7 +15,8 @@ from urllib.parse import urlencode
 
 from .. import KitError
 from ..progress import Progress
-from ..server import PageServer, Uploads
+from ..server import PageServer
+from ..uploads import Uploads
 from .chromium import LAUNCH_TIMEOUT, SIGNALS, Chromium, chromium_switches, connect, find_chromium, one_line
 from .node_runner import PROGRESS
 from .page import check_model, check_servable, check_tfjs_files, model_routes, page_routes, read_upload, routes_for

@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 from .. import KitError
 from ..capture import Capture
 from ..runs import variant_of
-from ..server import PageServer, Uploads
+from ..server import PageServer
+from ..uploads import Uploads
 from .browser_runner import BACKENDS  # noqa: F401 (the page's backends, on any browser)
 from .chromium import one_line
 from .page import check_servable, read_upload, routes_for
@@ -193,7 +194,7 @@ def expected_capture_bytes(out_dir):
     holds, as float32, plus a header; the study's own limit when Python's is missing."""
     from ..capture import JSON_LIMIT
     from ..paths import PYTHON_CAPTURE, find_capture
-    from ..server import MAX_CAPTURE_BYTES, MAX_HEADER_BYTES
+    from ..uploads import MAX_CAPTURE_BYTES, MAX_HEADER_BYTES
     try:
         values = Capture.load(find_capture(out_dir, PYTHON_CAPTURE)).values
     except KitError:

@@ -1,0 +1,229 @@
+"""The upload state machine of one run: a capture is a safetensors file sent in pieces, each a
+POST to /upload/<token>/<name>/<step> (the steps: wire.json's upload.steps): `begin` (the
+header: 8-byte length + JSON, which fixes the total size), `data` (the next bytes, in header
+order: the page sends up to wire.json's upload.piece_bytes of tensors, or one bigger tensor,
+a request), `end`. The token is fresh for each run; the names are the captures this run
+asked for; each may be uploaded once (device mode: once per device, a repeat replaces);
+nothing beyond the size the header announced (and at most MAX_CAPTURE_BYTES) is accepted.
+The file is written to a temporary name in the staging folder and renamed when complete.
+The HTTP side is server.py's."""
+import contextlib
+import io
+import os
+import queue
+import secrets
+import threading
+from pathlib import Path
+
+from . import KitError
+from .files import staging_file
+from .wire import UPLOAD_STEPS, data_end, parse_safetensors_header
+
+MAX_HEADER_BYTES = 64 * 2 ** 20     # a safetensors header: names, shapes and the metadata
+MAX_CAPTURE_BYTES = 16 * 2 ** 30    # far above any model's activations here; refuses a runaway page
+MAX_REQUEST_BYTES = 2 * 2 ** 30     # one request's body (a piece of a capture)
+
+
+class UploadRefused(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class Uploads:
+    """The one-time upload paths of one run: a capture per name in `names` (the backends
+    asked for), from one browser; or, with `repeatable` (device mode), per name and device
+    (at most `max_devices` devices), where a device that uploads the same name again replaces
+    its earlier capture, and a new upload replaces one it left unfinished. `events` (a queue)
+    hears each finished upload ({"event": "uploaded", "device", "name"}), each failure a
+    device reports, and (from the server) each device's first visit."""
+
+    def __init__(self, staging_dir, names, limit=MAX_CAPTURE_BYTES, repeatable=False, max_devices=None):
+        self.token = secrets.token_urlsafe(18)
+        self.staging_dir, self.limit, self.repeatable = Path(staging_dir), limit, repeatable
+        self.names, self.max_devices = list(names), max_devices
+        # (device, name) -> None, then {"file", "path", "total", "written", "done", "taken"}
+        self.state = {(None, name): None for name in names}
+        self.devices = set()
+        self.events = queue.Queue()
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def path(self, name):
+        return f"/upload/{self.token}/{name}"
+
+    def own_token(self, text):
+        return secrets.compare_digest(text.encode("utf-8"), self.token.encode("utf-8"))
+
+    def completed(self, name, device=None):
+        """The staged safetensors file of `name`, once its upload ended; else None."""
+        state = self.state.get((device, name))
+        return state["path"] if state and state["done"] else None
+
+    def discard(self):
+        """Refuse everything from now on, and remove every staged file not taken (failed or
+        unfinished uploads)."""
+        with self.lock:
+            self.closed = True
+            for state in self.state.values():
+                if state and not state.get("taken"):
+                    _drop(state)
+
+    def take(self, name, device=None):
+        with self.lock:
+            state = self.state[(device, name)]
+            state["taken"] = True
+            return state["path"]
+
+    def check(self, url_path, length, device=None):
+        """(name, step) of an acceptable POST of `length` bytes, before its body is read;
+        UploadRefused(status, why) otherwise."""
+        parts = url_path.split("/")
+        if self.closed or len(parts) != 5 or parts[1] != "upload" or not self.own_token(parts[2]) \
+                or parts[3] not in self.names:
+            raise UploadRefused(404, "not an upload of this run")
+        name, step = parts[3], parts[4]
+        state = self.state.get((device, name))
+        if step not in UPLOAD_STEPS:
+            raise UploadRefused(404, "not an upload step")
+        if step == "begin":
+            if state is not None and not self.repeatable:
+                raise UploadRefused(409, f"{name} was already uploaded in this run")
+            if state is not None and (state.get("busy") or (state["done"] and not state.get("taken"))):
+                raise UploadRefused(409, f"{name}: this device's last upload is still arriving or being saved")
+            if device not in self.devices and self.max_devices is not None and len(self.devices) >= self.max_devices:
+                raise UploadRefused(403, f"this run takes captures from {self.max_devices} device(s) at most")
+            if length > MAX_HEADER_BYTES + 8:
+                raise UploadRefused(413, f"{name}: a header of {length} bytes is more than {MAX_HEADER_BYTES}")
+        else:  # data, end
+            if state is None or state["done"]:
+                raise UploadRefused(409, f"{name}: no upload in progress")
+            if state.get("busy"):
+                raise UploadRefused(409, f"{name}: the previous piece is still arriving")
+            if state["written"] + length > state["total"]:
+                raise UploadRefused(413, f"{name}: more data than its header announced")
+        return name, step
+
+    def receive(self, url_path, body, device=None):
+        """Handle one POST whose body was read; raise UploadRefused(status, why) when it is
+        not acceptable."""
+        self.receive_stream(url_path, io.BytesIO(body), len(body), device)
+
+    def receive_stream(self, url_path, stream, length, device=None):
+        """Handle one POST of `length` bytes read from `stream`, a piece at a time (memory
+        stays bounded, whatever the body's size; other devices' uploads go on meanwhile)."""
+        with self.lock:
+            name, step = self.check(url_path, length, device)
+            key = (device, name)
+            state = self.state.get(key)
+            if step == "begin":
+                body = read_exactly(stream, length)  # at most a header's size
+                if state is not None and not state.get("taken"):
+                    _drop(state)  # an upload this device left unfinished (a reload, a dropped network)
+                self.state[key] = self._begin(name, body)
+                self.devices.add(device)
+                return
+            if step == "end":
+                if state["written"] != state["total"]:
+                    raise UploadRefused(400, f"{name}: {state['written']} of {state['total']} bytes arrived")
+                self._store(key, state["file"].close)
+                state["done"] = True
+                self.events.put({"event": "uploaded", "device": device, "name": name})
+                return
+            state["busy"] = True
+        written = 0
+        try:
+            while written < length:  # the piece, outside the lock
+                chunk = stream.read(min(length - written, 1 << 20))
+                if not chunk:
+                    raise UploadRefused(400, "the body ended early")
+                self._store(key, lambda: state["file"].write(chunk))
+                written += len(chunk)
+        finally:
+            with self.lock:
+                state["busy"] = False
+                state["written"] += written
+
+    def _store(self, key, write):
+        """Run `write` on a staged file; a full disk (or a run that ended meanwhile) ends
+        that upload: its file is removed and the device is told (507)."""
+        try:
+            write()
+        except (OSError, ValueError) as error:  # ValueError: the file was closed as the run ended
+            with contextlib.suppress(KeyError):
+                state = self.state[key]
+                if state is not None:
+                    _drop(state)
+                    self.state[key] = None
+            reason = getattr(error, "strerror", None) or "the run ended"
+            message = f"{key[1]}: cannot store it ({reason})"
+            if not self.closed:  # the kit says so too, not only the device
+                self.events.put({"event": "failed", "device": key[0], "name": key[1], "error": message})
+            raise UploadRefused(507, message) from None
+
+    def report_failure(self, name, device, error):
+        """A device says backend `name` did not run there (it is not one of its backends, or it
+        failed): an event like an upload's, so whoever waits knows."""
+        if self.closed or name not in self.names:
+            raise UploadRefused(404, "not a backend of this run")
+        with self.lock:
+            if device not in self.devices and self.max_devices is not None and len(self.devices) >= self.max_devices:
+                raise UploadRefused(403, f"this run takes reports from {self.max_devices} device(s) at most")
+            self.devices.add(device)
+        self.events.put({"event": "failed", "device": device, "name": name, "error": error})
+
+    def _begin(self, name, body):
+        try:
+            header, length = parse_safetensors_header(body)
+        except ValueError as error:
+            raise UploadRefused(400, f"not a safetensors header ({error})") from None
+        if length != len(body) - 8:
+            raise UploadRefused(400, "the header length does not match the header sent")
+        try:
+            total = len(body) + data_end(header)
+        except ValueError:
+            raise UploadRefused(400, "not a safetensors header") from None
+        if total > self.limit:
+            raise UploadRefused(413, f"{name}: {total} bytes is more than the {self.limit} allowed")
+        try:
+            fd, path = staging_file(self.staging_dir, f"upload_{name}", ".safetensors")
+        except KitError as error:
+            raise UploadRefused(507, str(error)) from None
+        handle = None
+        try:
+            handle = os.fdopen(fd, "wb")
+            handle.write(body)
+        except OSError as error:
+            if handle is None:
+                os.close(fd)
+            else:
+                with contextlib.suppress(OSError):
+                    handle.close()
+            os.unlink(path)
+            raise UploadRefused(507, f"{name}: cannot store it ({error.strerror or error})") from None
+        except BaseException:
+            if handle is None:
+                os.close(fd)
+            else:
+                handle.close()
+            os.unlink(path)
+            raise
+        return {"file": handle, "path": path, "total": total, "written": len(body), "done": False}
+
+
+def _drop(state):
+    with contextlib.suppress(OSError):
+        state["file"].close()
+    Path(state["path"]).unlink(missing_ok=True)
+
+
+def read_exactly(stream, length):
+    """Exactly `length` bytes of `stream`; UploadRefused when the body ends first."""
+    parts, left = [], length
+    while left:
+        part = stream.read(left)
+        if not part:
+            raise UploadRefused(400, "the body ended early")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
