@@ -81,7 +81,7 @@ def test_javascript_writes_safetensors_python_reads_bit_for_bit(tmp_path):
         fs.writeFileSync(process.argv[2], Buffer.concat(chunks));
       })();
     """
-    from tfjs_parity.capture import encode_tensor
+    from tfjs_parity.capture_json import encode_tensor
     out = tmp_path / "js.safetensors"
     subprocess.run(["node", "-e", script, json.dumps(encode_tensor(SPECIAL)["data"]), str(out)], cwd=ROOT,
                    check=True, capture_output=True)

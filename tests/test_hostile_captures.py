@@ -12,7 +12,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_script
 from tfjs_parity import KitError
-from tfjs_parity.capture import Capture, encode_tensor, read_safetensors
+from tfjs_parity.capture import Capture, read_safetensors
+from tfjs_parity.capture_json import encode_tensor
 
 pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from . import KitError, topology
 from .cli import Terminated, asked_to_stop, stop_if_asked
 from . import plan as plan_module
-from .capture import encode_tensor, remove_other_formats
+from .capture import remove_other_formats
+from .capture_json import encode_tensor
 from .files import atomic_write_text, commit_file, exchange_or_replace_dir, failpoint, shown_path, staging_dir, write_error
 from .paths import INPUT_FILE
 

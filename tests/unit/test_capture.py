@@ -6,7 +6,8 @@ import pytest
 
 from conftest import ROOT, leftovers
 from tfjs_parity import KitError
-from tfjs_parity.capture import Capture, decode_tensor, encode_tensor
+from tfjs_parity.capture import Capture
+from tfjs_parity.capture_json import decode_tensor, encode_tensor
 
 SPECIAL_VALUES = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, -1.0,
                            np.finfo(np.float32).max, np.finfo(np.float32).tiny,

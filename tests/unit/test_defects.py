@@ -9,7 +9,8 @@ import pytest
 
 from conftest import ROOT
 from tfjs_parity import KitError
-from tfjs_parity.capture import Capture, encode_tensor
+from tfjs_parity.capture import Capture
+from tfjs_parity.capture_json import encode_tensor
 from tfjs_parity.compare import check_same_model, measure
 from tfjs_parity.files import write_error
 from tfjs_parity.reference import REFERENCE_BACKEND, REFERENCE_RUNTIME

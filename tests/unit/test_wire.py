@@ -6,17 +6,22 @@ import subprocess
 import pytest
 
 from conftest import ROOT
-from tfjs_parity import capture, paths, plan, wire
+from tfjs_parity import capture, capture_json, capture_safetensors, paths, plan, wire
 
 
 def test_python_takes_its_names_from_the_wire_file():
     document = json.loads((ROOT / "tfjs_parity" / "wire.json").read_text())
-    assert capture.SAFETENSORS_DTYPES == document["dtypes"]
-    assert (capture.WEIGHTS_SUFFIX, capture.OUTPUT_SUFFIX) == (document["key_suffixes"]["weights"],
-                                                              document["key_suffixes"]["output"])
-    assert list(capture.SPECIAL_NUMBERS) == document["special_numbers"]
-    assert (paths.CONVERTED_DIR, paths.INPUT_FILE, plan.PLAN_FILE) == (
+    assert wire.SAFETENSORS_DTYPES == document["dtypes"]
+    assert (wire.WEIGHTS_SUFFIX, wire.OUTPUT_SUFFIX) == (document["key_suffixes"]["weights"],
+                                                        document["key_suffixes"]["output"])
+    assert list(wire.SPECIAL_NUMBERS) == document["special_numbers"]
+    assert (wire.CONVERTED_DIR, wire.INPUT_FILE, wire.PLAN_FILE) == (
         document["files"]["converted_dir"], document["files"]["inputs"], document["files"]["plan"])
+    # and the codecs use those very objects, not copies
+    assert capture_safetensors.SAFETENSORS_DTYPES is wire.SAFETENSORS_DTYPES
+    assert capture_json.SPECIAL_NUMBERS is wire.SPECIAL_NUMBERS and capture.OUTPUT_SUFFIX is wire.OUTPUT_SUFFIX
+    assert (paths.CONVERTED_DIR, paths.INPUT_FILE, plan.PLAN_FILE) == (wire.CONVERTED_DIR, wire.INPUT_FILE,
+                                                                      wire.PLAN_FILE)
 
 
 @pytest.mark.parametrize("prefix, fragment", [(b"\1\0", "8-byte length"),

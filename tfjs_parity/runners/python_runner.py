@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from ..capture import Capture, encode_tensor, output_key, weights_key
+from ..capture import Capture, output_key, weights_key
+from ..capture_json import encode_tensor
 from ..wire import SCHEMA
 from ..model import probe_model
 from ..runs import cpu_model
