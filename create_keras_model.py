@@ -53,8 +53,9 @@ def main():
     writable_out_dir(args.out_dir)  # before the slow part: a folder that cannot be written fails now
 
     from tfjs_parity import inputs as model_inputs
-    from tfjs_parity.model import (build_study_model, check_tfjs_can_run, commit_run, flat_tf_keras_model, held_stderr,
-                                   load_user_model, make_plan, stage_converted)
+    from tfjs_parity.commit import commit_run
+    from tfjs_parity.kinds.layers_model import check_tfjs_can_run, flat_tf_keras_model, make_plan, stage_converted
+    from tfjs_parity.model import build_study_model, held_stderr, load_user_model
     from tfjs_parity.reference import reference_capture
     from tfjs_parity.runners import python_runner
 

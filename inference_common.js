@@ -5,13 +5,15 @@
 // the wire contract, tfjs_parity/wire.json (docs/captures.md), which Python reads too: Node
 // gets this module made with it; the page calls makeInferenceCommon(wire) with the /wire.json
 // the kit's server hands it.
+// The kinds of model (tfjs_parity/kinds/: how a model is loaded and the plan executed) come
+// the same way: required here under Node, window.kitKinds (their script tags) in the page.
 (function (root, factory) {
   if (typeof module === 'object' && module.exports) {
-    module.exports = factory(require('./tfjs_parity/wire.json'));
+    module.exports = factory(require('./tfjs_parity/wire.json'), {layers: require('./tfjs_parity/kinds/layers_model.js')});
   } else {
-    root.makeInferenceCommon = factory;
+    root.makeInferenceCommon = (wire) => factory(wire, root.kitKinds);
   }
-}(typeof self !== 'undefined' ? self : this, function (wire) {
+}(typeof self !== 'undefined' ? self : this, function (wire, kinds) {
   'use strict';
 
   const SCHEMA = wire.schema;
@@ -98,40 +100,12 @@
     }
   }
 
-  // The plan executed on tfjs's own graph: each point is the output tensors of one call
-  // (inbound node) of one layer, so a model whose outputs are all of them yields every point
-  // in one predict, as Keras does on the Python side.
-  function probeModel(tf, model, plan) {
-    const outputs = [];
-    for (const point of plan.points) {
-      let layer;
-      try {
-        layer = model.getLayer(point.layer);
-      } catch (error) {
-        throw new Error(`the probe plan names layer ${point.layer}, which the model does not have; ` +
-                        'run create_keras_model.py again');
-      }
-      const node = layer.inboundNodes[point.node];
-      if (!node || node.outputTensors.length !== point.outputs) {
-        throw new Error(`layer ${point.layer}: call ${point.node} is not the one the probe plan describes ` +
-                        `(${node ? node.outputTensors.length : 'no'} outputs, plan: ${point.outputs})`);
-      }
-      outputs.push(...node.outputTensors);
-    }
-    return tf.model({inputs: model.inputs, outputs});
-  }
-
-  // The model's inputs in its own order, from {name: tensor}.
-  function feedOf(model, inputs) {
-    return model.inputNames.map((name) => {
+  // The model's inputs in the probe's order, from {name: tensor}.
+  function feedOf(probe, inputs) {
+    return probe.inputNames.map((name) => {
       if (!(name in inputs)) throw new Error(`${wire.files.inputs} holds no input ${name} (it has ${Object.keys(inputs).join(', ')})`);
       return inputs[name];
     });
-  }
-
-  async function predictAll(probe, feed) {
-    const predictions = probe.predict(feed.length === 1 ? feed[0] : feed);
-    return Array.isArray(predictions) ? predictions : [predictions];
   }
 
   // Warm up once (shader compilation, allocation), then time up to `repeat` predictions, each
@@ -140,7 +114,7 @@
   async function timePredictions(tf, probe, feed, repeat, budgetMs) {
     const once = async () => {
       const start = performance.now();
-      const predictions = await predictAll(probe, feed);
+      const predictions = probe.predict(feed);
       await Promise.all(predictions.map((t) => t.data()));
       tf.dispose(predictions);
       return performance.now() - start;
@@ -179,7 +153,7 @@
   // The whole capture: flags, backend, self-test, model, inputs, timing, metadata, then
   // every point's tensors handed to `options.sink`, which writes or uploads them.
   //   options: {backend, flags, repeat, budgetSeconds, ready() (optional: resolves once the
-  //             model may be read), loadModel(), loadPlan(), loadInputs(plan), metadata,
+  //             model may be read), loadPlan(), loadModel(kind), loadInputs(plan), metadata,
   //             describe() (more metadata, once the backend runs), sink(metadata, entries, progress),
   //             progress(done, total)}
   async function runCapture(tf, options) {
@@ -188,18 +162,18 @@
     await selfTest(tf, options.backend);
     // A run started beside step 1 (make run) waits here, started up, until the model is there.
     if (options.ready) await options.ready();
-    const model = await options.loadModel();
     const plan = await options.loadPlan();
+    const kind = kinds[plan.kind || 'layers'];
+    if (!kind) throw new Error(`the probe plan is of a model kind ${plan.kind} this page has no script for`);
+    const model = await options.loadModel(kind);
     const inputs = await options.loadInputs(plan);
-    const feed = feedOf(model, inputs);
-    const probe = probeModel(tf, model, plan);
-    const predictions = await predictAll(probe, feed);
+    const probe = kind.probe(tf, model, plan);
+    const feed = feedOf(probe, inputs);
+    const predictions = probe.predict(feed);
     const entries = [];  // [{key, tensors}] in plan order
     let position = 0;
     for (const point of plan.points) {
-      if (point.weights) {
-        entries.push({key: point.name + WEIGHTS_SUFFIX, tensors: model.getLayer(point.layer).getWeights()});
-      }
+      if (point.weights) entries.push({key: point.name + WEIGHTS_SUFFIX, tensors: probe.weightsOf(point)});
       entries.push({key: point.name + OUTPUT_SUFFIX, tensors: predictions.slice(position, position + point.outputs)});
       position += point.outputs;
     }

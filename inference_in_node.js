@@ -126,7 +126,7 @@ async function main() {
     repeat: args.repeat,
     budgetSeconds: args.budget,
     ready: args.wait ? async () => { await lineOnStdin(); checkModel(); } : null,
-    loadModel: () => tf.loadLayersModel(`file://${modelPath}`),
+    loadModel: (kind) => kind.load(tf, `file://${modelPath}`),
     loadPlan: async () => readJson(common.wire.files.plan, 'what to capture'),
     loadInputs: async (plan) => common.decodeInputs(tf, readJson(common.wire.files.inputs, 'the inputs'), plan),
     metadata: Object.assign({

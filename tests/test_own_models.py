@@ -204,7 +204,7 @@ def test_study_options_do_not_mix_with_a_model(zoo_files, tmp_path):
 
 def test_the_kit_knows_which_layers_tfjs_has():
     """model.TFJS_LAYERS against the classes tfjs-layers really registers."""
-    from tfjs_parity.model import TFJS_LAYERS
+    from tfjs_parity.kinds.layers_model import TFJS_LAYERS
     script = ("const tf = require('@tensorflow/tfjs');"
               "console.log(JSON.stringify(Object.keys(tf.serialization.SerializationMap.getMap().classNameMap)));")
     done = subprocess.run(["node", "-e", script], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "inference_in_node.js"
 BROWSER_PAGE = ROOT / "inference_in_browser.html"
 COMMON_JS = ROOT / "inference_common.js"
+KINDS_JS = sorted((ROOT / "tfjs_parity" / "kinds").glob("*.js"))  # each kind of model's JS half (kinds/)
 NODE_MODULES = ROOT / "node_modules"
 
 # Results go beside the kit, not into whatever directory the user happens to be in, so the

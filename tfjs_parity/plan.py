@@ -2,10 +2,11 @@
 executed by every runtime (the Python runner, the float64 reference, Node and the page), so
 "which tensors make a capture" is decided in one place.
 
-A capture point is one call of one layer: its name is the layer's name, or
-`<layer>_call<k>` for the k-th call of a layer used more than once (a shared layer). Each
+A capture point is a named tensor of the model's graph (or a few: a call returning several):
+in a layers model (the kind of model: kinds/), one call of one layer, named after the layer,
+or `<layer>_call<k>` for the k-th call of a layer used more than once (a shared layer). Each
 point records the tensors that feed it (a model input by name, or another point's output),
-how many tensors it returns, and whether it carries the layer's weights (its first call).
+how many tensors it returns, and whether it carries the weights (a layer's first call).
 """
 import json
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ class Plan:
     points: list
     source: dict = field(default_factory=dict)  # the model the user gave: its format and file
     model_id: str = ""  # a hash of the converted model and inputs; every capture of it records it
+    kind: str = "layers"  # the kind of model (kinds/): how every runtime loads it and executes the plan
 
     def check_capture(self, capture):
         """KitError naming the capture's file unless it holds what this plan captures: every
@@ -71,8 +73,9 @@ class Plan:
         return next(p for p in self.points if p.name == name)
 
     def to_json(self):
-        return json.dumps({"schema": PLAN_SCHEMA, "model_id": self.model_id, "source": self.source, "inputs": [asdict(i) for i in self.inputs],
-                           "points": [asdict(p) for p in self.points]}, indent=1)
+        return json.dumps({"schema": PLAN_SCHEMA, "kind": self.kind, "model_id": self.model_id, "source": self.source,
+                           "inputs": [asdict(i) for i in self.inputs], "points": [asdict(p) for p in self.points]},
+                          indent=1)
 
     def save(self, path):
         atomic_write_text(path, self.to_json())
@@ -85,7 +88,7 @@ class Plan:
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
             return cls([Input(**i) for i in document["inputs"]], [Point(**p) for p in document["points"]],
-                       document.get("source", {}), str(document.get("model_id", "")))
+                       document.get("source", {}), str(document.get("model_id", "")), str(document.get("kind", "layers")))
         except (ValueError, KeyError, TypeError) as error:
             raise KitError(f"{path}: not a probe plan ({error}); run `python create_keras_model.py` again") from None
 

@@ -18,9 +18,9 @@ import json
 import numpy as np
 
 from . import KitError
-from .bounds import layer_bound
 from .capture import WEIGHTS_SUFFIX
-from .model import held_stderr, load_keras, load_keras3, probe_model
+from .kinds import kind_of
+from .model import held_stderr, load_keras, load_keras3
 from .plan import PLAN_FILE, Plan
 from .runners import REFERENCE_RUNTIME
 
@@ -106,9 +106,9 @@ class LocalReference:
         weights may be the very thing that is wrong)."""
         import tensorflow as tf
         self.tf = tf
-        self.plan = plan
+        self.plan, self.kind = plan, kind_of(plan)
         self._decoded = {}  # id(capture) -> its inputs, decoded once (ResNet50's: 15 ms, at each of 176 points)
-        probe = probe_model(float64_clone(model, keras), keras, plan, by_path)  # every layer built, as in the model
+        probe = self.kind.probe_model(float64_clone(model, keras), keras, plan, by_path)  # every layer built, as in the model
         self.layers = probe.layers
         for point in plan.points:
             if point.weights and reference.weights(point.name):
@@ -172,7 +172,7 @@ class LocalReference:
             if produced:
                 masks[point.name] = produced
             with np.errstate(all="ignore"):
-                bounds = {p.name: layer_bound(layer, arrays, outputs, p, evaluate) for p in precisions}
+                bounds = {p.name: self.kind.bound(layer, arrays, outputs, p, evaluate) for p in precisions}
             yield point, outputs, bounds
 
     def _output_masks(self, layer, arrays, mask, count):

@@ -116,7 +116,7 @@ class DeviceSession:
         """What is served, in words, for the start-up lines."""
         model = sorted(path.removeprefix("/model/") for path in self.server.routes if path.startswith("/model/"))
         tfjs = sum(path.startswith("/node_modules/") for path in self.server.routes)
-        return (f"the page, inference_common.js, the wire contract, tfjs {tfjs} files from "
+        return (f"the page, its scripts, the wire contract, tfjs {tfjs} files from "
                 f"node_modules, and the model ({', '.join(model)}); nothing else, and only under the token")
 
     def __enter__(self):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .. import KitError
 from ..capture import read_safetensors
-from ..paths import BROWSER_PAGE, COMMON_JS, NODE_MODULES, WIRE_FILE
+from ..paths import BROWSER_PAGE, COMMON_JS, KINDS_JS, NODE_MODULES, ROOT, WIRE_FILE
 
 # The page's scripts and the wasm binaries, from the kit's own pinned npm packages.
 TFJS_FILES = [
@@ -66,6 +66,8 @@ def page_routes():
     """The page, its scripts and tfjs."""
     routes = {"/inference_in_browser.html": BROWSER_PAGE, "/inference_common.js": COMMON_JS,
               f"/{WIRE_FILE.parent.name}/{WIRE_FILE.name}": WIRE_FILE}
+    for kind_js in KINDS_JS:
+        routes[f"/{kind_js.relative_to(ROOT)}"] = kind_js
     for name in TFJS_FILES:
         routes[f"/{name}"] = NODE_MODULES.parent / name
     return routes

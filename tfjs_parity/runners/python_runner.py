@@ -11,7 +11,7 @@ import numpy as np
 from ..capture import Capture, output_key, weights_key
 from ..capture_json import encode_tensor
 from ..wire import SCHEMA
-from ..model import probe_model
+from ..kinds.layers_model import probe_model
 from ..runs import cpu_model
 
 NAME = "python"

@@ -1,0 +1,25 @@
+"""The kind of model: the seam where a second kind (a graph model: a GraphDef of ops that
+tfjs runs with model.execute) plugs in beside the layers model of today.
+
+A kind is a module here (Python) with its JS half beside it (<name>.js, shared by Node and
+the page), and it answers, for its models:
+  - what tfjs can run (checked before anything runs: one line naming what it cannot);
+  - the probe plan (plan.py): each point a named tensor of the model's graph, what feeds
+    it, whether its weights are captured there;
+  - Python's execution of the plan (the probe) and the conversion for tfjs;
+  - `bound`: a point's rounding bound, looked up in the bounds registry;
+  - in JS: `load(tf, url, options)` and `probe(tf, model, plan)`, which returns
+    {outputsOf(feed) -> [tensor per point output], weightsOf(point) -> [tensors]}.
+The plan records its kind (plan.kind), so every runtime executes it with the same one."""
+from . import layers_model
+
+KINDS = {kind.NAME: kind for kind in (layers_model,)}
+
+
+def kind_of(plan):
+    """The kind module of a probe plan; KitError naming the ones there are."""
+    from .. import KitError
+    if plan.kind not in KINDS:
+        raise KitError(f"the probe plan is of a model kind {plan.kind!r} this kit does not have "
+                       f"({', '.join(KINDS)}); run create_keras_model.py again")
+    return KINDS[plan.kind]
