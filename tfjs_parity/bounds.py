@@ -1,6 +1,6 @@
 """Rounding bounds per layer type: how far any correct float32 evaluation of one layer, on
 given inputs, can be from the exact answer. A registry keyed by the layer's class; each
-entry's docstring is its reasoning (the README collects them).
+entry's docstring is its reasoning (docs/verdicts-and-bounds.md lists them).
 
 Every bound is first-order in u, the unit roundoff of the runtime's storage (2**-24 for
 float32, 2**-11 for float16 textures), computed per output element, in float64, from the

@@ -1,6 +1,6 @@
 """Verdicts: is a runtime's difference float32 rounding, reduced precision, overflow, or a bug?
 
-The rule, per layer and runtime (the README gives the reasoning):
+The rule, per layer and runtime (docs/verdicts-and-bounds.md gives the reasoning):
 
 1. "same bits": weights and output bit-identical to TensorFlow Python's.
 2. Weights are checked against the true (Keras) weights: equal, or, on a runtime that
