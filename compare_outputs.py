@@ -75,19 +75,30 @@ def main():
         loaded = [(path, Capture.load(path)) for path in named]
         others = [c for _, c in loaded]
         titled = [(f"tf.Keras Python vs tfjs {c.label}", c) for c in others]
+        missing = []
     else:
-        study = [(paths.find_capture(out_dir, name), name) for _, name in BLOCKS]
-        loaded = [(path, Capture.load(path, made_by=paths.MADE_BY[name])) for path, name in study]
-        titled = [(title, c) for (title, _), (_, c) in zip(BLOCKS, loaded)]
+        # what the folder has: the study's blocks for the study's captures there, every other capture
+        study = [(title, paths.find_capture(out_dir, name), name) for title, name in BLOCKS]
+        present = [(title, path, name) for title, path, name in study if path.is_file()]
+        loaded = [(path, Capture.load(path, made_by=paths.MADE_BY[name])) for _, path, name in present]
+        titled = [(title, c) for (title, _, _), (_, c) in zip(present, loaded)]
         loaded += [(path, Capture.load(path)) for path in paths.extra_captures(out_dir, [n for _, n in BLOCKS])]
         others = [c for _, c in loaded]
+        if not others:
+            raise KitError(f"{out_dir} holds Python's capture and nothing to compare it with; run "
+                           "`python run_node.py` or `python run_browser.py` first")
+        missing = [name for _, path, name in study if not path.is_file()]
+        if missing:
+            note = "; ".join(f"{name} (`python {paths.MADE_BY[name]}`)" for name in missing)
     check_same_model(out_dir / paths.CONVERTED_DIR, [(python_path, reference), *loaded])
     for flag, output in (("--json", args.json), ("--html", args.html)):
         if output:
             check_output(output, flag, inputs=[python_path, *(path for path, _ in loaded)])
     diffs = {id(c): compare_captures(reference, c) for c in others}
     sections = [study_block(title, diffs[id(c)]) for title, c in titled]
-    if len(others) > len(BLOCKS) or args.captures:
+    if missing:
+        sections.append(f"(the study's full table also needs {note})")
+    if len(others) > len(titled) or args.captures:
         others.sort(key=column_order)
         sections.append(layer_table(reference, [diffs[id(c)] for c in others], others))
     print("\n\n".join(sections))

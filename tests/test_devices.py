@@ -292,6 +292,23 @@ def test_firefox_runs_webgl_wasm_and_cpu_and_is_judged_like_the_rest(firefox_stu
     assert "firefox/webgl" in report.stdout
 
 
+def test_a_folder_with_only_python_s_and_firefox_s_captures_compares_with_verdicts(firefox_study, tmp_path):
+    """compare takes what the folder has (issue 19): no Node or Chromium capture needed, and
+    one line says what the study's full table would also need."""
+    out = copy_study(firefox_study[0], tmp_path, ("keras_model_python.json", "keras_model_float64.json",
+                                                  "keras_model_tfjs_firefox_webgl.json"))
+    done = check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "report.json"))
+    assert "(the study's full table also needs keras_model_tfjs_node.json (`python run_node.py`); " \
+           "keras_model_tfjs_browser.json (`python run_browser.py`))" in done.stdout.splitlines()
+    assert "**********" not in done.stdout  # no study block without its capture
+    results = {r["label"]: r for r in json.loads((out / "report.json").read_text())["captures"]}
+    assert set(results) == {"python/tensorflow", "firefox/webgl"}
+    assert {layer["verdict"] for layer in results["firefox/webgl"]["layers"]} <= {"same bits", "float32 rounding"}
+    (out / "keras_model_tfjs_firefox_webgl.json").unlink()
+    assert_one_line_error(run_script("compare_outputs.py", "--out-dir", out),
+                          "holds Python's capture and nothing to compare it with")
+
+
 def test_firefox_leaves_no_process_and_no_profile(firefox_study):
     import tempfile
     profiles = Path(tempfile.gettempdir()) / f"tfjs_parity-firefox-{os.getuid()}"
