@@ -61,8 +61,8 @@ def main():
     if args.allow_mismatch and not gating:  # a usage error: said before anything is read or printed
         raise KitError("--allow-mismatch changes the gate: give --rtol, --atol or --max-ulp with it")
     if args.wait_for_captures:
-        from tfjs_parity.runs import Go
-        go = Go("--wait-for-captures", "every capture", "run_node.py or run_browser.py")
+        from tfjs_parity.steps import ReadySignal
+        go = ReadySignal("--wait-for-captures", "every capture", "run_node.py or run_browser.py")
         if not go.wait():
             raise go.missing()
     out_dir = args.out_dir or (args.captures[0].parent if args.captures else paths.DEFAULT_OUT_DIR)

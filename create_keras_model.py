@@ -23,7 +23,7 @@ from pathlib import Path
 from tfjs_parity import KitError, paths
 from tfjs_parity.cli import int64, positive_int, run_main, seed32
 from tfjs_parity.files import failpoint, staging_dir, writable_out_dir
-from tfjs_parity.runs import add_format_argument, add_timing_arguments, format_note, save_capture
+from tfjs_parity.steps import add_format_argument, add_timing_arguments, format_note, save_capture
 
 
 def main():

@@ -36,7 +36,7 @@ from tfjs_parity import KitError, paths
 from tfjs_parity.cli import positive_int, run_main
 from tfjs_parity.files import writable_out_dir
 from tfjs_parity.runners import Job, browser_runner, device_runner, firefox_runner
-from tfjs_parity.runs import (PRECISIONS, Go, add_run_arguments, add_wait_argument, chosen_backends, cpu_model,
+from tfjs_parity.steps import (PRECISIONS, ReadySignal, add_run_arguments, add_wait_argument, chosen_backends, cpu_model,
                               flags_of, positive_float, save_results, variant_metadata)
 
 
@@ -87,7 +87,7 @@ def main():
     writable_out_dir(args.out_dir)
     runner = device_runner if args.device else firefox_runner if args.browser == "firefox" else browser_runner
     job = Job(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir, backends, flags, args.repeat,
-              args.budget, metadata, go=Go() if args.wait_for_model else None,
+              args.budget, metadata, go=ReadySignal() if args.wait_for_model else None,
               save=lambda backend, capture, variant: save_results({backend: capture}, args.out_dir, runner.NAME,
                                                                   flags, args.format, variant=variant),
               options={"chromium_args": args.chromium_arg, "timeout": args.timeout,

@@ -16,7 +16,7 @@ from tfjs_parity import paths
 from tfjs_parity.cli import run_main
 from tfjs_parity.files import writable_out_dir
 from tfjs_parity.runners import Job, node_runner
-from tfjs_parity.runs import (Go, add_run_arguments, add_wait_argument, chosen_backends, flags_of, save_results,
+from tfjs_parity.steps import (ReadySignal, add_run_arguments, add_wait_argument, chosen_backends, flags_of, save_results,
                               variant_metadata)
 
 
@@ -32,7 +32,7 @@ def main():
     writable_out_dir(args.out_dir)
     job = Job(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir,
               chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat, args.budget, metadata,
-              go=Go() if args.wait_for_model else None)
+              go=ReadySignal() if args.wait_for_model else None)
     save_results(node_runner.run(job), args.out_dir, node_runner.NAME, flags, args.format)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import BROWSER_FILES, F16_FILE, NODE_FILES, ROOT, assert_one_line_error, check, leftovers, run_script
 from tfjs_parity.capture import Capture
-from tfjs_parity.runs import check_sane, parse_flag, variant_of
+from tfjs_parity.steps import check_sane, parse_flag, variant_of
 from tfjs_parity import KitError
 
 pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 class Job:
     """What a step asks of a runner: the converted model, where results and staging files go,
     the backends, tfjs flags, timing (repeat, budget in seconds), metadata added to every
-    capture, `go` (runs.Go: start now, read the model once told), `save` (capture -> the path
+    capture, `go` (steps.ReadySignal: start now, read the model once told), `save` (capture -> the path
     it was saved to, or KitError; for runners that save as captures arrive), and `options`
     that only one runner reads (Chromium's switches and timeouts, a device run's address)."""
     model_json: Path

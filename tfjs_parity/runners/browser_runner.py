@@ -36,7 +36,7 @@ def run(job):
     capture's; job.options: "chromium_args", extra switches added after the kit's own;
     "timeout", the seconds each backend's page may take; "launch_timeout", Chromium's start.
 
-    With job.go (a runs.Go): Chromium starts at once, and the first backend's page loads tfjs,
+    With job.go (a steps.ReadySignal): Chromium starts at once, and the first backend's page loads tfjs,
     starts its backend and self-tests it, then waits for go's line before the model is served
     and read (NoModel when stdin ends instead); the timeout counts from then.
 

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from .. import KitError
 from ..capture import Capture
-from ..runs import variant_of
+from ..steps import variant_of
 from ..server import PageServer
 from ..uploads import Uploads
 from .browser_runner import BACKENDS  # noqa: F401 (the page's backends, on any browser)

@@ -25,7 +25,7 @@ def run(job):
     """Run the tfjs model at job.model_json under Node, one fresh process per backend; return
     {backend: Capture (backed by a file in job.out_dir) or the KitError that backend raised}.
 
-    With job.go (a runs.Go): the first backend's Node starts at once and reads the model only
+    With job.go (a steps.ReadySignal): the first backend's Node starts at once and reads the model only
     once go's line arrives (KitError when it does not); the timeout counts from then."""
     node = shutil.which("node")
     if node is None:

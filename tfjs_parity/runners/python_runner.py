@@ -12,7 +12,7 @@ from ..capture import Capture, output_key, weights_key
 from ..capture_json import encode_tensor
 from ..wire import SCHEMA
 from ..kinds.layers_model import probe_model
-from ..runs import cpu_model
+from ..steps import cpu_model
 
 NAME = "python"
 SCRIPT = "create_keras_model.py"

@@ -75,7 +75,7 @@ def add_wait_argument(parser):
                              "when it is done (make run does)")
 
 
-class Go:
+class ReadySignal:
     """--wait-for-model (--wait-for-captures): the line on stdin that says the step before has
     committed what this step reads. A daemon thread reads it from the start, so waiting for
     it never holds up an exit or a signal."""
