@@ -16,8 +16,6 @@ from tfjs_parity.capture import JSON_LIMIT, Capture, read_safetensors
 from tfjs_parity.server import PageServer
 from tfjs_parity.uploads import Uploads
 
-pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
-
 SPECIAL = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, -1.0, np.finfo(np.float32).max,
                     np.finfo(np.float32).tiny, np.finfo(np.float32).smallest_subnormal, 3.4e-39, 1 / 3],
                    dtype=np.float32)
@@ -64,6 +62,7 @@ def test_the_safetensors_library_reads_what_the_kit_writes(tmp_path):
     np.testing.assert_array_equal(bits(tensors["a_weights/0"]), bits(SPECIAL))
 
 
+@pytest.mark.slow  # runs the real steps
 def test_javascript_writes_safetensors_python_reads_bit_for_bit(tmp_path):
     """inference_common.js's header and bytes (what Node writes and the page uploads), read
     by the safetensors library through capture.py."""
@@ -98,6 +97,7 @@ def test_javascript_writes_safetensors_python_reads_bit_for_bit(tmp_path):
     (lambda data: struct.pack("<Q", 10 ** 12) + data[8:], "truncated or corrupted"),
     (lambda data: b"", "neither a JSON nor a safetensors capture"),
 ])
+@pytest.mark.slow  # runs the real steps
 def test_a_damaged_binary_capture_is_one_line_naming_the_file(small_study, tmp_path, damage, fragment):
     shutil.copytree(small_study / "keras_converted", tmp_path / "keras_converted")
     for name in ("keras_model_python.json", "keras_model_float64.json", "keras_model_tfjs_browser.json"):
@@ -113,6 +113,7 @@ def test_a_damaged_binary_capture_is_one_line_naming_the_file(small_study, tmp_p
         assert_one_line_error(done, str(path), fragment)
 
 
+@pytest.mark.slow  # runs the real steps
 def test_a_binary_capture_reads_only_what_is_asked_for_and_names_a_file_cut_short_since(small_study, tmp_path):
     """Asking whether a key is there reads nothing; a tensor is read at its own offset, bit
     for bit and writable; a file cut short after it was opened is one line naming it."""
@@ -132,6 +133,7 @@ def test_a_binary_capture_reads_only_what_is_asked_for_and_names_a_file_cut_shor
         capture.tensors[last]
 
 
+@pytest.mark.slow  # runs the real steps
 def test_json_v1_binary_and_the_study_own_files_compare_in_any_mix(small_study, tmp_path):
     """The study wrote nested lists with no metadata; v1 JSON captures have metadata and flat
     data; safetensors captures are binary. One folder may hold all three."""
@@ -148,6 +150,7 @@ def test_json_v1_binary_and_the_study_own_files_compare_in_any_mix(small_study, 
     assert done.stdout == expected.stdout  # the same report, whatever the files' formats
 
 
+@pytest.mark.slow  # runs the real steps
 @pytest.mark.slow
 def test_a_big_capture_is_written_binary_and_says_so(tmp_path):
     """7 x Dense(1000): 7M weights, above JSON_LIMIT, and 7 weight shards of 4 MB, more than a

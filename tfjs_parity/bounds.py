@@ -243,10 +243,10 @@ def _elu_layer(layer, inputs, outputs, u, evaluate):
 def _batch_norm(layer, inputs, outputs, u, evaluate):
     """y = gamma (x - mean) / sqrt(var + eps) + beta, evaluated in that order (tfjs) or as
     x s + (beta - mean s) with s = gamma inversesqrt(var + eps) (TensorFlow's fused
-    kernel). inversesqrt is 2 ULP (4u), the sum under it u, each product and sum one
-    rounding: either order is within 7.5u S + u|y| with S = (|x| + |mean|)|s| + |beta|.
-    S, not |y|: after a large convolution the subtraction cancels, and |y| is far smaller
-    than the numbers that were rounded."""
+    kernel). inversesqrt is 2 ULP (4u), the sum under it u (half of it through the square
+    root), each product and sum one rounding: either order is within 7.5u S + u|y| with
+    S = (|x| + |mean|)|s| + |beta|. S, not |y|: after a large convolution the subtraction
+    cancels, and |y| is far smaller than the numbers that were rounded."""
     x = inputs[0]
     axes = [a % x.ndim for a in np.atleast_1d(layer.axis)]
     shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
@@ -258,7 +258,7 @@ def _batch_norm(layer, inputs, outputs, u, evaluate):
     mean, variance = param("moving_mean", 0.0), param("moving_variance", 1.0)
     s = gamma_ / np.sqrt(variance + float(layer.epsilon))
     scale = (np.abs(x) + np.abs(mean)) * np.abs(s) + np.abs(beta)
-    return [10 * u * scale + u * np.abs(outputs[0])]
+    return [7.5 * u * scale + u * np.abs(outputs[0])]
 
 
 @bound_of("LayerNormalization")
@@ -306,8 +306,11 @@ def _average_pooling(layer, inputs, outputs, u, evaluate):
 
 @bound_of("Add", "Average")
 def _sum_merge(layer, inputs, outputs, u, evaluate):
-    """k inputs summed (then divided by k for Average: 2.5 ULP): gamma(k - 1) sum |x_i|,
-    plus the division's and the store's rounding."""
+    """k inputs summed: gamma(k - 1) sum |x_i|, plus the store's rounding. Average then
+    scales by 1/k: TF divides (correctly rounded on CPU: u), tfjs-layers multiplies by 1/k
+    (merge.js: 1/k rounded to float32, then the product: 2u), so at most 3 roundings more
+    than the sum: gamma(k + 2) sum |x_i| / k. (A GPU division, 2.5 ULP, would need 5u: no
+    runtime here divides on the GPU for Average.)"""
     k = len(inputs)
     total = sum(np.abs(x) for x in inputs)
     if type(layer).__name__ == "Average":

@@ -25,18 +25,17 @@ F32 = np.float32
 @functools.cache
 def keras():
     """(tensorflow, tf_keras), imported once per session."""
-    from tfjs_parity.model import held_stderr
-    with held_stderr():
-        import tensorflow as tf
-        import tf_keras
+    import tensorflow as tf
+    import tf_keras
     return tf, tf_keras
 
 
 # --- exact answer, as the kit computes it -----------------------------------------------
 
-def float64_layer(layer, inputs):
-    """The float64 twin of a built float32 `layer`, made as the kit makes its references: a
-    one-layer model, reference.float64_clone, and that clone's layer."""
+def kit_float64_layer(layer, inputs):
+    """The float64 twin of a built float32 `layer`, made exactly as the kit makes its
+    references: a one-layer model, reference.float64_clone, and that clone's layer. Slow
+    (two symbolic calls, a JSON round trip): float64_layer below is the same thing, fast."""
     from tfjs_parity.reference import float64_clone
     tf, k = keras()
     tensors = [k.Input(shape=a.shape[1:], batch_size=a.shape[0], dtype=a.dtype.name) for a in inputs]
@@ -44,6 +43,28 @@ def float64_layer(layer, inputs):
     model = k.Model(tensors, outputs)
     clone = float64_clone(model, k)
     return clone.get_layer(layer.name)
+
+
+def _as_float64(config):
+    """reference._as_float64's rewrite of a (tf-keras) config: every float dtype float64."""
+    if isinstance(config, dict):
+        return {key: ("float64" if key == "dtype" and value in ("float32", "float16", "mixed_float16")
+                      else _as_float64(value)) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_as_float64(value) for value in config]
+    return config
+
+
+def float64_layer(layer, inputs):
+    """kit_float64_layer for one layer, without a model: its serialized config rewritten to
+    float64 the kit's way, rebuilt on float64 inputs, the float32 weights cast exactly.
+    test_bounds checks the two agree bit for bit."""
+    tf, k = keras()
+    clone = k.layers.deserialize(_as_float64(k.layers.serialize(layer)))
+    arrays = [tf.constant(a) for a in as_float64(inputs)]
+    clone(arrays[0] if len(arrays) == 1 else arrays)
+    clone.set_weights([np.asarray(w, np.float64) for w in layer.get_weights()])
+    return clone
 
 
 def evaluate(layer, arrays):

@@ -1,0 +1,114 @@
+"""The verdict rule (verdict.judge) on synthetic captures: each branch of the rule reached
+with numbers made here, so a change to the rule that moves a verdict fails in seconds."""
+import numpy as np
+import pytest
+
+from tfjs_parity.capture import Capture
+from tfjs_parity.plan import Point
+from tfjs_parity.verdict import FLOAT16, FLOAT32, Verdict, gate, judge
+
+U = 2.0 ** -24
+EXACT = np.array([[1.0, -2.0, 3.0, 0.5]])
+W = [np.array([[0.5, -1.0]], np.float32)]
+
+
+def point(name="d0", sources=({"input": "x"},), weights=True):
+    return Point(name, name, "Dense", 0, list(sources), 1, weights)
+
+
+def capture(output, weights=W, runtime="node", f16=False, name="d0"):
+    metadata = {"runtime": runtime, "backend": "cpu"}
+    if f16:
+        metadata["precision_flags"] = {"WEBGL_RENDER_FLOAT32_ENABLED": False}
+    tensors = {f"{name}_output": [np.asarray(output)]}
+    if weights is not None:
+        tensors[f"{name}_weights"] = weights
+    return Capture(metadata, tensors)
+
+
+def verdict_of(output, bound=4 * U * np.abs(EXACT), weights=W, f16=False, python_output=None, exact=EXACT,
+               f16_bound=None):
+    """(verdict, reason) of one point whose local exact answer is `exact`."""
+    python = capture(EXACT.astype(np.float32) if python_output is None else python_output, runtime="python")
+    reference = capture(exact, weights=W, runtime="reference")
+    bounds = {"float32": None if bound is None else [bound], "float16": None if f16_bound is None else [f16_bound]}
+    result = judge(capture(output, weights, f16=f16), python, reference, [(point(), [exact], bounds)])
+    return result.layers[0].verdict, result.layers[0].reason
+
+
+def test_bit_identical_to_python_is_same_bits():
+    python = EXACT.astype(np.float32) + np.float32(1e-7)
+    assert verdict_of(python, python_output=python)[0] is Verdict.SAME_BITS
+
+
+def test_within_the_bound_is_rounding_and_says_how_close():
+    verdict, reason = verdict_of(EXACT * (1 + 2 * U))
+    assert verdict is Verdict.ROUNDING and "of the float32 rounding bound" in reason
+
+
+def test_beyond_the_bound_is_a_mismatch_naming_the_element():
+    wrong = EXACT.copy()
+    wrong[0, 2] += 1e-3
+    verdict, reason = verdict_of(wrong)
+    assert verdict is Verdict.MISMATCH and "output[0, 2]" in reason and "x the float32 rounding bound" in reason
+
+
+def test_without_an_error_model_it_is_no_bound_never_a_guess():
+    assert verdict_of(EXACT * 1.5, bound=None)[0] is Verdict.NO_BOUND
+
+
+def test_a_changed_weight_is_a_mismatch_even_when_the_output_is_fine():
+    verdict, reason = verdict_of(EXACT, weights=[np.array([[0.5, -1.0000001]], np.float32)])
+    assert verdict is Verdict.MISMATCH and reason.startswith("weights[0][0, 1]")
+
+
+def test_float16_storage_is_reduced_precision_within_float16_s_bound_only():
+    off = EXACT * (1 + 2.0 ** -12)  # far beyond float32's bound, within float16's
+    f16_bound = 4 * FLOAT16.unit_roundoff * np.abs(EXACT)
+    assert verdict_of(off, f16=True, f16_bound=f16_bound)[0] is Verdict.REDUCED
+    assert verdict_of(off, f16=False, f16_bound=f16_bound)[0] is Verdict.MISMATCH  # a float32 runtime: a bug
+    weights16 = [np.float16(W[0]).astype(np.float32) + np.float32(2.0 ** -13)]
+    assert verdict_of(EXACT, weights=weights16, f16=True)[0] is Verdict.REDUCED
+
+
+def test_infinity_is_overflow_only_beyond_the_storage_s_largest_number():
+    big = np.array([[7e4, 1.0, 1.0, 1.0]])
+    inf = np.array([[np.inf, 1.0, 1.0, 1.0]])
+    assert verdict_of(inf, exact=big, bound=4 * U * np.abs(big), f16=True)[0] is Verdict.OVERFLOW
+    assert verdict_of(inf, exact=big, bound=4 * U * np.abs(big), f16=False)[0] is Verdict.MISMATCH  # float32 holds 7e4
+    assert verdict_of(inf)[0] is Verdict.MISMATCH
+
+
+def test_nan_the_exact_answer_has_too_is_inherited_not_a_fault():
+    exact = np.array([[np.nan, 1.0, 2.0, 3.0]])
+    verdict, reason = verdict_of(exact, exact=exact, bound=4 * U * np.abs(exact))
+    assert verdict is Verdict.ROUNDING and "inherited" in reason
+
+
+def test_an_overflow_is_passed_on_only_to_the_points_it_feeds():
+    big, inf = np.array([[7e4]]), np.array([[np.inf]])
+    points = [point("a"), point("b", sources=[{"point": "a", "index": 0}]), point("c")]
+    outputs = {"a": inf, "b": np.array([[np.nan]]), "c": np.array([[np.nan]])}
+    runtime = Capture({"runtime": "browser", "backend": "webgl",
+                       "precision_flags": {"WEBGL_RENDER_FLOAT32_ENABLED": False}},
+                      {f"{n}_output": [o] for n, o in outputs.items()})
+    exact = Capture({"runtime": "reference"}, {f"{n}_output": [big if n == "a" else np.array([[1.0]])]
+                                               for n in outputs})
+    local = [(p, [big if p.name == "a" else np.array([[1.0]])], {"float32": [np.array([[1e-3]])], "float16": None})
+             for p in points]
+    verdicts = [layer.verdict for layer in judge(runtime, exact, exact, local).layers]
+    assert verdicts == [Verdict.OVERFLOW, Verdict.OVERFLOW, Verdict.MISMATCH]
+
+
+def test_the_worst_point_is_the_capture_s_verdict_and_the_gate_fails_on_it():
+    wrong = EXACT + 1.0
+    python = capture(EXACT.astype(np.float32), runtime="python")
+    local = [(point(), [EXACT], {"float32": [4 * U * np.abs(EXACT)], "float16": None})]
+    result = judge(capture(wrong), python, capture(EXACT, runtime="reference"), local)
+    assert result.verdict is Verdict.MISMATCH
+    assert not gate([result], rtol=10.0) and gate([result], rtol=10.0, allow_mismatch=True)
+
+
+@pytest.mark.parametrize("precision, u", [(FLOAT32, 2.0 ** -24), (FLOAT16, 2.0 ** -11)])
+def test_precisions_are_the_formats_unit_roundoffs(precision, u):
+    assert precision.unit_roundoff == u and precision.largest == (3.4028234663852886e38 if u < 1e-5 else 65504.0)
