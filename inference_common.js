@@ -136,7 +136,7 @@
   // Only this backend's own flags: evaluating another's can have side effects (the WebGL
   // ones try to create a canvas, which fails loudly under Node).
   async function precisionFlagValues(tf, backend) {
-    const prefix = {webgl: 'WEBGL_', webgpu: 'WEBGPU_', wasm: 'WASM_'}[backend];
+    const prefix = wire.flag_prefixes[backend];
     const values = {};
     for (const name of PRECISION_FLAGS) {
       if (prefix && name.startsWith(prefix) && name in tf.env().flagRegistry) {

@@ -19,7 +19,7 @@ const common = require('./inference_common.js');
 
 const USAGE = 'usage: node inference_in_node.js --model MODEL_JSON --out CAPTURE.safetensors ' +
   '[--backend tensorflow|cpu|wasm] [--flags JSON] [--metadata JSON] [--repeat N] [--budget SECONDS] [--wait]';
-const BACKENDS = ['tensorflow', 'cpu', 'wasm'];
+const BACKENDS = common.wire.backends.node;  // tfjs_parity/wire.json: Python's list too
 
 function fail(message) {
   console.error(`error: ${message}`);

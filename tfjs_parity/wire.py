@@ -21,6 +21,8 @@ PLAN_FILE = WIRE["files"]["plan"]
 INPUT_FILE = WIRE["files"]["inputs"]
 CAPTURE_METADATA_KEY = WIRE["safetensors"]["metadata_key"]
 UPLOAD_STEPS = tuple(WIRE["upload"]["steps"])
+NODE_BACKENDS = tuple(WIRE["backends"]["node"])        # what inference_in_node.js runs, in report order
+BROWSER_BACKENDS = tuple(WIRE["backends"]["browser"])  # what the page runs, in report order
 _LENGTH_BYTES = WIRE["safetensors"]["length_bytes"]
 
 

@@ -17,13 +17,14 @@ from .. import KitError
 from ..progress import Progress
 from ..server import PageServer
 from ..uploads import Uploads
+from ..wire import BROWSER_BACKENDS
 from .chromium import LAUNCH_TIMEOUT, SIGNALS, Chromium, chromium_switches, connect, find_chromium, one_line
 from .node_runner import PROGRESS
 from .page import check_model, check_servable, check_tfjs_files, model_routes, page_routes, read_upload, routes_for
 
 NAME = "browser"
 SCRIPT = "run_browser.py"
-BACKENDS = ("webgl", "wasm", "cpu", "webgpu")
+BACKENDS = BROWSER_BACKENDS  # wire.json's: the page's
 PAGE_TIMEOUT = 300.0    # seconds a backend's page may take, by default (--timeout)
 
 

@@ -13,10 +13,11 @@ from ..capture import read_safetensors
 from ..files import staging_file
 from ..paths import NODE_MODULES, NODE_SCRIPT
 from ..progress import Progress
+from ..wire import NODE_BACKENDS
 
 NAME = "node"
 SCRIPT = "run_node.py"
-BACKENDS = ("tensorflow", "cpu", "wasm")
+BACKENDS = NODE_BACKENDS  # wire.json's, which inference_in_node.js checks --backend against
 PROGRESS = re.compile(r"^progress (\d+)/(\d+)$")
 TIMEOUT = 300  # seconds a backend's Node may take, from when the model is there
 
