@@ -33,6 +33,33 @@ def test_every_backend_runs_for_real_and_computes_the_model(matrix, runtime, bac
         assert relative_error(capture.tensors[f"{layer}_output"][0], python.tensors[f"{layer}_output"][0]) < 1e-5
 
 
+@pytest.mark.parametrize("name", ["keras_model_python.json", *NODE_FILES.values(), *BROWSER_FILES.values()])
+def test_timing_is_of_the_model_as_shipped_cold_apart_from_warm_with_memory(matrix, name):
+    """Issue 19: the model's own prediction is timed, not the probe's; the first prediction
+    (and, in tfjs, the load) apart; tfjs says what it holds."""
+    metadata = Capture.load(matrix / name).metadata
+    timing = metadata["timing"]
+    assert timing["of"] == "the model as shipped: its own prediction, outputs only"
+    assert timing["cold_ms"] >= timing["warmup_ms"] > 0 and timing["runs_ms"]
+    if metadata["runtime"] == "python":
+        return
+    assert len(timing["runs_ms"]) == 3  # --repeat 3
+    assert 0 <= timing["load_ms"] <= timing["cold_ms"]
+    memory = metadata["memory"]
+    assert memory["numTensors"] > 0 and memory["numBytes"] > 0  # the weights, at least
+    if metadata["backend"] in ("webgl", "webgpu"):
+        assert memory["numBytesInGPU"] > 0
+
+
+def test_the_matrix_table_shows_warm_against_python_cold_and_memory(matrix):
+    done = check(run_script("compare_outputs.py", "--out-dir", matrix))
+    rows = {line.split()[0] + (" " + line.split()[1] if line.startswith(("median", "x ", "cold", "memory")) else ""):
+            line for line in done.stdout.splitlines() if line.strip()}
+    for row in ("median ms", "x python", "cold ms", "memory MiB"):
+        assert row in rows, done.stdout
+    assert rows["x python"].split()[2].endswith("x")
+
+
 def test_browser_metadata_names_what_the_gpu_backends_ran_on(matrix):
     webgl = Capture.load(matrix / BROWSER_FILES["webgl"]).metadata
     assert webgl["precision_flags"]["WEBGL_RENDER_FLOAT32_ENABLED"] is True

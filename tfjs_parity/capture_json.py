@@ -132,8 +132,8 @@ def check_metadata(metadata, source):
     for name in ("renderer", "gpu_vendor", "userAgent", "platform", "cpu", "created"):
         if metadata.get(name) is not None and not isinstance(metadata[name], str):
             raise KitError(f"{where(name)} is {json_type(metadata[name])}, not a string")
-    for name in ("versions", "flags", "precision_flags", "evaluated_flags", "environment", "timing", "inputs",
-                 "model", "input_origin"):
+    for name in ("versions", "flags", "precision_flags", "evaluated_flags", "environment", "timing", "memory",
+                 "inputs", "model", "input_origin"):
         if name in metadata and not isinstance(metadata[name], dict):
             raise KitError(f"{where(name)} is {json_type(metadata[name])}, not an object")
     timing = metadata.get("timing")
@@ -141,11 +141,14 @@ def check_metadata(metadata, source):
         for name in ("median_ms", "runs_ms"):
             if name not in timing:
                 raise KitError(f"{where('timing')} has no {name}")
-        for name in ("median_ms", "warmup_ms", "min_ms", "max_ms", "budget_s", "repeat"):
+        for name in ("median_ms", "warmup_ms", "min_ms", "max_ms", "budget_s", "repeat", "cold_ms", "load_ms"):
             if name in timing and not _is_number(timing[name]):
                 raise KitError(f"{where('timing.' + name)} is {shown_value(timing[name])}, not a number")
         if not isinstance(timing["runs_ms"], list) or not all(_is_number(v) for v in timing["runs_ms"]):
             raise KitError(f"{where('timing.runs_ms')} is not a list of numbers")
+    for name, value in (metadata.get("memory") or {}).items():  # the reports print these as numbers
+        if not (_is_number(value) or isinstance(value, bool)):
+            raise KitError(f"{where('memory.' + str(name))} is {shown_value(value)}, not a number")
     for name, tensor in metadata.get("inputs", {}).items():
         decode_tensor(tensor, f"{where('inputs')}[{name!r}]")
     if "input" in metadata:  # schema 1 from before named inputs

@@ -102,14 +102,26 @@ def _environment(results):
             "precision flags": ", ".join(f"{k}={v}" for k, v in m.get("precision_flags", {}).items()) or None,
             "platform": " ".join(str(x) for x in (m.get("platform"), m.get("cpu")) if x),
             "TF_ENABLE_ONEDNN_OPTS": m.get("environment", {}).get("TF_ENABLE_ONEDNN_OPTS"),
-            "prediction": (f"median {m['timing']['median_ms']:.2f} ms over {len(m['timing']['runs_ms'])} runs"
-                           if m.get("timing") else None),
+            "prediction, as shipped": _timing(m),
+            "memory (tf.memory)": ", ".join(f"{k} {v}" for k, v in (m.get("memory") or {}).items()) or None,
             "user agent": m.get("userAgent"),
             "captured": m.get("created"),
         }
         body = "<br>".join(f"<b>{k}</b>: {html.escape(str(v))}" for k, v in facts.items() if v)
         rows.append(f"<tr><th>{html.escape(r.label)}</th><td>{body}</td></tr>")
     return "<table class='env'>" + "".join(rows) + "</table>"
+
+
+def _timing(metadata):
+    """Warm median over its runs, and cold (load and the first prediction) where recorded."""
+    timing = metadata.get("timing")
+    if not timing:
+        return None
+    text = f"warm median {timing['median_ms']:.2f} ms over {len(timing['runs_ms'])} runs"
+    if isinstance(timing.get("cold_ms"), (int, float)):
+        text += f"; cold {timing['cold_ms']:.1f} ms" + (f" (load {timing['load_ms']:.1f} ms)"
+                                                       if isinstance(timing.get("load_ms"), (int, float)) else "")
+    return text
 
 
 def _fmt(value):

@@ -32,7 +32,12 @@ def layer_table(reference, diffs, captures):
     body = [[layer, *(_cell(*col[layer]) for col in columns)] for layer in layers]
     body.append(["weights", *("identical" if all(t.different_values == 0 for t in d.tensors if t.key.endswith("_weights"))
                               else "DIFFER" for d in diffs)])
+    # the model as shipped (its own prediction): warm median, against Python's; cold (load and
+    # the first prediction: shader compilation, weight upload); what tf.memory() says is held
     body.append(["median ms", *(_ms(c) for c in captures)])
+    body.append(["x python", *(_speed(c, reference) for c in captures)])
+    body.append(["cold ms", *(_ms(c, "cold_ms") for c in captures)])
+    body.append(["memory MiB", *(_memory(c) for c in captures)])
     title = (f"{reference.label} vs each capture: per layer output, values that differ / average difference"
              f" (reference median {_ms(reference)} ms)")
     return "\n".join([title, _aligned(_header([c.metadata for c in captures]) + body)])
@@ -54,9 +59,24 @@ def _cell(count, average):
     return "0" if count == 0 else f"{count} / {average:.2g}"
 
 
-def _ms(capture):
-    median = capture.metadata.get("timing", {}).get("median_ms")
-    return "-" if median is None else f"{median:.2f}"
+def _ms(capture, field="median_ms"):
+    value = capture.metadata.get("timing", {}).get(field)
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _speed(capture, python):
+    """A capture's warm median as a multiple of Python's ('2.1x': slower, '0.5x': faster)."""
+    ours, theirs = (c.metadata.get("timing", {}).get("median_ms") for c in (capture, python))
+    return "-" if not ours or not theirs else f"{ours / theirs:.2g}x"
+
+
+def _memory(capture):
+    """MiB tfjs holds once the model ran (+ the GPU's, where it says): '12.3' or '12.3 (GPU 40.1)'."""
+    memory = capture.metadata.get("memory") or {}
+    if not isinstance(memory.get("numBytes"), (int, float)):
+        return "-"
+    gpu = memory.get("numBytesInGPU")
+    return f"{memory['numBytes'] / 2 ** 20:.3g}" + (f" (GPU {gpu / 2 ** 20:.3g})" if isinstance(gpu, (int, float)) else "")
 
 
 SHORT_VERDICTS = {Verdict.SAME_BITS: "same bits", Verdict.ROUNDING: "rounding", Verdict.NO_BOUND: "no bound",

@@ -18,6 +18,17 @@
     return tf.loadLayersModel(url, options);
   }
 
+  // The model as a user calls it: {inputNames, predict(feed) -> [its own output tensors]}.
+  function shipped(tf, model) {
+    return {
+      inputNames: model.inputNames,
+      predict(feed) {
+        const predictions = model.predict(feed.length === 1 ? feed[0] : feed);
+        return Array.isArray(predictions) ? predictions : [predictions];
+      },
+    };
+  }
+
   // {inputNames, predict(feed) -> [every point's output tensors, in plan order],
   //  weightsOf(point) -> [the point's weight tensors]}
   function probe(tf, model, plan) {
@@ -48,5 +59,5 @@
     };
   }
 
-  return {name: 'layers', load, probe};
+  return {name: 'layers', load, shipped, probe};
 }));
