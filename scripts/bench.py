@@ -139,6 +139,10 @@ def chromium_start():
     asyncio.run(run())
 
 
+def _figure(value, spec):
+    return format(value, spec) if isinstance(value, (int, float)) else format("-", f">{spec.split('.')[0]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: %(default)s)")
@@ -149,7 +153,7 @@ def main():
         return chromium_start()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tfjs_parity_bench_"))
     folder.mkdir(parents=True, exist_ok=True)
-    rows, sizes, ways = [], [], []
+    rows, sizes, ways, shipped = [], [], [], []
     for name in args.models.split(","):
         out = folder / name
         model_args = MODELS[name] if MODELS[name] is not None else ["--model", str(build_resnet50(folder))]
@@ -162,8 +166,12 @@ def main():
             print(f"  {rows[-1][0]:<10} {rows[-1][1]:<30} {wall:7.1f} s {peak:7.0f} MiB", file=sys.stderr)
         from tfjs_parity.capture import Capture
         for path in capture_files(out):
-            values = Capture.load(path).values
-            sizes.append((name, path.name, path.stat().st_size, values * 4))
+            capture = Capture.load(path)
+            sizes.append((name, path.name, path.stat().st_size, capture.values * 4))
+            timing, memory = capture.metadata.get("timing"), capture.metadata.get("memory") or {}
+            if timing:
+                shipped.append((name, capture.label, timing.get("cold_ms"), timing["median_ms"],
+                                memory.get("numBytes"), memory.get("numBytesInGPU")))
         if name != "resnet50":  # its JSON files would be over a gigabyte each
             compare_wall = next(r[2] for r in rows if r[0] == name and r[1] == "compare_outputs.py")
             compare_peak = next(r[3] for r in rows if r[0] == name and r[1] == "compare_outputs.py")
@@ -178,6 +186,13 @@ def main():
     print(f"{'model':<10} {'step':<30} {'wall s':>8} {'peak MiB':>9}")
     for name, step, wall, peak in rows:
         print(f"{name:<10} {step:<30} {wall:8.1f} {peak:9.0f}")
+    print("\nThe model as shipped, per runtime (its own prediction: cold = load + first, warm = median;"
+          " tf.memory() after it ran):")
+    print(f"{'model':<10} {'runtime':<18} {'cold ms':>9} {'warm ms':>9} {'x python':>9} {'MiB':>8} {'GPU MiB':>8}")
+    for name, label, cold, warm, held, gpu in shipped:
+        python = next(w for n, lab, _, w, _, _ in shipped if n == name and lab.startswith("python"))
+        print(f"{name:<10} {label:<18} {_figure(cold, '9.1f')} {warm:9.2f} {warm / python:8.2g}x "
+              f"{_figure(held and held / 2 ** 20, '8.1f')} {_figure(gpu and gpu / 2 ** 20, '8.1f')}")
     print("\nCapture sizes:")
     print(f"{'model':<10} {'file':<48} {'MB':>8} {'raw f32 MB':>10} {'ratio':>6}")
     for name, file, size, raw in sizes:
