@@ -81,7 +81,7 @@ def flat_tf_keras_model(source):
     tfjs gets. Keras 3 layers are translated (keras3.py); nested models are flattened."""
     keras = load_keras()
     if source.format == "keras3":
-        from .keras3 import translate_layer
+        from ..keras3 import translate_layer
         def layer_config(layer):
             return translate_layer(layer.class_name, layer.config, keras)
     else:
