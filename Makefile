@@ -57,7 +57,7 @@ $(ADDON_STAMP): $(NPM_STAMP) $(VENV_STAMP) scripts/build_tfjs_node.sh
 	scripts/build_tfjs_node.sh $(PY)
 	@touch $@
 
-# A Chromium for run_browser.py: CHROME_PATH or one on PATH (the names browser_runner.py
+# A Chromium for run_browser.py: CHROME_PATH or one on PATH (the names runners/chromium.py
 # looks for), else Debian's package.
 chromium:
 	@test -x "$${CHROME_PATH:-/nonexistent}" || for name in chromium chromium-browser google-chrome \

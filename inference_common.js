@@ -3,8 +3,8 @@
 // time it, and capture every point of the probe plan (written by Python beside the model:
 // tfjs_parity/plan.py) in the kit's capture format. The format's names and numbers come from
 // the wire contract, tfjs_parity/wire.json (docs/captures.md), which Python reads too: Node
-// gets this module made with it; the page calls makeInferenceCommon(wire) with the /wire.json
-// the kit's server hands it.
+// gets this module made with it; the page calls makeInferenceCommon(wire) with the
+// tfjs_parity/wire.json the kit's server hands it beside the page.
 // The kinds of model (tfjs_parity/kinds/: how a model is loaded and the plan executed) come
 // the same way: required here under Node, window.kitKinds (their script tags) in the page.
 (function (root, factory) {
@@ -175,7 +175,7 @@
     if (options.ready) await options.ready();
     const plan = await options.loadPlan();
     const kind = kinds[plan.kind || 'layers'];
-    if (!kind) throw new Error(`the probe plan is of a model kind ${plan.kind} this page has no script for`);
+    if (!kind) throw new Error(`the probe plan is of a model kind ${plan.kind} this kit has no script for`);
     const loadStart = performance.now();
     const model = await options.loadModel(kind);
     const loadMs = performance.now() - loadStart;

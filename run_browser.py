@@ -86,7 +86,7 @@ def main():
     metadata = dict({} if args.device else {"cpu": cpu_model()}, **variant_metadata(flags))
     writable_out_dir(args.out_dir)
     runner = device_runner if args.device else firefox_runner if args.browser == "firefox" else browser_runner
-    job = Job(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir, backends, flags, args.repeat,
+    job = Job(args.out_dir / paths.CONVERTED_DIR / paths.MODEL_FILE, args.out_dir, backends, flags, args.repeat,
               args.budget, metadata, go=ReadySignal() if args.wait_for_model else None,
               save=lambda backend, capture, variant: save_results({backend: capture}, args.out_dir, runner.NAME,
                                                                   flags, args.format, variant=variant),

@@ -30,7 +30,7 @@ def main():
     flags = flags_of(args.flag)
     metadata = variant_metadata(flags)
     writable_out_dir(args.out_dir)
-    job = Job(args.out_dir / paths.CONVERTED_DIR / "model.json", args.out_dir,
+    job = Job(args.out_dir / paths.CONVERTED_DIR / paths.MODEL_FILE, args.out_dir,
               chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat, args.budget, metadata,
               go=ReadySignal() if args.wait_for_model else None)
     save_results(node_runner.run(job), args.out_dir, node_runner.NAME, flags, args.format)

@@ -236,6 +236,18 @@ def test_a_foreign_host_header_is_refused(uploads):
     assert post(server, f"{up.path('webgl')}/begin", header_bytes(8), host="evil.example:80")[0] == 421
 
 
+@pytest.mark.parametrize("body, message", [
+    (b"\1\0", "starts with its 8-byte length"),
+    (struct.pack("<Q", 40) + b"{}", "the header length does not match the header sent"),
+    (struct.pack("<Q", 1) + b"{}", "the header length does not match the header sent"),
+    (struct.pack("<Q", 2) + b"{]", "not a safetensors header"),
+])
+def test_a_header_that_lies_about_its_length_is_told_so(uploads, body, message):
+    server, up = uploads
+    status, text = post(server, f"{up.path('webgl')}/begin", body)
+    assert status == 400 and message in text, text
+
+
 def test_a_capture_too_damaged_to_read_names_its_file(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"\x10" + b"\0" * 7 + b'{"a": 1}        ')
     with pytest.raises(KitError, match="x.safetensors: not a readable safetensors capture"):

@@ -2,7 +2,7 @@
 import hashlib
 from pathlib import Path
 
-from .wire import CONVERTED_DIR, INPUT_FILE, WIRE_FILE  # noqa: F401 (the names every side reads: wire.json)
+from .wire import CONVERTED_DIR, INPUT_FILE, MODEL_FILE, WIRE_FILE  # noqa: F401 (the names every side reads: wire.json)
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_SCRIPT = ROOT / "inference_in_node.js"

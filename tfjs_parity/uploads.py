@@ -173,12 +173,14 @@ class Uploads:
         self.events.put({"event": "failed", "device": device, "name": name, "error": error})
 
     def _begin(self, name, body):
+        if len(body) < 8:
+            raise UploadRefused(400, "a safetensors header starts with its 8-byte length")
+        if int.from_bytes(body[:8], "little") != len(body) - 8:
+            raise UploadRefused(400, "the header length does not match the header sent")
         try:
-            header, length = parse_safetensors_header(body)
+            header, _ = parse_safetensors_header(body)
         except ValueError as error:
             raise UploadRefused(400, f"not a safetensors header ({error})") from None
-        if length != len(body) - 8:
-            raise UploadRefused(400, "the header length does not match the header sent")
         try:
             total = len(body) + data_end(header)
         except ValueError:

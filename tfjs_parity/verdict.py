@@ -280,7 +280,7 @@ class GateResult:
 
 def gate(results, rtol=None, atol=None, max_ulp=None, allow_mismatch=False):
     """Every runtime's every layer against float64: max |a - r| <= atol + rtol * max |r|
-    and max ULPs <= max_ulp, and (unless `allow_mismatch`) no layer judged Verdict.MISMATCH: a
+    and max ULPs <= max_ulp, and (unless `allow_mismatch`) no layer judged "mismatch": a
     wrong weight or output within the limits is still wrong. Fails on the first runtime and
     layer that does not hold."""
     rtol_, atol_ = rtol or 0.0, atol or 0.0

@@ -1,5 +1,5 @@
 """The wire contract, defined once in wire.json beside this file and read by every side:
-Python here, Node (`require`), the page (the server hands it /wire.json). docs/captures.md
+Python here, Node (`require`), the page (the server hands it /tfjs_parity/wire.json). docs/captures.md
 explains the format; this module gives Python its names and the one safetensors header
 parser."""
 import json
@@ -64,6 +64,6 @@ def data_end(header):
         ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
     except (KeyError, TypeError, IndexError):
         raise ValueError("an entry has no data_offsets") from None
-    if not all(type(end) is int and end >= 0 for end in ends):
+    if not all(isinstance(end, int) and end >= 0 for end in ends):  # as before: a bool is an int here
         raise ValueError("offsets must be whole numbers")
     return max(ends, default=0)

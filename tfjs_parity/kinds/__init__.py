@@ -8,8 +8,10 @@ the page), and it answers, for its models:
     it, whether its weights are captured there;
   - Python's execution of the plan (the probe) and the conversion for tfjs;
   - `bound`: a point's rounding bound, looked up in the bounds registry;
-  - in JS: `load(tf, url, options)` and `probe(tf, model, plan)`, which returns
-    {outputsOf(feed) -> [tensor per point output], weightsOf(point) -> [tensors]}.
+  - in JS: `load(tf, url, options)`; `shipped(tf, model)`, the model as a user calls it
+    ({inputNames, predict(feed) -> [its output tensors]}: what is timed); and
+    `probe(tf, model, plan)`, {inputNames, predict(feed) -> [every point's output tensors,
+    in plan order], weightsOf(point) -> [its weight tensors]}.
 The plan records its kind (plan.kind), so every runtime executes it with the same one."""
 from . import layers_model
 

@@ -5,9 +5,9 @@
     SCRIPT    the command that makes its captures (named when one is stale)
     run(job)  -> {backend: Capture | KitError}: every backend asked for, a capture or why not
 
-The step script builds the Job, and saves what run returns (runs.save_results). A runner
-whose captures arrive over minutes from elsewhere (devices) saves each one as it arrives,
-through the step's own `job.save`, so a stop loses nothing; it returns what it did not save.
+The step script builds the Job, and saves what run returns (steps.save_results). A runner
+whose captures are uploaded by a browser it does not drive (Firefox, devices) saves each one
+as it arrives, through the step's own `job.save`, so a stop loses nothing; it returns {}.
 Adding a runtime: a module here with those four names, and its line in RUNNERS
 (runners/__init__.py)."""
 from dataclasses import dataclass, field
@@ -19,8 +19,9 @@ from typing import Callable, Optional
 class Job:
     """What a step asks of a runner: the converted model, where results and staging files go,
     the backends, tfjs flags, timing (repeat, budget in seconds), metadata added to every
-    capture, `go` (steps.ReadySignal: start now, read the model once told), `save` (capture -> the path
-    it was saved to, or KitError; for runners that save as captures arrive), and `options`
+    capture, `go` (a steps.ReadySignal: start now, read the model once told), `save`
+    (save(backend, capture, variant): saves it, or raises KitError; for the runners that save
+    as captures arrive: Firefox, devices), and `options`
     that only one runner reads (Chromium's switches and timeouts, a device run's address)."""
     model_json: Path
     out_dir: Path

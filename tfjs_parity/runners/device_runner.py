@@ -218,6 +218,8 @@ def run(job, say=print):
     """Wait for devices on job.options["listen"] and save each capture they upload as it
     arrives (job.save); end after job.options["devices"] devices, the idle timeout, or Ctrl-C.
     Returns {} (everything is saved already); KitError when no device uploaded a capture."""
+    if job.save is None:
+        raise KitError("a device run saves each capture as it arrives: its Job needs `save`")
     options = job.options
     devices, idle_timeout = options.get("devices"), options.get("idle_timeout") or IDLE_TIMEOUT
     session = DeviceSession(job.model_json, job.out_dir, job.backends, page_parameters(job),

@@ -22,28 +22,24 @@ FIREFOX_NAMES = ("firefox-esr", "firefox")
 
 def run(job):
     """Every backend of `job` in one Firefox, each page uploading its capture to a device
-    session of one device; {backend: Capture | KitError} (KitError too when Firefox died or
-    the time ran out before a backend reported)."""
+    session of one device, each capture saved as it arrives (job.save), so a stop or a crash
+    loses none that arrived. Returns {} (everything is saved); KitError naming every backend
+    that did not arrive, or when Firefox died or the time ran out."""
+    if job.save is None:
+        raise KitError("a Firefox run saves each capture as it arrives: its Job needs `save`")
     timeout = job.options.get("timeout", PAGE_TIMEOUT)
     launch_timeout = job.options.get("launch_timeout", LAUNCH_TIMEOUT)
-    received = {}
-
-    def keep(backend, capture, variant):
-        received[backend] = capture
     session = DeviceSession(job.model_json, job.out_dir, job.backends, page_parameters(job), max_devices=1)
-    try:
-        with session, Firefox(session.url, launch_timeout) as browser:
-            outcomes = session.wait(NAME, job.flags, keep, devices=1, idle_timeout=timeout,
-                                    deadline=time.monotonic() + launch_timeout + timeout * len(job.backends),
-                                    alive=browser.exited)
-    except KitError as error:  # Firefox died, or time ran out: what arrived is still saved
-        if not received:
-            raise
-        return {backend: received.get(backend, error) for backend in job.backends}
+    with session, Firefox(session.url, launch_timeout) as browser:
+        outcomes = session.wait(NAME, job.flags, job.save, devices=1, idle_timeout=timeout,
+                                deadline=time.monotonic() + launch_timeout + timeout * len(job.backends),
+                                alive=browser.exited)
     reported = {backend: outcome for done in outcomes.values() for backend, outcome in done.items()}
-    return {backend: received[backend] if backend in received else
-            KitError(f"in Firefox: backend {backend}: {reported.get(backend, 'no capture arrived')}")
-            for backend in job.backends}
+    failed = [f"backend {backend}: {reported.get(backend, 'no capture arrived')}" for backend in job.backends
+              if reported.get(backend) != "saved"]
+    if failed:
+        raise KitError("in Firefox: " + "; ".join(failed))
+    return {}
 
 
 # Firefox makes no calls home: every service that would is off, and whatever is left goes to

@@ -11,7 +11,7 @@ import numpy as np
 from ..capture import Capture, output_key, weights_key
 from ..capture_json import encode_tensor
 from ..wire import SCHEMA
-from ..kinds.layers_model import probe_model
+from ..kinds import kind_of
 from ..steps import cpu_model
 
 NAME = "python"
@@ -32,7 +32,7 @@ def run(model, keras, plan, inputs, repeat=10, budget=10.0):
     # without predict()'s per-call data pipeline); the first call (its tracing) apart.
     timing = time_predictions(lambda: model.predict_on_batch(feed), repeat, budget)
     timing.update(of="the model as shipped: its own prediction, outputs only", cold_ms=timing["warmup_ms"])
-    probe = probe_model(model, keras, plan)
+    probe = kind_of(plan).probe_model(model, keras, plan)
     predictions = probe.model.predict(feed, verbose=0)
     predictions = list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
     tensors, position = {}, 0
