@@ -70,3 +70,17 @@ def test_keras3_layers_translate_to_tf_keras_arguments():
         translate_layer("NoSuchLayer", {"name": "n"}, keras)
     with pytest.raises(KitError, match="hard_sigmoid"):
         translate_layer("Dense", {"name": "d", "units": 2, "activation": "hard_sigmoid"}, keras)
+
+
+@pytest.mark.parametrize("version", ["tf_keras", "keras3"])
+def test_the_layers_kind_flattens_either_keras_into_the_tf_keras_model_tfjs_gets(version):
+    """kinds/layers_model.flat_tf_keras_model: same layers, same weights, same answer."""
+    import numpy as np
+
+    from tfjs_parity.kinds.layers_model import flat_tf_keras_model
+    keras = load_keras() if version == "tf_keras" else load_keras3()
+    source = SourceModel(_shared_and_nested(keras), keras, version)
+    flat = flat_tf_keras_model(source)
+    assert [layer.name for layer in flat.layers] == ["x", "d", "relu", "shared", "add"]
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(flat.predict(x, verbose=0), source.model.predict(x, verbose=0), rtol=1e-6)
