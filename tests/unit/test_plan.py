@@ -39,3 +39,14 @@ def test_shared_layers_get_one_point_per_call_and_clashing_names_are_refused():
     assert point_names(graph) == {("shared", 0): "shared_call0", ("shared", 1): "shared_call1", ("other", 0): "other"}
     with pytest.raises(KitError, match="would clash"):
         point_names(S(layers=[S(name="shared", nodes=[1, 2]), S(name="shared_call1", nodes=[1])]))
+
+
+@pytest.mark.parametrize("class_name, op", [("MaxPooling3D", "MaxPool3D"), ("AveragePooling3D", "AvgPool3D")])
+def test_a_layer_without_a_float64_kernel_is_refused_by_name_before_anything_runs(class_name, op):
+    """TensorFlow cannot compute these in float64 (test_bounds.py's xfails): step 1 says so in
+    one line instead of a 49-line traceback from the float64 reference."""
+    from tfjs_parity.kinds.layers_model import check_tfjs_can_run
+    from tfjs_parity.topology import Graph, Layer
+    graph = Graph("m", [Layer("x", "InputLayer", {}), Layer("p", class_name, {"pool_size": 2})], [], [])
+    with pytest.raises(KitError, match=f"layer 'p' \\({class_name}\\): TensorFlow has no float64 CPU kernel for {op}"):
+        check_tfjs_can_run(graph)

@@ -36,11 +36,20 @@ TFJS_ACTIVATIONS = frozenset("""linear relu relu6 elu selu sigmoid hard_sigmoid 
     swish silu gelu mish log_softmax""".split())
 
 
+# Layers tfjs runs but whose exact (float64) answer TensorFlow cannot compute: it has no
+# float64 CPU kernel for these ops (tests/unit/test_bounds.py keeps the check).
+NO_FLOAT64 = {"MaxPooling3D": "MaxPool3D", "AveragePooling3D": "AvgPool3D"}
+
+
 def check_tfjs_can_run(graph):
-    """KitError naming the first layer tfjs-layers 4.22 cannot load or run."""
+    """KitError naming the first layer tfjs-layers 4.22 cannot load or run, or whose exact
+    answer the kit cannot compute."""
     for layer in graph.layers:
         for class_name, config in _with_wrapped(layer.class_name, layer.config):
             where = f"layer {layer.name!r} ({class_name})"
+            if class_name in NO_FLOAT64:
+                raise KitError(f"{where}: TensorFlow has no float64 CPU kernel for {NO_FLOAT64[class_name]}, so the "
+                               "kit cannot compute the exact answer it judges every runtime against")
             if class_name == "Lambda":
                 raise KitError(f"{where} runs Python code, which tfjs cannot run; express it with built-in layers")
             if class_name not in TFJS_LAYERS:
