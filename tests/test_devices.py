@@ -133,9 +133,11 @@ def session(small_study, tmp_path):
         yield running
 
 
-def _header(total_bytes):
-    header = json.dumps({"a_output/0": {"dtype": "F32", "shape": [total_bytes // 4],
-                                        "data_offsets": [0, total_bytes]}}).encode()
+def _header(total_bytes, uploads):
+    """A safetensors header of one tensor, of a capture of this run's model (its model id)."""
+    capture = json.dumps({"metadata": {"model_id": uploads.model_id}, "keys": [["a_output", 1]]})
+    header = json.dumps({"a_output/0": {"dtype": "F32", "shape": [total_bytes // 4], "data_offsets": [0, total_bytes]},
+                         "__metadata__": {"capture": capture}}).encode()
     return len(header).to_bytes(8, "little") + header
 
 
@@ -151,10 +153,10 @@ def test_device_mode_refuses_what_was_not_asked_for(session):
                  f"/{token}/node_modules/@tensorflow/tfjs/package.json", f"/{token}/"):  # outside the allowlist
         assert request(base + path)[0] == 404, path
     upload = f"{base}/{token}/upload/{token}"
-    assert request(f"{upload}/webgpu/begin", _header(8))[0] == 404             # a backend not asked for
-    assert request(f"{base}/{token}/upload/{'x' * len(token)}/webgl/begin", _header(8))[0] == 404  # another run
-    assert request(f"{base}/upload/{token}/webgl/begin", _header(8))[0] == 404  # without the prefix
-    oversize = _header(session.uploads.limit + 4)
+    assert request(f"{upload}/webgpu/begin", _header(8, session.uploads))[0] == 404             # a backend not asked for
+    assert request(f"{base}/{token}/upload/{'x' * len(token)}/webgl/begin", _header(8, session.uploads))[0] == 404  # another run
+    assert request(f"{base}/upload/{token}/webgl/begin", _header(8, session.uploads))[0] == 404  # without the prefix
+    oversize = _header(session.uploads.limit + 4, session.uploads)
     assert request(f"{upload}/webgl/begin", oversize)[0] == 413               # beyond the size limit
     assert request(f"{base}/{token}/report/{token}/webgpu", b'{"error": "x"}')[0] == 404
     assert request(base + page, headers={"Host": "evil.example:80"})[0] == 421  # DNS rebinding
@@ -168,7 +170,7 @@ def test_a_device_repeat_replaces_its_capture_and_never_corrupts(session, tmp_pa
     agent = {"User-Agent": "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 Chrome/131.0 Mobile"}
     for value in (1.0, 2.0):
         data = np.full(2, value, np.float32).tobytes()
-        assert request(f"{upload}/begin", _header(8), agent)[0] == 204
+        assert request(f"{upload}/begin", _header(8, session.uploads), agent)[0] == 204
         assert request(f"{upload}/data", data, agent)[0] == 204
         assert request(f"{upload}/data", data, agent)[0] == 413  # more than its header announced
         assert request(f"{upload}/end", b"", agent)[0] == 204
@@ -189,12 +191,12 @@ def test_devices_are_told_apart_capped_and_may_retry_an_unfinished_upload(small_
         data = np.ones(2, np.float32).tobytes()
         for device in ("aa11", "bb22"):  # the same User-Agent, two phones
             headers = {"User-Agent": agent, "X-Kit-Device": device}
-            assert request(f"{upload}/begin", _header(8), headers)[0] == 204
+            assert request(f"{upload}/begin", _header(8, running.uploads), headers)[0] == 204
             assert request(f"{upload}/data", data[:4], headers)[0] == 204  # the network drops here
-            assert request(f"{upload}/begin", _header(8), headers)[0] == 204  # and the page starts again
+            assert request(f"{upload}/begin", _header(8, running.uploads), headers)[0] == 204  # and the page starts again
             assert request(f"{upload}/data", data, headers)[0] == 204
             assert request(f"{upload}/end", b"", headers)[0] == 204
-        assert request(f"{upload}/begin", _header(8), {"User-Agent": agent, "X-Kit-Device": "cc33"})[0] == 403
+        assert request(f"{upload}/begin", _header(8, running.uploads), {"User-Agent": agent, "X-Kit-Device": "cc33"})[0] == 403
         events = [running.uploads.events.get(timeout=5) for _ in range(2)]
         assert [event["device"] for event in events] == ["android-chrome-131-aa11", "android-chrome-131-bb22"]
         assert request(f"{running.server.url}/{token}/report/{token}/cpu", b'{"error": "no WebGL here"}',
@@ -391,7 +393,7 @@ def test_a_full_disk_during_an_upload_is_told_to_the_device_and_the_kit(small_st
             if not mounted:
                 running.uploads.staging_dir = Path("/proc/no-such-folder")  # every write there fails
             size = 2 * 2 ** 20
-            status, _ = request(f"{upload}/begin", _header(size))
+            status, _ = request(f"{upload}/begin", _header(size, running.uploads))
             if status == 204:
                 status, body = request(f"{upload}/data", bytes(size))
             assert status == 507, status
@@ -405,7 +407,7 @@ def test_a_full_disk_during_an_upload_is_told_to_the_device_and_the_kit(small_st
 def test_an_upload_that_is_arriving_keeps_the_run_alive(session):
     token = session.uploads.token
     host, port = session.server.netloc.split(":")
-    assert request(f"{session.server.url}/{token}/upload/{token}/cpu/begin", _header(8))[0] == 204
+    assert request(f"{session.server.url}/{token}/upload/{token}/cpu/begin", _header(8, session.uploads))[0] == 204
     with socket.create_connection((host, int(port)), timeout=10) as connection:
         connection.sendall(f"POST /{token}/upload/{token}/cpu/data HTTP/1.1\r\nHost: {host}:{port}\r\n"
                            f"Content-Length: 8\r\n\r\n".encode())

@@ -114,7 +114,13 @@ def _checked(array, spec, path):
         return array.astype(np.int32)
     if not np.issubdtype(array.dtype, np.floating):
         raise KitError(f"{where} is {array.dtype}, {expected}")
-    return array.astype(np.float32)  # what Keras feeds a float32 model; every runtime sees these values
+    with np.errstate(over="ignore"):
+        as_float32 = array.astype(np.float32)  # what Keras feeds a float32 model; every runtime sees these values
+    overflowed = int(np.sum(np.isinf(as_float32) & np.isfinite(array)))
+    if overflowed:
+        raise KitError(f"{where} holds {overflowed} value(s) beyond float32's range (|x| > 3.4e38), which would "
+                       "become infinite: every runtime computes in float32")
+    return as_float32
 
 
 def _shape(shape):

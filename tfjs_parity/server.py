@@ -201,7 +201,11 @@ class PageServer:
 
             def _own_host(self):
                 """Only requests addressed to this server by its own address: a page elsewhere
-                that rebinds a name to 127.0.0.1 cannot read what is served."""
+                that rebinds a name to 127.0.0.1 cannot read what is served. One Host header:
+                with two, which one counts would depend on who reads them."""
+                if len(self.headers.get_all("Host") or []) > 1:
+                    self._refuse(400, "more than one Host header")
+                    return False
                 if not server.own_host(self.headers.get("Host")):
                     self._refuse(421, "wrong host")
                     return False

@@ -9,19 +9,23 @@ The file is written to a temporary name in the staging folder and renamed when c
 The HTTP side is server.py's."""
 import contextlib
 import io
+import json
 import os
 import queue
 import secrets
 import threading
+import time
 from pathlib import Path
 
 from . import KitError
 from .files import staging_file
-from .wire import UPLOAD_STEPS, data_end, parse_safetensors_header
+from .wire import CAPTURE_METADATA_KEY, UPLOAD_STEPS, data_end, parse_safetensors_header
 
 MAX_HEADER_BYTES = 64 * 2 ** 20     # a safetensors header: names, shapes and the metadata
 MAX_CAPTURE_BYTES = 16 * 2 ** 30    # far above any model's activations here; refuses a runaway page
 MAX_REQUEST_BYTES = 2 * 2 ** 30     # one request's body (a piece of a capture)
+PENDING_PER_SLOT = 4  # devices uploading without a whole capture yet, per --devices slot
+PENDING_SECONDS = 120  # a device silent this long is no longer counted as uploading (an abandoned upload)
 
 
 class UploadRefused(Exception):
@@ -34,17 +38,22 @@ class Uploads:
     """The one-time upload paths of one run: a capture per name in `names` (the backends
     asked for), from one browser; or, with `repeatable` (device mode), per name and device
     (at most `max_devices` devices), where a device that uploads the same name again replaces
-    its earlier capture, and a new upload replaces one it left unfinished. `events` (a queue)
-    hears each finished upload ({"event": "uploaded", "device", "name"}), each failure a
-    device reports, and (from the server) each device's first visit."""
+    its earlier capture, and a new upload replaces one it left unfinished. A device counts
+    against `max_devices` once it has uploaded a whole capture: uploads refused before then
+    take no slot (at most PENDING_PER_SLOT times as many devices may be uploading or reporting
+    without one). With `model_id`, an upload whose header says another model is refused when
+    it begins. `events` (a queue) hears each finished upload ({"event": "uploaded", "device",
+    "name"}), each failure a device reports, and (from the server) each device's first visit."""
 
-    def __init__(self, staging_dir, names, limit=MAX_CAPTURE_BYTES, repeatable=False, max_devices=None):
+    def __init__(self, staging_dir, names, limit=MAX_CAPTURE_BYTES, repeatable=False, max_devices=None,
+                 model_id=None):
         self.token = secrets.token_urlsafe(18)
         self.staging_dir, self.limit, self.repeatable = Path(staging_dir), limit, repeatable
-        self.names, self.max_devices = list(names), max_devices
+        self.names, self.max_devices, self.model_id = list(names), max_devices, model_id
         # (device, name) -> None, then {"file", "path", "total", "written", "done", "taken"}
         self.state = {(None, name): None for name in names}
-        self.devices = set()
+        self.devices = set()   # devices that uploaded a whole capture: the ones max_devices counts
+        self.pending = {}      # device -> when it last uploaded or reported, without a whole capture yet
         self.events = queue.Queue()
         self.lock = threading.Lock()
         self.closed = False
@@ -91,8 +100,7 @@ class Uploads:
                 raise UploadRefused(409, f"{name} was already uploaded in this run")
             if state is not None and (state.get("busy") or (state["done"] and not state.get("taken"))):
                 raise UploadRefused(409, f"{name}: this device's last upload is still arriving or being saved")
-            if device not in self.devices and self.max_devices is not None and len(self.devices) >= self.max_devices:
-                raise UploadRefused(403, f"this run takes captures from {self.max_devices} device(s) at most")
+            self._check_room(device, "captures")
             if length > MAX_HEADER_BYTES + 8:
                 raise UploadRefused(413, f"{name}: a header of {length} bytes is more than {MAX_HEADER_BYTES}")
         else:  # data, end
@@ -121,16 +129,21 @@ class Uploads:
                 if state is not None and not state.get("taken"):
                     _drop(state)  # an upload this device left unfinished (a reload, a dropped network)
                 self.state[key] = self._begin(name, body)
-                self.devices.add(device)
+                self.pending[device] = time.monotonic()
                 return
             if step == "end":
                 if state["written"] != state["total"]:
                     raise UploadRefused(400, f"{name}: {state['written']} of {state['total']} bytes arrived")
+                self._check_room(device, "captures", begun=True)
                 self._store(key, state["file"].close)
                 state["done"] = True
+                self.devices.add(device)
+                self.pending.pop(device, None)
                 self.events.put({"event": "uploaded", "device": device, "name": name})
                 return
             state["busy"] = True
+            if device in self.pending:
+                self.pending[device] = time.monotonic()  # still uploading
         written = 0
         try:
             while written < length:  # the piece, outside the lock
@@ -167,10 +180,24 @@ class Uploads:
         if self.closed or name not in self.names:
             raise UploadRefused(404, "not a backend of this run")
         with self.lock:
-            if device not in self.devices and self.max_devices is not None and len(self.devices) >= self.max_devices:
-                raise UploadRefused(403, f"this run takes reports from {self.max_devices} device(s) at most")
-            self.devices.add(device)
+            self._check_room(device, "reports")
+            if device not in self.devices:
+                self.pending[device] = time.monotonic()
         self.events.put({"event": "failed", "device": device, "name": name, "error": error})
+
+    def _check_room(self, device, what, begun=False):
+        """UploadRefused(403) when `device` would be one device too many: beyond max_devices
+        that uploaded a capture, or beyond PENDING_PER_SLOT times as many without one."""
+        if device in self.devices or self.max_devices is None:
+            return
+        if len(self.devices) >= self.max_devices:
+            raise UploadRefused(403, f"this run takes {what} from {self.max_devices} device(s) at most")
+        quiet = time.monotonic() - PENDING_SECONDS
+        for gone in [d for d, last in self.pending.items() if last < quiet]:
+            del self.pending[gone]
+        if not begun and device not in self.pending and len(self.pending) >= PENDING_PER_SLOT * self.max_devices:
+            raise UploadRefused(403, f"this run takes {what} from {self.max_devices} device(s) at most, and "
+                                     f"{len(self.pending)} are uploading already")
 
     def _begin(self, name, body):
         if len(body) < 8:
@@ -181,6 +208,11 @@ class Uploads:
             header, _ = parse_safetensors_header(body)
         except ValueError as error:
             raise UploadRefused(400, f"not a safetensors header ({error})") from None
+        if self.model_id is not None:
+            theirs = _model_id_of(header)
+            if theirs != self.model_id:
+                raise UploadRefused(409, f"{name}: a capture of another model (id {theirs}), not of this run's "
+                                         f"(id {self.model_id}): reload the page")
         try:
             total = len(body) + data_end(header)
         except ValueError:
@@ -217,6 +249,15 @@ def _drop(state):
     with contextlib.suppress(OSError):
         state["file"].close()
     Path(state["path"]).unlink(missing_ok=True)
+
+
+def _model_id_of(header):
+    """The model id a capture's safetensors header records, or None."""
+    try:
+        metadata = json.loads(header["__metadata__"][CAPTURE_METADATA_KEY])["metadata"]
+        return metadata.get("model_id") if isinstance(metadata, dict) else None
+    except (KeyError, TypeError, ValueError, RecursionError):
+        return None
 
 
 def read_exactly(stream, length):

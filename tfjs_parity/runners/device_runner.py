@@ -9,6 +9,7 @@ import json
 import queue
 import re
 import time
+from pathlib import Path
 from urllib.parse import urlencode
 
 from .. import KitError
@@ -99,7 +100,7 @@ class DeviceSession:
         self.backends = list(backends)
         # a capture holds what Python's holds, as float32: no device may send much more
         self.uploads = Uploads(staging, self.backends, limit=expected_capture_bytes(model_json.parent.parent),
-                               repeatable=True, max_devices=max_devices)
+                               repeatable=True, max_devices=max_devices, model_id=_model_id(model_json))
         self.server = PageServer(routes_for(model_json), self.uploads, host=listen[0], port=listen[1],
                                  roots=[model_json.parent.parent], prefix=f"/{self.uploads.token}",
                                  device_of=device_of, events=self.uploads.events)
@@ -187,6 +188,13 @@ def page_parameters(job):
     """The page's query parameters for `job` (its defaults left out)."""
     return {"flags": json.dumps(job.flags or {}), "repeat": job.repeat, "budget": job.budget,
             "metadata": json.dumps(job.metadata or {})}
+
+
+def _model_id(model_json):
+    """The id of the converted model at `model_json` (its probe plan's): every upload must be of it."""
+    from ..plan import PLAN_FILE, Plan
+    plan = Path(model_json).parent / PLAN_FILE
+    return Plan.load(plan).model_id or None if plan.is_file() else None
 
 
 def expected_capture_bytes(out_dir):
