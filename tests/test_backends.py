@@ -91,7 +91,8 @@ def test_compare_outputs_tabulates_every_capture(matrix):
     assert table[0].startswith("python/tensorflow vs each capture")
     assert table[1].split() == ["node"] * 3 + ["browser"] * 5
     assert table[2].split() == ["layer", "tensorflow", "cpu", "wasm", "webgl", "webgl/f16", "wasm", "cpu", "webgpu"]
-    assert [row.split()[0] for row in table[3:]] == ["dense_0", "dense_1", "dense_2", "weights", "median"]
+    assert [row.split()[0] for row in table[3:]] == ["dense_0", "dense_1", "dense_2", "weights", "median", "x", "cold",
+                                                    "memory"]
     assert table[3].split()[1] == "0"  # node/tensorflow: Python's own kernels
 
 
