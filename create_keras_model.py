@@ -50,6 +50,9 @@ def main():
         raise KitError("--input is the input for --model; the study's input is a vector of ones")
     if not args.model:
         check_memory_for_study(args.depth or 10, args.units or 50)
+    if args.input:  # what the file declares, before TensorFlow starts (a few bytes may declare terabytes)
+        from tfjs_parity.inputs import check_input_file
+        check_input_file(args.input)
     writable_out_dir(args.out_dir)  # before the slow part: a folder that cannot be written fails now
 
     from tfjs_parity import inputs as model_inputs

@@ -8,7 +8,11 @@ import numpy as np
 
 from . import KitError
 from .plan import Input
+from .user_files import check_declared_array, npy_header
 
+# An input's bytes, at most: every runtime captures every layer's output for it, so a bigger
+# one is far beyond what a capture holds; also the bound on what an --input file may unpack to.
+MAX_INPUT_BYTES = 256 * 2 ** 20
 FLOAT_RANGE = (-1.0, 1.0)   # random float inputs: uniform, like normalised data
 INTEGER_RANGE = 10          # random integer inputs that feed no Embedding: 0..9
 
@@ -63,9 +67,11 @@ def load_inputs(path, specs, graph):
     against the model's inputs (token ids against the vocabulary of the Embedding they
     feed): KitError naming what was expected when it does not fit."""
     path = Path(path)
-    if not path.is_file():
-        raise KitError(f"--input {path}: not found")
     expected = ", ".join(f"{s.name} {_shape(s.shape)} {s.dtype}" for s in specs)
+    names = check_input_file(path)
+    if names is not None and not (len(specs) == 1 and len(names) == 1) and \
+            (any(s.name not in names for s in specs) or len(names) != len(specs)):
+        raise KitError(f"--input {path}: holds {', '.join(names) or 'nothing'}; the model's inputs are {expected}")
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
@@ -96,6 +102,40 @@ def load_inputs(path, specs, graph):
             raise KitError(f"--input {path}: input {spec.name!r} holds token id {bad}, outside the vocabulary "
                            f"(0 to {high - 1}) of the Embedding it feeds")
     return checked
+
+
+def check_input_file(path):
+    """What an --input file declares, checked before a byte of its arrays is read (step 1
+    calls this before TensorFlow starts): each array's shape against the bytes its file holds
+    and MAX_INPUT_BYTES in all (a few bytes of header may declare terabytes; a compressed
+    member may unpack to gigabytes), no pickles. Returns a .npz's array names, None for a .npy."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"--input {path}: not found")
+    declared = []
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
+                for info in members:
+                    where = f"--input {path}: member {info.filename[:-len('.npy')]}"
+                    with archive.open(info) as member:
+                        shape, dtype = npy_header(member, where)
+                        holds = info.file_size - member.tell()
+                    declared.append(check_declared_array(shape, dtype, holds, MAX_INPUT_BYTES, where))
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as error:
+            raise KitError(f"--input {path}: not a readable .npz file ({error})") from None
+        names = [info.filename[:-len(".npy")] for info in members]
+    else:
+        with open(path, "rb") as f:
+            shape, dtype = npy_header(f, f"--input {path}")
+            holds = path.stat().st_size - f.tell()
+        declared.append(check_declared_array(shape, dtype, holds, MAX_INPUT_BYTES, f"--input {path}"))
+        names = None
+    if sum(declared) > MAX_INPUT_BYTES:
+        raise KitError(f"--input {path}: its arrays are {sum(declared):,} bytes in all, more than the "
+                       f"{MAX_INPUT_BYTES:,} an input may be (every runtime captures every layer's output for it)")
+    return names
 
 
 def _checked(array, spec, path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import KitError, topology
 from .cli import Terminated, asked_to_stop
+from .user_files import MAX_CONFIG_BYTES, check_archive_size, check_json_depth, read_archive_member
 
 SOURCE_KERAS3_FILE = "source_model.keras"  # beside the converted model: the float64 reference's own model
 
@@ -86,6 +87,7 @@ def load_user_model(path):
         keras, keras3 = load_keras(), False
     elif path.suffix == ".keras":
         _refuse_lambda(path, _keras_file_config(path))
+        check_archive_size(path, available_memory())  # Keras unpacks every member
         keras, keras3 = load_keras3(), True
     elif path.suffix in (".h5", ".hdf5"):
         config = _h5_config(path)
@@ -110,19 +112,22 @@ def load_user_model(path):
 
 
 def _keras_file_config(path):
-    """The model config inside a .keras file (a zip holding config.json)."""
-    import zipfile
+    """The model config inside a .keras file (a zip holding config.json), within MAX_CONFIG_BYTES."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.read("config.json").decode("utf-8")
-    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError):
-        raise KitError(f"--model {path}: not a Keras 3 .keras file (no readable config.json inside)") from None
+        return read_archive_member(path, "config.json", MAX_CONFIG_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise KitError(f"--model {path}: not a Keras 3 .keras file (its config.json is not UTF-8)") from None
 
 
 def _h5_config(path):
     import h5py
     try:
         with h5py.File(path, "r") as f:
+            if "model_config" in f.attrs:
+                size = h5py.h5a.open(f.id, b"model_config").get_storage_size()
+                if size > MAX_CONFIG_BYTES:
+                    raise KitError(f"--model {path}: its model_config is {size:,} bytes, more than the "
+                                   f"{MAX_CONFIG_BYTES:,} a model config may hold")
             config = f.attrs.get("model_config")
     except OSError:
         raise KitError(f"--model {path}: not an HDF5 file") from None
@@ -141,6 +146,7 @@ def _refuse_lambda(path, config_text):
         if isinstance(value, list):
             return next((name for name in map(find, value) if name), None)
         return None
+    check_json_depth(config_text, where=f"--model {path}: its model config")
     try:
         name = find(json.loads(config_text))
     except ValueError:
@@ -148,6 +154,12 @@ def _refuse_lambda(path, config_text):
     if name:
         raise KitError(f"--model {path}: layer {name!r} (Lambda) runs Python code, which tfjs cannot run; "
                        "express it with built-in layers")
+
+
+def available_memory():
+    """Bytes of memory this machine has free now (what a file may unpack to, at most)."""
+    import psutil
+    return psutil.virtual_memory().available
 
 
 def find_layer(model, path):
