@@ -279,6 +279,18 @@ def test_tfjs_global_average_pooling_ignores_the_keras_mask(tmp_path):
     assert judged["node/cpu"]["embedding"] in FLOAT32_OK and judged["node/cpu"]["dropout"] in FLOAT32_OK
 
 
+def test_bilinear_upsampling_has_no_error_model_and_is_still_a_mismatch_in_tfjs(tmp_path):
+    """A real tfjs 4.22 bug (tfjs #4340: tfjs-layers resizes without half-pixel centres): no
+    error model for bilinear UpSampling2D, but tfjs is off by a large part of the layer,
+    far beyond the ceiling float32 rounding never reaches; Python stays below it."""
+    model = build_with_tf_keras(tmp_path, (
+        "x = keras.Input((4, 4, 2))\n"
+        "model = keras.Model(x, keras.layers.UpSampling2D(2, interpolation='bilinear', name='up')(x))"), "up.h5")
+    judged = pipeline_on_node_cpu(model, tmp_path / "out")
+    assert judged["python/tensorflow"]["up"] == "no bound"
+    assert judged["node/cpu"]["up"] == "mismatch"
+
+
 def test_a_nan_in_the_input_is_inherited_not_a_fault(tmp_path):
     model = build_with_tf_keras(tmp_path, "x = keras.Input((3,)); model = keras.Model(x, keras.layers.Dense(2)(x))",
                                 "dense.h5")

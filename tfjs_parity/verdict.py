@@ -130,8 +130,19 @@ def judge(capture, python, reference, local):
                 verdict = Verdict.OVERFLOW
                 reason = f"{int(np.sum(~np.isfinite(output)))} NaN/inf passed on from an earlier overflow"
             elif bound is None:
-                verdict = _worse(verdict, Verdict.NO_BOUND)
-                reason = f"no error model for {point.class_name} here: metrics only"
+                ceiling = _ceiling(python, exact, point, precision)
+                worst = float(np.max(error, initial=0.0))
+                relative = worst / magnitude if magnitude > 0 else (0.0 if worst == 0 else float("inf"))
+                if ceiling is not None and relative > ceiling:
+                    index = int(np.nanargmax(np.where(np.isnan(error), np.inf, error)))
+                    verdict = Verdict.MISMATCH
+                    reason = (f"no error model for {point.class_name}, but off by {relative:.3g} of the layer's "
+                              f"magnitude, beyond the ceiling of {ceiling:.2g} that float32 rounding never reaches "
+                              f"(a ceiling, not a bound): {_element(capture, point, index)} is {output[index]:.9g}, "
+                              f"exact {local_output[index]:.9g} from this runtime's own inputs")
+                else:
+                    verdict = _worse(verdict, Verdict.NO_BOUND)
+                    reason = f"no error model for {point.class_name} here: metrics only"
             elif ratio <= 1:
                 verdict = _worse(verdict, Verdict.ROUNDING)
                 reason = reason or f"{ratio:.2g} of the float32 rounding bound"
@@ -152,6 +163,25 @@ def judge(capture, python, reference, local):
         result.layers.append(LayerResult(point.name, measure(output, _joined(python.outputs(point.name))),
                                          measure(output, exact), ratio, bound_rel, verdict, reason))
     return result
+
+
+# The ceiling for a layer without an error model (docs/verdicts-and-bounds.md): an error
+# beyond CEILING of the layer's magnitude, and beyond CEILING_FACTOR times TF Python's own
+# error there, is no float32 rounding. CEILING is 2**14 float32 unit roundoffs: each rounding
+# moves a value by at most 2**-24 of the numbers involved, so over 16,000 of them would have
+# to err the same way, at the magnitude of the output; Python's own error, times 1000, lets a
+# layer whose arithmetic is naturally far off (heavy cancellation) stay below it.
+CEILING = 2.0 ** -10
+CEILING_FACTOR = 1000.0
+
+
+def _ceiling(python, exact, point, precision):
+    """The ceiling for `point` of a float32 runtime; None for float16 storage (its rounding
+    alone is 2**-11: no ceiling this low would hold)."""
+    if precision is not FLOAT32:
+        return None
+    python_error = measure(_joined(python.outputs(point.name)), exact).max_rel
+    return max(CEILING, CEILING_FACTOR * python_error) if np.isfinite(python_error) else CEILING
 
 
 def _joined(arrays):

@@ -53,8 +53,22 @@ def test_beyond_the_bound_is_a_mismatch_naming_the_element():
     assert verdict is Verdict.MISMATCH and "output[0, 2]" in reason and "x the float32 rounding bound" in reason
 
 
-def test_without_an_error_model_it_is_no_bound_never_a_guess():
-    assert verdict_of(EXACT * 1.5, bound=None)[0] is Verdict.NO_BOUND
+def test_without_an_error_model_it_is_no_bound_below_the_ceiling():
+    assert verdict_of(EXACT * (1 + 1e-5), bound=None)[0] is Verdict.NO_BOUND
+
+
+def test_without_an_error_model_far_beyond_the_ceiling_is_a_mismatch_that_says_so():
+    """UpSampling2D(bilinear) in tfjs is off by 44% of the layer (tfjs #4340): no error model,
+    and still no float32 rounding."""
+    verdict, reason = verdict_of(EXACT * 1.44, bound=None)
+    assert verdict is Verdict.MISMATCH and "beyond the ceiling of 0.00098" in reason and "not a bound" in reason
+
+
+def test_the_ceiling_grows_with_python_s_own_error_and_is_off_for_float16():
+    off = EXACT * (1 + 5e-3)
+    python = EXACT * (1 + 1e-5)  # Python itself is 1e-5 off here: the ceiling is 1000 times that
+    assert verdict_of(off, bound=None, python_output=python)[0] is Verdict.NO_BOUND
+    assert verdict_of(EXACT * 1.44, bound=None, f16=True)[0] is Verdict.NO_BOUND
 
 
 def test_a_changed_weight_is_a_mismatch_even_when_the_output_is_fine():
