@@ -1,14 +1,15 @@
 """Every backend and precision mode, end to end on the small model, on the real runtimes."""
+import json
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import BROWSER_FILES, F16_FILE, NODE_FILES, ROOT, assert_one_line_error, check, leftovers, run_script
+from conftest import (BROWSER_FILES, F16_FILE, NODE_FILES, ROOT, assert_one_line_error, check, copy_study, leftovers,
+                      run_script)
 from tfjs_parity.capture import Capture
-from tfjs_parity.steps import check_sane, parse_flag, variant_of
-from tfjs_parity import KitError
+from tfjs_parity.steps import mark_all_zero, parse_flag, variant_of
 
 pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
 
@@ -161,14 +162,21 @@ def test_self_test_refuses_a_backend_that_computes_zeros():
     assert "expected [20, 23, 44, 51]" in done.stdout
 
 
-def test_a_capture_of_only_zeros_is_refused_naming_the_backend(small_study):
+def test_a_capture_of_only_zeros_is_saved_judged_and_said_first(small_study, tmp_path):
+    """Issue 17: the evidence is kept (a backend that passed its self-test hit a bug)."""
+    out = copy_study(small_study, tmp_path, ("keras_model_python.json", "keras_model_float64.json"))
     capture = Capture.load(small_study / "keras_model_tfjs_browser.json")
-    check_sane(capture)
+    assert not mark_all_zero(capture)
     for key, arrays in capture.tensors.items():
         if key.endswith("_output"):
             capture.tensors[key] = [np.zeros_like(a) for a in arrays]
-    with pytest.raises(KitError, match="backend webgl \\(browser\\) returned only zeros or NaN"):
-        check_sane(capture)
+    capture.metadata["backend"] = "cpu"  # a planted all-zero capture, saved as the step saves
+    assert mark_all_zero(capture)
+    capture.save(out / "keras_model_tfjs_browser_cpu.json")
+    done = check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    assert "browser/cpu: ALL OUTPUTS ZERO OR NaN at every layer" in done.stdout
+    judged = {r["label"]: r for r in json.loads((out / "full.json").read_text())["captures"]}
+    assert {layer["verdict"] for layer in judged["browser/cpu"]["layers"]} == {"mismatch"}
 
 
 def test_compare_outputs_on_named_files_gives_a_block_each_and_the_table(matrix):

@@ -168,16 +168,20 @@ def variant_metadata(flags):
     return {"variant": variant} if variant else {}
 
 
-def check_sane(capture):
-    """A backend that returns nothing but zeros or NaN (as WebGPU does on a broken adapter)
-    has not computed anything: refuse its capture, naming the backend. (Unless the inputs
-    hold NaN themselves: then NaN everywhere is the right answer.)"""
+ALL_ZERO = "all_outputs_zero_or_nan"  # the metadata field that says so
+
+
+def mark_all_zero(capture):
+    """A capture whose every output is zeros or NaN is saved and judged like any other (the
+    backend passed its self-test: this model hit a bug, and that is evidence, tfjs #8638),
+    marked `all_outputs_zero_or_nan` so that every report says so first. (Not when the inputs
+    hold NaN themselves: then NaN everywhere is the right answer.) True when marked."""
     outputs = (a for key, arrays in capture.tensors.items() if key.endswith("_output") for a in arrays)
-    if all(np.all((a == 0) | np.isnan(a)) for a in outputs):
-        if any(np.issubdtype(a.dtype, np.floating) and np.any(np.isnan(a)) for a in capture.inputs.values()):
-            return
-        raise KitError(f"backend {capture.metadata.get('backend')} ({capture.metadata.get('runtime')}) returned only "
-                       "zeros or NaN in every layer: it did not compute; check the browser's GPU flags")
+    if all(np.all((a == 0) | np.isnan(a)) for a in outputs) and \
+            not any(np.issubdtype(a.dtype, np.floating) and np.any(np.isnan(a)) for a in capture.inputs.values()):
+        capture.metadata[ALL_ZERO] = True
+        return True
+    return False
 
 
 def cpu_model():
@@ -204,7 +208,7 @@ def save_results(results, out_dir, runtime, flags, requested_format=None, varian
         for backend, result in results.items():
             if not isinstance(result, KitError):
                 try:
-                    check_sane(result)
+                    all_zero = mark_all_zero(result)
                     path = save_capture(result, out_dir / capture_file_name(runtime, backend, variant),
                                         requested_format)
                 except (KitError, OSError) as error:  # this backend's failure; the others are still saved
@@ -215,7 +219,9 @@ def save_results(results, out_dir, runtime, flags, requested_format=None, varian
             timing = result.metadata.get("timing", {})
             print(f"wrote {path} ({result.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
                   + (f", {result.metadata['renderer']}" if result.metadata.get("renderer") else "")
-                  + format_note(result, path, requested_format) + ")")
+                  + format_note(result, path, requested_format) + ")"
+                  + ("; ALL OUTPUTS ZERO OR NaN: the backend passed its self-test and computed nothing for this "
+                     "model (compare_outputs.py --full judges it)" if all_zero else ""))
     finally:
         for result in results.values():
             staged = getattr(result, "tensors", None)

@@ -278,7 +278,10 @@ def closeness(results):
         worst = max(ratios, default=1.0)
         lost = result.first(Verdict.OVERFLOW, Verdict.MISMATCH)
         reduced = result.first(Verdict.REDUCED)
-        if all(layer.verdict == Verdict.SAME_BITS for layer in result.layers):
+        if result.metadata.get("all_outputs_zero_or_nan"):
+            sentences.append(f"{result.label}: ALL OUTPUTS ZERO OR NaN at every layer (its backend passed the "
+                             "self-test: this model hits a bug there)")
+        elif all(layer.verdict == Verdict.SAME_BITS for layer in result.layers):
             sentences.append(f"{result.label} gives TF Python's answer bit for bit at every layer")
         elif lost:
             before = (f"; reduced precision from {reduced.layer}"
