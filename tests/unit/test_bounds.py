@@ -92,27 +92,25 @@ def _activation_variants(name, z, prefix):
     return {f"{prefix} {name}#{j}": [f(z)] for j, f in enumerate(ACTIVATIONS32[name])}
 
 
-def dense_alternatives(layer, inputs, rngs):
-    weights = layer.get_weights()
-    bias = weights[1] if layer.use_bias else None
-    terms = with_bias(product_terms(inputs[0], weights[0]), bias)
+def _summed_alternatives(layer, terms, rngs):
+    """The layer's activation on its terms summed in float32, per seed and summation mode."""
     name = layer.get_config()["activation"]
     out = {}
     for s, rng in enumerate(rngs):
         for mode in SUM_MODES:
             out.update(_activation_variants(name, rounded_sum(terms, rng, mode), f"{mode} seed{s}"))
     return out
+
+
+def dense_alternatives(layer, inputs, rngs):
+    weights = layer.get_weights()
+    bias = weights[1] if layer.use_bias else None
+    return _summed_alternatives(layer, with_bias(product_terms(inputs[0], weights[0]), bias), rngs)
 
 
 def conv_alternatives(layer, inputs, rngs):
     terms, bias = conv_terms(layer, inputs[0])
-    terms = with_bias(terms, bias)
-    name = layer.get_config()["activation"]
-    out = {}
-    for s, rng in enumerate(rngs):
-        for mode in SUM_MODES:
-            out.update(_activation_variants(name, rounded_sum(terms, rng, mode), f"{mode} seed{s}"))
-    return out
+    return _summed_alternatives(layer, with_bias(terms, bias), rngs)
 
 
 def separable_alternatives(layer, inputs, rngs):
