@@ -310,6 +310,11 @@ def test_a_nan_in_the_input_is_inherited_not_a_fault(tmp_path):
     ("x = keras.Input((4,)); model = keras.Model(x, keras.layers.Dense(2, activation='exponential', name='e')(x))",
      ["layer 'e' (Dense)", "activation='exponential' has no tfjs counterpart"]),
     ("x = keras.Input((4,)); model = keras.Model(x, x)", ["no layers besides its inputs"]),
+    # the head of the standard MobileNet: tfjs-layers ignores keepdims (issue 17)
+    ("model = keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3), alpha=0.25)",
+     ["(GlobalAveragePooling2D): keepdims=True, which tfjs-layers 4.22 ignores"]),
+    ("x = keras.Input((8, 8, 3)); model = keras.Model(x, keras.layers.Resizing(4, 4, name='rs')(x))",
+     ["layer 'rs' (Resizing)", "without the batch dimension"]),
 ])
 def test_what_tfjs_would_compute_differently_is_refused_by_name(tmp_path, code, fragments):
     model = build_with_tf_keras(tmp_path, code, "model.h5")

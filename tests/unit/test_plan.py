@@ -50,3 +50,18 @@ def test_a_layer_without_a_float64_kernel_is_refused_by_name_before_anything_run
     graph = Graph("m", [Layer("x", "InputLayer", {}), Layer("p", class_name, {"pool_size": 2})], [], [])
     with pytest.raises(KitError, match=f"layer 'p' \\({class_name}\\): TensorFlow has no float64 CPU kernel for {op}"):
         check_tfjs_can_run(graph)
+
+
+@pytest.mark.parametrize("class_name, config, fragment", [
+    ("GlobalAveragePooling2D", {"keepdims": True}, "keepdims=True, which tfjs-layers 4.22 ignores"),
+    ("GlobalMaxPooling1D", {"keepdims": True}, "keepdims=True, which tfjs-layers 4.22 ignores"),
+    ("Resizing", {"height": 8, "width": 8}, "Resizing computes its output shape without the batch dimension"),
+])
+def test_what_tfjs_layers_computes_differently_is_refused_by_name_with_the_reason(class_name, config, fragment):
+    """Issue 17: MobileNet v1/v3's head (keepdims=True pooling) and Resizing used to pass step 1
+    and fail in tfjs naming another layer, or no layer."""
+    from tfjs_parity.kinds.layers_model import check_tfjs_can_run
+    from tfjs_parity.topology import Graph, Layer
+    with pytest.raises(KitError, match=f"layer 'l' \\({class_name}\\): .*{fragment}"):
+        check_tfjs_can_run(Graph("m", [Layer("l", class_name, config)], [], []))
+    check_tfjs_can_run(Graph("m", [Layer("l", "GlobalAveragePooling2D", {"keepdims": False})], [], []))

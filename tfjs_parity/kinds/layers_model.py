@@ -68,6 +68,15 @@ def check_tfjs_can_run(graph):
             if class_name == "ReLU" and (float(config.get("negative_slope") or 0) or float(config.get("threshold") or 0)):
                 raise KitError(f"{where}: tfjs-layers 4.22's ReLU ignores negative_slope and threshold, so it would "
                                "compute another function; use LeakyReLU, or ReLU with only max_value")
+            if class_name.startswith("Global") and "Pooling" in class_name and \
+                    config.get("keepdims"):
+                raise KitError(f"{where}: keepdims=True, which tfjs-layers 4.22 ignores (its global pooling returns "
+                               "[batch, channels], layers/pooling.js), so the layers after it would get another "
+                               "shape; pool without keepdims and Reshape after it")
+            if class_name == "Resizing":
+                raise KitError(f"{where}: tfjs-layers 4.22's Resizing computes its output shape without the batch "
+                               "dimension ([height, width, shape[2]], layers/preprocessing/image_resizing.js), so the "
+                               "converted model fails in tfjs ('Shape mismatch'); resize the input before the model")
             if class_name == "ELU" and float(config.get("alpha", 1.0)) != 1.0:
                 raise KitError(f"{where}: alpha={config['alpha']}: tfjs-layers 4.22's ELU layer supports only 1.0")
             if class_name == "GRU" and config.get("reset_after"):
