@@ -114,6 +114,25 @@ def test_injected_fault_is_a_mismatch_at_the_layer_it_is_in(fault, small_study, 
         assert "NaN/inf inherited from its inputs" in dense_2["reason"]
 
 
+def test_an_output_shaped_differently_is_a_mismatch_there_and_the_report_goes_on(small_study, tmp_path):
+    """Issue 17: a runtime that computes another shape at one layer (as tfjs-layers did for
+    keepdims pooling) is a mismatch at that layer with both shapes; the layers after it are
+    judged on the exact answer it should have fed them, and the rest of the report is there."""
+    study = copy_study(small_study, tmp_path, ("keras_model_python.json", "keras_model_float64.json",
+                                               NODE_FILES["tensorflow"], BROWSER_FILES["webgl"]))
+    node = Capture.load(study / NODE_FILES["tensorflow"])
+    node.tensors["dense_1_output"] = [np.concatenate([a, a[:, :1]], axis=1) for a in node.tensors["dense_1_output"]]
+    node.save(study / NODE_FILES["tensorflow"])
+    done, captures = judged(study)
+    assert "dense_1_output[0]: different values = 9, average difference = nan (shape [1, 8] vs [1, 9])" in done.stdout
+    layers = {layer["layer"]: layer for layer in captures["node/tensorflow"]["layers"]}
+    assert layers["dense_1"]["verdict"] == "mismatch"
+    assert layers["dense_1"]["reason"].startswith("output shape [1, 9] here, the exact answer's [1, 8]")
+    assert layers["dense_0"]["verdict"] == "same bits" and layers["dense_2"]["verdict"] == "same bits"
+    assert "fed the exact answer of dense_1" in layers["dense_2"]["reason"]
+    assert set(verdicts(captures["browser/webgl"]).values()) <= {"same bits", "float32 rounding"}
+
+
 @pytest.mark.parametrize("fault", ["one weight changed", "transposed kernel"])
 def test_a_wrong_output_with_right_weights_is_pinned_to_its_layer(fault, small_study, tmp_path):
     """A runtime that reports the right weights but computes with a wrong one: only the

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import KitError
+from .wire import OUTPUT_SUFFIX
 
 
 @dataclass
@@ -14,6 +15,7 @@ class TensorDiff:
     size: int
     different_values: int
     average_difference: float  # the study's metric: sum(|a - b|) / size, in float64
+    shapes: tuple = None       # (reference's, other's) when the two are shaped differently
 
     @property
     def name(self):
@@ -46,21 +48,30 @@ def diff_arrays(a, b):
 
 
 def compare_captures(reference, other):
-    """Compare every tensor of `reference` with the same tensor of `other`.
+    """Compare every tensor of `reference` with the same tensor of `other`. An output shaped
+    differently is a difference of every value (NaN average), with both shapes: a runtime that
+    computes another shape at one layer is a finding there, not the end of the report.
 
-    Raises KitError naming the first layer whose tensors are missing or shaped differently."""
+    Raises KitError naming the first layer whose tensors are missing, counted differently,
+    or whose weights are shaped differently (then the captures are of different models)."""
     check_layout(reference, other)
     diffs = []
     for key, arrays in reference.tensors.items():
         for index, (a, b) in enumerate(zip(arrays, other.tensors[key])):
+            if np.shape(a) != np.shape(b):
+                diffs.append(TensorDiff(key, index, max(np.size(a), np.size(b)), max(np.size(a), np.size(b)),
+                                        float("nan"), (list(np.shape(a)), list(np.shape(b)))))
+                continue
             count, average = diff_arrays(a, b)
             diffs.append(TensorDiff(key, index, a.size, count, average))
     return CaptureDiff(reference.label, other.label, diffs)
 
 
 def check_layout(reference, other):
-    """KitError naming the first layer whose tensors are missing from one capture, or counted
-    or shaped differently (read from shapes: a binary capture's tensors are not loaded)."""
+    """KitError naming the first layer whose tensors are missing from one capture, counted
+    differently, or whose weights are shaped differently: the captures are of different
+    models (read from shapes: a binary capture's tensors are not loaded). An output shaped
+    differently passes: it is judged at its layer."""
     missing = [k for k in reference.tensors if k not in other.tensors]
     extra = [k for k in other.tensors if k not in reference.tensors]
     if missing or extra:
@@ -75,7 +86,7 @@ def check_layout(reference, other):
             raise KitError(f"layer {_layer_of(key)}: {key} has {len(ours)} tensors in "
                            f"{reference.label} but {len(theirs)} in {other.label}")
         for index, (a, b) in enumerate(zip(ours, theirs)):
-            if a != b:
+            if a != b and not key.endswith(OUTPUT_SUFFIX):
                 raise KitError(f"layer {_layer_of(key)}: {key}[{index}] has shape {a} in "
                                f"{reference.label} but {b} in {other.label}")
 

@@ -106,7 +106,8 @@ class LocalReference:
         weights may be the very thing that is wrong)."""
         import tensorflow as tf
         self.tf = tf
-        self.plan, self.kind = plan, kind_of(plan)
+        self.plan, self.kind, self.reference = plan, kind_of(plan), reference
+        self.exact_fed = {}  # id(capture) -> {point: the source whose exact answer fed it}
         self._decoded = {}  # id(capture) -> its inputs, decoded once (ResNet50's: 15 ms, at each of 176 points)
         probe = self.kind.probe_model(float64_clone(model, keras), keras, plan, by_path)  # every layer built, as in the model
         self.layers = probe.layers
@@ -126,7 +127,9 @@ class LocalReference:
         return self._decoded[id(capture)][1]
 
     def point_inputs(self, point, capture):
-        """The arrays `capture`'s runtime fed `point`: model inputs, or its own outputs of earlier points."""
+        """The arrays `capture`'s runtime fed `point`: model inputs, or its own outputs of earlier
+        points; where one of those is shaped differently from the exact answer's (the runtime
+        computed another shape there), the exact answer's, recorded in `self.exact_fed`."""
         inputs = self._inputs(capture)
         arrays = []
         for source in point.sources:
@@ -134,8 +137,13 @@ class LocalReference:
                 if source["input"] not in inputs:
                     raise KitError(f"{capture.label}: its metadata holds no input {source['input']!r}")
                 arrays.append(inputs[source["input"]])
-            else:
-                arrays.append(capture.outputs(source["point"])[source["index"]])
+                continue
+            own = capture.outputs(source["point"])[source["index"]]
+            exact = self.reference.outputs(source["point"])[source["index"]]
+            if np.shape(own) != np.shape(exact):
+                self.exact_fed.setdefault(id(capture), {})[point.name] = source["point"]
+                own = exact
+            arrays.append(own)
         return as_float64(arrays)
 
     def evaluate(self, layer, arrays, kwargs=None):

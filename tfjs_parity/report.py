@@ -8,7 +8,8 @@ def study_block(title, diff):
     lines = [f"{'*' * 10} {title} {'*' * 10}"]
     for t in diff.tensors:
         lines.append(f"{t.name}: different values = {t.different_values}, "
-                     f"average difference = {t.average_difference!r}")
+                     f"average difference = {t.average_difference!r}"
+                     + (f" (shape {t.shapes[0]} vs {t.shapes[1]})" if t.shapes else ""))
     return "\n".join(lines)
 
 

@@ -15,7 +15,12 @@ The rule, per layer and runtime (docs/verdicts-and-bounds.md gives the reasoning
    largest number the runtime's storage holds (65504 for float16), or when a layer feeding
    it overflowed; otherwise "mismatch". NaN or infinity the exact answer has too (a NaN in
    the input) is inherited, not a fault. Anything else beyond the bound: "mismatch".
-   A layer type with no error model gets its metrics and "no bound": never a guess.
+   A layer type with no error model gets its metrics and "no bound": never a guess, unless
+   its error is beyond the ceiling no float32 rounding reaches (CEILING): "mismatch".
+4. An output shaped differently from the exact answer is a "mismatch" there; the points it
+   feeds are judged on the exact answer it should have fed them.
+
+(A little over 350 lines: the rule, and the summaries and the gate made from its results.)
 """
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -93,15 +98,26 @@ class RuntimeResult:
         return next((layer for layer in self.layers if layer.verdict in verdicts), None)
 
 
-def judge(capture, python, reference, local):
+def judge(capture, python, reference, local, exact_fed=None):
     """Judge every point of `capture` (Python's own capture included).
 
     `python`, `reference`: the TF Python and float64 captures; `local`: the capture's
-    LocalReference.evaluate_capture(), point by point."""
+    LocalReference.evaluate_capture(), point by point; `exact_fed`: {point: source} of the
+    points it fed the exact answer of a source this runtime shaped differently (filled as
+    `local` goes)."""
     precision = storage_precision(capture)
     result = RuntimeResult(capture.label, precision.name, capture.metadata)
     overflowed_points = set()  # an overflow is passed on only to the points it feeds
+    exact_fed = {} if exact_fed is None else exact_fed
     for point, local_outputs, bounds in local:
+        shapes = [list(np.shape(a)) for a in capture.outputs(point.name)]
+        exact_shapes = [list(np.shape(a)) for a in reference.outputs(point.name)]
+        if shapes != exact_shapes:  # another shape: every value differs; the report goes on
+            unknown = _unmeasured(max(sum(int(np.prod(s)) for s in shapes), 1))
+            result.layers.append(LayerResult(point.name, unknown, unknown, float("nan"), float("nan"),
+                                             Verdict.MISMATCH, f"output shape {_shapes_text(shapes)} here, the exact "
+                                             f"answer's {_shapes_text(exact_shapes)}: another computation"))
+            continue
         overflowed = any(s.get("point") in overflowed_points for s in point.sources)
         output = _joined(capture.outputs(point.name))
         exact = _joined(reference.outputs(point.name))
@@ -158,6 +174,9 @@ def judge(capture, python, reference, local):
                 verdict = Verdict.MISMATCH
                 reason = (f"{ratio:.3g}x the {precision.name} rounding bound: {_element(capture, point, index)} is "
                           f"{output[index]:.9g}, exact {local_output[index]:.9g} from this runtime's own inputs")
+        if point.name in exact_fed:
+            reason += (("; " if reason else "") + f"fed the exact answer of {exact_fed[point.name]}, whose output "
+                       "this runtime shaped differently")
         if verdict == Verdict.OVERFLOW:
             overflowed_points.add(point.name)
         result.layers.append(LayerResult(point.name, measure(output, _joined(python.outputs(point.name))),
@@ -182,6 +201,16 @@ def _ceiling(python, exact, point, precision):
         return None
     python_error = measure(_joined(python.outputs(point.name)), exact).max_rel
     return max(CEILING, CEILING_FACTOR * python_error) if np.isfinite(python_error) else CEILING
+
+
+def _unmeasured(size):
+    """Metrics of an output that cannot be measured against the exact answer (another shape)."""
+    nan = float("nan")
+    return Metrics(size, nan, nan, nan, nan, nan, 0, nan)
+
+
+def _shapes_text(shapes):
+    return " + ".join(str(s) for s in shapes)
 
 
 def _joined(arrays):
@@ -351,5 +380,6 @@ def judge_all(converted_dir, python, reference, captures):
     results = []
     for capture in [python, *captures]:
         precisions = [FLOAT32] + ([FLOAT16] if storage_precision(capture) is FLOAT16 else [])
-        results.append(judge(capture, python, reference, local.evaluate_capture(capture, precisions)))
+        results.append(judge(capture, python, reference, local.evaluate_capture(capture, precisions),
+                             local.exact_fed.setdefault(id(capture), {})))
     return results

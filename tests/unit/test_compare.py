@@ -53,12 +53,23 @@ def test_a_layer_missing_from_the_other_capture_is_named():
         compare_captures(ref, other)
 
 
-def test_a_shape_mismatch_names_the_layer_and_both_shapes():
-    ref = capture("python", dense_0_output=[[[1, 2]]])
-    other = capture("node", dense_0_output=[[[1, 2, 3]]])
-    with pytest.raises(KitError, match=r"layer dense_0: dense_0_output\[0\] has shape \[1, 2\] in python/x "
+def test_weights_shaped_differently_are_another_model_named_by_layer_and_shapes():
+    ref = capture("python", dense_0_weights=[[[1, 2]]], dense_0_output=[[[1, 2]]])
+    other = capture("node", dense_0_weights=[[[1, 2, 3]]], dense_0_output=[[[1, 2]]])
+    with pytest.raises(KitError, match=r"layer dense_0: dense_0_weights\[0\] has shape \[1, 2\] in python/x "
                                        r"but \[1, 3\] in node/x"):
         compare_captures(ref, other)
+
+
+def test_an_output_shaped_differently_is_a_difference_there_and_the_rest_is_compared():
+    ref = capture("python", dense_0_output=[[[1, 2]]], dense_1_output=[[[5.0]]])
+    other = capture("node", dense_0_output=[[[1, 2, 3]]], dense_1_output=[[[5.0]]])
+    diff = compare_captures(ref, other)
+    shaped, rest = diff.tensors
+    assert (shaped.different_values, shaped.shapes) == (3, ([1, 2], [1, 3])) and shaped.average_difference != 0
+    assert rest.different_values == 0
+    assert "dense_0_output[0]: different values = 3, average difference = nan (shape [1, 2] vs [1, 3])" in \
+        study_block("t", diff)
 
 
 def test_study_block_uses_the_study_line_format():
