@@ -83,7 +83,8 @@ def main():
             feed = model_inputs.study_inputs(specs)
             origin = {"study": "a batch of one vector of ones"}
         plan = make_plan(source, flat, specs)
-        capture = python_runner.run(source.model, source.keras, plan, feed, args.repeat, args.budget)
+        capture = python_runner.run(source.model, source.keras, plan, feed, args.repeat, args.budget,
+                                    args.repeat_check)
         exact = reference_capture(source, plan, feed)
     # every file of the run is staged in one folder, then committed together
     run_dir = staging_dir(args.out_dir, "run")

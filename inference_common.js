@@ -133,6 +133,36 @@
             max_ms: sorted[sorted.length - 1], repeat, budget_s: budgetMs / 1000};
   }
 
+  // The probe run `runs` times on the same input in this session: {runs, identical, first_difference
+  // (the first point whose bits differ from the first run's, or null)}. A backend that gives
+  // another answer each time is a bug in itself. `perturb` (tests only, TFJS_PARITY_UNREPEATABLE
+  // under Node) makes the second run differ, as a backend that is not repeatable would.
+  async function repeatCheck(tf, probe, feed, first, plan, runs, perturb) {
+    const firstBits = [];
+    for (const tensor of first) firstBits.push(new Uint32Array((await tensor.data()).slice().buffer));
+    let firstDifference = null;
+    for (let run = 1; run < runs && firstDifference === null; run += 1) {
+      const again = probe.predict(feed);
+      try {
+        let position = 0;
+        for (const point of plan.points) {
+          for (let i = position; i < position + point.outputs && firstDifference === null; i += 1) {
+            const values = (await again[i].data()).slice();
+            if (perturb && run === 1 && i === 0 && values.length) values[0] = values[0] + 1;
+            const bits = new Uint32Array(values.buffer);
+            if (bits.length !== firstBits[i].length || bits.some((b, k) => b !== firstBits[i][k])) {
+              firstDifference = point.name;
+            }
+          }
+          position += point.outputs;
+        }
+      } finally {
+        tf.dispose(again);
+      }
+    }
+    return {runs, identical: firstDifference === null, first_difference: firstDifference};
+  }
+
   // What tf.memory() says once the model has run: bytes and tensors held, and on WebGL and
   // WebGPU the GPU's bytes (numbers only; `unreliable` when tfjs says the count may be off).
   function memoryOf(tf) {
@@ -198,6 +228,8 @@
       entries.push({key: point.name + OUTPUT_SUFFIX, tensors: predictions.slice(position, position + point.outputs)});
       position += point.outputs;
     }
+    const repeat = await repeatCheck(tf, probe, feed, predictions, plan, options.repeatCheck || 2,
+                                     options.perturbRepeat);
     const encodedInputs = {};
     for (const [name, tensor] of Object.entries(inputs)) encodedInputs[name] = await encodeTensor(tensor);
     const metadata = Object.assign({
@@ -211,6 +243,7 @@
       inputs: encodedInputs,
       timing,
       memory,
+      repeat,
       created: new Date().toISOString(),
     }, options.metadata, options.describe ? await options.describe() : {});
     try {

@@ -18,7 +18,8 @@ const path = require('path');
 const common = require('./inference_common.js');
 
 const USAGE = 'usage: node inference_in_node.js --model MODEL_JSON --out CAPTURE.safetensors ' +
-  '[--backend tensorflow|cpu|wasm] [--flags JSON] [--metadata JSON] [--repeat N] [--budget SECONDS] [--wait]';
+  '[--backend tensorflow|cpu|wasm] [--flags JSON] [--metadata JSON] [--repeat N] [--budget SECONDS] ' +
+  '[--repeat-check N] [--wait]';
 const BACKENDS = common.wire.backends.node;  // tfjs_parity/wire.json: Python's list too
 
 function fail(message) {
@@ -29,9 +30,9 @@ function fail(message) {
 process.on('unhandledRejection', (error) => fail(error && error.message ? error.message : String(error)));
 
 function parseArgs(argv) {
-  const args = {backend: 'tensorflow', flags: '{}', metadata: '{}', repeat: '10', budget: '10'};
+  const args = {backend: 'tensorflow', flags: '{}', metadata: '{}', repeat: '10', budget: '10', repeatCheck: '2'};
   const keys = {'--model': 'model', '--out': 'out', '--backend': 'backend', '--flags': 'flags',
-                '--metadata': 'metadata', '--repeat': 'repeat', '--budget': 'budget'};
+                '--metadata': 'metadata', '--repeat': 'repeat', '--budget': 'budget', '--repeat-check': 'repeatCheck'};
   for (let i = 0; i < argv.length; i += 1) {
     const flag = argv[i];
     if (flag === '--help' || flag === '-h') {
@@ -55,6 +56,8 @@ function parseArgs(argv) {
       fail(`--${name} must be a JSON object, e.g. '{"WEBGL_PACK": false}'`);
     }
   }
+  args.repeatCheck = Number(args.repeatCheck);
+  if (!Number.isInteger(args.repeatCheck) || args.repeatCheck < 1) fail('--repeat-check must be a whole number of at least 1');
   args.repeat = Number(args.repeat);
   if (!Number.isInteger(args.repeat) || args.repeat < 1) fail('--repeat must be a whole number of at least 1');
   args.budget = Number(args.budget);
@@ -124,6 +127,8 @@ async function main() {
     backend: args.backend,
     flags: args.flags,
     repeat: args.repeat,
+    repeatCheck: args.repeatCheck,
+    perturbRepeat: process.env.TFJS_PARITY_UNREPEATABLE === '1',
     budgetSeconds: args.budget,
     ready: args.wait ? async () => { await lineOnStdin(); checkModel(); } : null,
     loadModel: (kind) => kind.load(tf, `file://${modelPath}`),

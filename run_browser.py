@@ -87,7 +87,7 @@ def main():
     writable_out_dir(args.out_dir)
     runner = device_runner if args.device else firefox_runner if args.browser == "firefox" else browser_runner
     job = Job(args.out_dir / paths.CONVERTED_DIR / paths.MODEL_FILE, args.out_dir, backends, flags, args.repeat,
-              args.budget, metadata, go=ReadySignal() if args.wait_for_model else None,
+              args.budget, metadata, go=ReadySignal() if args.wait_for_model else None, repeat_check=args.repeat_check,
               save=lambda backend, capture, variant: save_results({backend: capture}, args.out_dir, runner.NAME,
                                                                   flags, args.format, variant=variant),
               options={"chromium_args": args.chromium_arg, "timeout": args.timeout,

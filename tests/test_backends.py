@@ -52,6 +52,26 @@ def test_timing_is_of_the_model_as_shipped_cold_apart_from_warm_with_memory(matr
         assert memory["numBytesInGPU"] > 0
 
 
+@pytest.mark.parametrize("name", ["keras_model_python.json", *NODE_FILES.values(), *BROWSER_FILES.values()])
+def test_every_capture_records_whether_its_bits_repeat(matrix, name):
+    """Issue 17: each runtime makes its capture twice on the same input in one session."""
+    assert Capture.load(matrix / name).metadata["repeat"] == {"runs": 2, "identical": True, "first_difference": None}
+
+
+def test_a_backend_that_is_not_repeatable_is_said_so(small_study, tmp_path):
+    """A run whose second capture differs (planted under Node: TFJS_PARITY_UNREPEATABLE, as a
+    backend with a race would) is recorded and told in the summary and the table."""
+    out = copy_study(small_study, tmp_path, ("keras_model_python.json", "keras_model_float64.json"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "cpu", "--repeat", "1", "--repeat-check", "3",
+                     env={"TFJS_PARITY_UNREPEATABLE": "1"}))
+    repeat = Capture.load(out / NODE_FILES["cpu"]).metadata["repeat"]
+    assert repeat == {"runs": 3, "identical": False, "first_difference": "dense_0"}
+    done = check(run_script("compare_outputs.py", "--out-dir", out, "--full"))
+    assert "node/cpu is NOT REPEATABLE: over 3 runs on the same input in one session, dense_0 gave other bits" \
+        in done.stdout
+    assert any(line.split()[:3] == ["repeatable", "NO:", "dense_0"] for line in done.stdout.splitlines()), done.stdout
+
+
 def test_the_matrix_table_shows_warm_against_python_cold_and_memory(matrix):
     done = check(run_script("compare_outputs.py", "--out-dir", matrix))
     rows = {line.split()[0] + (" " + line.split()[1] if line.startswith(("median", "x ", "cold", "memory")) else ""):
@@ -93,7 +113,7 @@ def test_compare_outputs_tabulates_every_capture(matrix):
     assert table[1].split() == ["node"] * 3 + ["browser"] * 5
     assert table[2].split() == ["layer", "tensorflow", "cpu", "wasm", "webgl", "webgl/f16", "wasm", "cpu", "webgpu"]
     assert [row.split()[0] for row in table[3:]] == ["dense_0", "dense_1", "dense_2", "weights", "median", "x", "cold",
-                                                    "memory"]
+                                                    "memory", "repeatable"]
     assert table[3].split()[1] == "0"  # node/tensorflow: Python's own kernels
 
 

@@ -133,7 +133,7 @@ def check_metadata(metadata, source):
         if metadata.get(name) is not None and not isinstance(metadata[name], str):
             raise KitError(f"{where(name)} is {json_type(metadata[name])}, not a string")
     for name in ("versions", "flags", "precision_flags", "evaluated_flags", "environment", "timing", "memory",
-                 "inputs", "model", "input_origin"):
+                 "repeat", "inputs", "model", "input_origin"):
         if name in metadata and not isinstance(metadata[name], dict):
             raise KitError(f"{where(name)} is {json_type(metadata[name])}, not an object")
     timing = metadata.get("timing")

@@ -62,6 +62,7 @@ def reference_capture(source, plan, inputs):
                                     repeat=1)
     capture.metadata.update(runtime=REFERENCE_RUNTIME, backend=REFERENCE_BACKEND)
     capture.metadata.pop("timing", None)  # how fast float64 runs says nothing about anyone
+    capture.metadata.pop("repeat", None)
     for key in [k for k in capture.tensors if k.endswith(WEIGHTS_SUFFIX)]:
         # the weights are the model's float32 values, cast exactly: stored as float32, half the size
         capture.tensors[key] = [_exactly_float32(w) for w in capture.tensors[key]]

@@ -39,6 +39,7 @@ def layer_table(reference, diffs, captures):
     body.append(["x python", *(_speed(c, reference) for c in captures)])
     body.append(["cold ms", *(_ms(c, "cold_ms") for c in captures)])
     body.append(["memory MiB", *(_memory(c) for c in captures)])
+    body.append(["repeatable", *(_repeatable(c) for c in captures)])
     title = (f"{reference.label} vs each capture: per layer output, values that differ / average difference"
              f" (reference median {_ms(reference)} ms)")
     return "\n".join([title, _aligned(_header([c.metadata for c in captures]) + body)])
@@ -69,6 +70,14 @@ def _speed(capture, python):
     """A capture's warm median as a multiple of Python's ('2.1x': slower, '0.5x': faster)."""
     ours, theirs = (c.metadata.get("timing", {}).get("median_ms") for c in (capture, python))
     return "-" if not ours or not theirs else f"{ours / theirs:.2g}x"
+
+
+def _repeatable(capture):
+    """'yes (2 runs)', 'NO: dense_3' (the first point whose bits differed), '-' when not checked."""
+    repeat = capture.metadata.get("repeat") or {}
+    if repeat.get("identical") is None:
+        return "-"
+    return f"yes ({repeat.get('runs')} runs)" if repeat["identical"] else f"NO: {repeat.get('first_difference')}"
 
 
 def _memory(capture):

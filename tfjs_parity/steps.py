@@ -61,6 +61,11 @@ def add_timing_arguments(parser):
     # A model whose prediction takes seconds must not take minutes to time: stop at the budget.
     parser.add_argument("--budget", type=positive_float, default=10.0, metavar="SECONDS",
                         help="stop timing once this much was spent, after at least one run (default 10)")
+    # A backend that gives another answer each time is a bug in itself: the capture is made
+    # this many times in one session and records whether the bits were the same each time.
+    parser.add_argument("--repeat-check", type=positive_int, default=2, metavar="N",
+                        help="run the capture N times on the same input and record whether every bit "
+                             "repeated (default 2)")
 
 
 def add_format_argument(parser):

@@ -307,6 +307,11 @@ def closeness(results):
         worst = max(ratios, default=1.0)
         lost = result.first(Verdict.OVERFLOW, Verdict.MISMATCH)
         reduced = result.first(Verdict.REDUCED)
+        repeat = result.metadata.get("repeat") or {}
+        if repeat.get("identical") is False:
+            sentences.append(f"{result.label} is NOT REPEATABLE: over {repeat.get('runs')} runs on the same input "
+                             f"in one session, {repeat.get('first_difference')} gave other bits (a different answer "
+                             "each time is a bug in itself)")
         if result.metadata.get("all_outputs_zero_or_nan"):
             sentences.append(f"{result.label}: ALL OUTPUTS ZERO OR NaN at every layer (its backend passed the "
                              "self-test: this model hits a bug there)")

@@ -21,7 +21,8 @@ class Job:
     the backends, tfjs flags, timing (repeat, budget in seconds), metadata added to every
     capture, `go` (a steps.ReadySignal: start now, read the model once told), `save`
     (save(backend, capture, variant): saves it, or raises KitError; for the runners that save
-    as captures arrive: Firefox, devices), and `options`
+    as captures arrive: Firefox, devices), `repeat_check` (the capture made that many times in
+    one session, to record whether its bits repeat), and `options`
     that only one runner reads (Chromium's switches and timeouts, a device run's address)."""
     model_json: Path
     out_dir: Path
@@ -33,3 +34,4 @@ class Job:
     go: Optional[object] = None
     save: Optional[Callable] = None
     options: dict = field(default_factory=dict)
+    repeat_check: int = 2  # the capture made this many times: are the bits the same each time?

@@ -54,7 +54,7 @@ def run(job):
     switches = chromium_switches(job.options.get("chromium_args", ()))
     executable = find_chromium()
     page = {"model": "model/model.json", "flags": json.dumps(job.flags or {}), "repeat": job.repeat,
-            "budget": job.budget, "metadata": json.dumps(job.metadata or {})}
+            "budget": job.budget, "metadata": json.dumps(job.metadata or {}), "repeat_check": job.repeat_check}
     import pyppeteer  # noqa: F401 (before Chromium starts: its import takes a moment)
     _quiet_libraries()
     uploads = Uploads(staging_dir, backends)

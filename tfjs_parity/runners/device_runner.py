@@ -26,7 +26,7 @@ SCRIPT = "run_browser.py --device"
 IDLE_TIMEOUT = 600.0  # seconds without a request before a device run ends by itself (--idle-timeout)
 MAX_DEVICES = 8  # distinct devices one run takes captures from (--devices N: N); a bound on what a LAN can send
 DEVICE_NAME_LIMIT = 48
-PAGE_DEFAULTS = {"flags": "{}", "metadata": "{}", "repeat": 10, "budget": 10}  # the page's own
+PAGE_DEFAULTS = {"flags": "{}", "metadata": "{}", "repeat": 10, "budget": 10, "repeat_check": 2}  # the page's own
 
 
 def device_of(headers):
@@ -187,6 +187,7 @@ class DeviceSession:
 def page_parameters(job):
     """The page's query parameters for `job` (its defaults left out)."""
     return {"flags": json.dumps(job.flags or {}), "repeat": job.repeat, "budget": job.budget,
+            "repeat_check": job.repeat_check,
             "metadata": json.dumps(job.metadata or {})}
 
 

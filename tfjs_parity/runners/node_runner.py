@@ -39,8 +39,7 @@ def run(job):
     results = {}
     for backend in job.backends:
         try:
-            results[backend] = _run_one(node, job.model_json, job.out_dir, backend, job.flags or {}, job.repeat,
-                                        job.budget, job.metadata or {}, job.options.get("timeout", TIMEOUT), go)
+            results[backend] = _run_one(node, job, backend, go)
         except KitError as error:
             results[backend] = error
         if go is not None:
@@ -50,13 +49,15 @@ def run(job):
     return results
 
 
-def _run_one(node, model_json, staging_dir, backend, flags, repeat, budget, metadata, timeout, go=None):
+def _run_one(node, job, backend, go=None):
+    model_json, staging_dir, timeout = job.model_json, job.out_dir, job.options.get("timeout", TIMEOUT)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     fd, out = staging_file(staging_dir, f"node_{backend}", ".safetensors")
     os.close(fd)
     command = [node, str(NODE_SCRIPT), "--model", str(model_json), "--out", out, "--backend", backend,
-               "--flags", json.dumps(flags), "--metadata", json.dumps(metadata), "--repeat", str(repeat),
-               "--budget", str(budget), *(["--wait"] if go else [])]
+               "--flags", json.dumps(job.flags or {}), "--metadata", json.dumps(job.metadata or {}),
+               "--repeat", str(job.repeat), "--budget", str(job.budget), "--repeat-check", str(job.repeat_check),
+               *(["--wait"] if go else [])]
     lines, timed_out = [], threading.Event()
     try:
         with Progress(f"node/{backend}") as progress:

@@ -21,7 +21,7 @@ BACKENDS = ("tensorflow",)
 # plan and the inputs rather than a Job (runners/base.py) naming files.
 
 
-def run(model, keras, plan, inputs, repeat=10, budget=10.0):
+def run(model, keras, plan, inputs, repeat=10, budget=10.0, repeat_check=1):
     """Predict `inputs` ({name: array}) with `model` (tf-keras or Keras 3, as `keras` says);
     capture every point of `plan` (weights and outputs), and time up to `repeat` predictions
     after one warm-up, stopping once `budget` seconds are spent."""
@@ -33,8 +33,14 @@ def run(model, keras, plan, inputs, repeat=10, budget=10.0):
     timing = time_predictions(lambda: model.predict_on_batch(feed), repeat, budget)
     timing.update(of="the model as shipped: its own prediction, outputs only", cold_ms=timing["warmup_ms"])
     probe = kind_of(plan).probe_model(model, keras, plan)
-    predictions = probe.model.predict(feed, verbose=0)
-    predictions = list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
+    predictions = _predict(probe, feed)
+    repeat_result = {"runs": repeat_check, "identical": True, "first_difference": None}
+    for _ in range(repeat_check - 1):  # the same input again, in this session: the same bits?
+        again = _predict(probe, feed)
+        differs = [i for i, (a, b) in enumerate(zip(predictions, again)) if not _same_bits(a, b)]
+        if differs:
+            repeat_result.update(identical=False, first_difference=_point_of(plan, differs[0]))
+            break
     tensors, position = {}, 0
     for point in plan.points:
         if point.weights:
@@ -53,9 +59,29 @@ def run(model, keras, plan, inputs, repeat=10, budget=10.0):
         "cpu": cpu_model(),
         "inputs": {name: encode_tensor(array) for name, array in inputs.items()},
         "timing": timing,
+        "repeat": repeat_result,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return Capture(metadata, tensors)
+
+
+def _predict(probe, feed):
+    predictions = probe.model.predict(feed, verbose=0)
+    return list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
+
+
+def _same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _point_of(plan, index):
+    """The plan point whose outputs hold the `index`-th predicted tensor."""
+    for point in plan.points:
+        if index < point.outputs:
+            return point.name
+        index -= point.outputs
+    return None
 
 
 def time_predictions(predict, repeat, budget=10.0):
