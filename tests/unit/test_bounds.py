@@ -170,13 +170,13 @@ def global_average_alternatives(layer, inputs, rngs):
     return _mean_variants(moved.reshape((-1,) + moved.shape[len(spatial):]).astype(np.float64), rngs)
 
 
+def _sum_variants(terms, rngs):
+    """The terms summed in float32, per seed and summation mode."""
+    return {f"{mode} seed{s}": [rounded_sum(terms, rng, mode)] for s, rng in enumerate(rngs) for mode in SUM_MODES}
+
+
 def add_alternatives(layer, inputs, rngs):
-    terms = np.stack(inputs).astype(np.float64)
-    out = {}
-    for s, rng in enumerate(rngs):
-        for mode in SUM_MODES:
-            out[f"{mode} seed{s}"] = [rounded_sum(terms, rng, mode)]
-    return out
+    return _sum_variants(np.stack(inputs).astype(np.float64), rngs)
 
 
 def average_alternatives(layer, inputs, rngs):
@@ -206,11 +206,7 @@ def dot_alternatives(layer, inputs, rngs):
         terms = np.moveaxis(a * b, -1, 0)[..., None]
     else:  # (batch, m, n) . (batch, n, p), axes (2, 1)
         terms = np.moveaxis(a[:, :, :, None] * b[:, None, :, :], 2, 0)
-    out = {}
-    for s, rng in enumerate(rngs):
-        for mode in SUM_MODES:
-            out[f"{mode} seed{s}"] = [rounded_sum(terms, rng, mode)]
-    return out
+    return _sum_variants(terms, rngs)
 
 
 def batch_norm_alternatives(layer, inputs, rngs):
