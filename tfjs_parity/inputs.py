@@ -79,20 +79,12 @@ def load_inputs(path, specs, graph):
                 raise KitError(f"--input {path}: one array, but the model has {len(specs)} inputs ({expected}); "
                                "give a .npz with one array per input name")
             arrays, names = {specs[0].name: loaded}, [specs[0].name]
-        else:
+        else:  # its names were checked against the model's inputs above
             with loaded:
-                names = list(loaded.files)
-                if len(specs) == 1 and len(names) == 1:
-                    arrays = {specs[0].name: loaded[names[0]]}
-                    names = [specs[0].name]
-                else:
-                    arrays = {name: loaded[name] for name in names}
+                arrays = ({specs[0].name: loaded[names[0]]} if len(specs) == 1 and len(names) == 1
+                          else {spec.name: loaded[spec.name] for spec in specs})
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # numpy's ways of saying "not an array file"
         raise KitError(f"--input {path}: not a .npy or .npz file of plain arrays ({error})") from None
-    if not isinstance(loaded, np.ndarray):
-        missing = [s.name for s in specs if s.name not in arrays]
-        if missing or len(arrays) != len(specs):
-            raise KitError(f"--input {path}: holds {', '.join(names) or 'nothing'}; the model's inputs are {expected}")
     checked = {spec.name: _checked(arrays[spec.name], spec, path) for spec in specs}
     for spec in specs:
         high = min(_vocabularies(graph, spec.name), default=None)
@@ -116,8 +108,11 @@ def check_input_file(path):
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
-                members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
+                members = archive.infolist()
                 for info in members:
+                    if not info.filename.endswith(".npy"):
+                        raise KitError(f"--input {path}: member {info.filename} is not an array (.npy); an .npz "
+                                       "holds one array per input name")
                     where = f"--input {path}: member {info.filename[:-len('.npy')]}"
                     with archive.open(info) as member:
                         shape, dtype = npy_header(member, where)

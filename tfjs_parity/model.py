@@ -87,7 +87,7 @@ def load_user_model(path):
         keras, keras3 = load_keras(), False
     elif path.suffix == ".keras":
         _refuse_lambda(path, _keras_file_config(path))
-        check_archive_size(path, available_memory())  # Keras unpacks every member
+        check_archive_size(path)  # Keras unpacks every member
         keras, keras3 = load_keras3(), True
     elif path.suffix in (".h5", ".hdf5"):
         config = _h5_config(path)
@@ -154,12 +154,6 @@ def _refuse_lambda(path, config_text):
     if name:
         raise KitError(f"--model {path}: layer {name!r} (Lambda) runs Python code, which tfjs cannot run; "
                        "express it with built-in layers")
-
-
-def available_memory():
-    """Bytes of memory this machine has free now (what a file may unpack to, at most)."""
-    import psutil
-    return psutil.virtual_memory().available
 
 
 def find_layer(model, path):

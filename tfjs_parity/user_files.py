@@ -30,8 +30,11 @@ def read_archive_member(path, name, limit, flag="--model"):
         raise KitError(f"{flag} {path}: not a Keras 3 .keras file (no readable {name} inside)") from None
 
 
-def check_archive_size(path, available, flag="--model"):
-    """The members of the zip at `path` unpack, by their declared sizes, to less than `available` bytes."""
+def check_archive_size(path, flag="--model"):
+    """The members of the zip at `path` unpack, by their declared sizes, to less than the
+    memory this machine has free."""
+    import psutil
+    available = psutil.virtual_memory().available
     try:
         with zipfile.ZipFile(path) as archive:
             total = sum(info.file_size for info in archive.infolist())
