@@ -30,7 +30,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, metavar="PATH",
-                        help="your model: a .keras file, a .h5 file or a SavedModel folder (default: the study's)")
+                        help="your model: a .keras file, a .h5 file, a SavedModel folder (Keras or not), or a "
+                             "converted tfjs model.json (default: the study's)")
+    parser.add_argument("--as", dest="kind", choices=("layers", "graph"),
+                        help="convert to a tfjs layers model (tf.loadLayersModel) or a graph model "
+                             "(tf.loadGraphModel: ops, as tensorflowjs_converter --output_format=tfjs_graph_model "
+                             "writes; the way for a model tfjs-layers cannot load). Default: layers for a Keras "
+                             "model, graph for a SavedModel that is not one; a model.json is what it is")
+    parser.add_argument("--signature", metavar="NAME",
+                        help="the signature of a (non-Keras) SavedModel to convert (default: serving_default)")
     parser.add_argument("--input", type=Path, metavar="FILE",
                         help="the input for --model: .npy (one input) or .npz (an array per input name)")
     parser.add_argument("--input-seed", type=seed32, default=0, metavar="N",
@@ -48,6 +56,16 @@ def main():
         raise KitError("--depth, --units and --seed build the study's model; they do not apply with --model")
     if args.input and not args.model:
         raise KitError("--input is the input for --model; the study's input is a vector of ones")
+    source_kind = model_source_kind(args.model)
+    if args.signature is not None and source_kind != "saved_model":
+        raise KitError("--signature picks a signature of a SavedModel that is not a Keras model; "
+                       f"--model {args.model or '(the study)'} is not one")
+    kind = args.kind or ("graph" if source_kind in ("saved_model", "graph_json") else "layers")
+    if kind == "layers" and source_kind == "saved_model":
+        raise KitError(f"--model {args.model}: a SavedModel that is not a Keras model has no layers; it converts "
+                       "only as a graph model (--as graph)")
+    if kind == "layers" and source_kind == "graph_json":
+        raise KitError(f"--model {args.model}: a tfjs graph model; it runs only as one (--as graph)")
     if not args.model:
         check_memory_for_study(args.depth or 10, args.units or 50)
     if args.input:  # what the file declares, before TensorFlow starts (a few bytes may declare terabytes)
@@ -55,45 +73,16 @@ def main():
         check_input_file(args.input)
     writable_out_dir(args.out_dir)  # before the slow part: a folder that cannot be written fails now
 
-    from tfjs_parity import inputs as model_inputs
     from tfjs_parity.commit import commit_run
-    from tfjs_parity.kinds.layers_model import check_tfjs_can_run, flat_tf_keras_model, make_plan, stage_converted
-    from tfjs_parity.model import build_study_model, held_stderr, load_user_model
-    from tfjs_parity.reference import reference_capture
-    from tfjs_parity.runners import python_runner
+    from tfjs_parity.model import held_stderr
 
-    with held_stderr():  # TensorFlow's native logs, shown only if something fails
-        if args.model:
-            source = load_user_model(args.model)
-        else:
-            source = build_study_model(args.depth or 10, args.units or 50, 123 if args.seed is None else args.seed)
-        failpoint("model built")
-        check_tfjs_can_run(source.graph)
-        flat = flat_tf_keras_model(source)
-        specs = model_inputs.specs(source.graph)
-        if args.input:
-            feed = model_inputs.load_inputs(args.input, specs, source.graph)
-            origin = {"file": str(args.input), "sha256": hashlib.sha256(args.input.read_bytes()).hexdigest()}
-        elif args.model:
-            feed = model_inputs.random_inputs(specs, source.graph, args.input_seed)
-            origin = {"random_seed": args.input_seed, "floats": "uniform(-1, 1)",
-                      "integers": "uniform over each Embedding's vocabulary, else 0..9",
-                      "repeat_with": f"--input-seed {args.input_seed}"}
-        else:
-            feed = model_inputs.study_inputs(specs)
-            origin = {"study": "a batch of one vector of ones"}
-        plan = make_plan(source, flat, specs)
-        capture = python_runner.run(source.model, source.keras, plan, feed, args.repeat, args.budget,
-                                    args.repeat_check)
-        exact = reference_capture(source, plan, feed)
-    # every file of the run is staged in one folder, then committed together
-    run_dir = staging_dir(args.out_dir, "run")
+    run_dir = staging_dir(args.out_dir, "run")  # every file of the run is staged here, then committed together
     try:
-        stage_converted(flat, plan, feed, source, run_dir / paths.CONVERTED_DIR)
-        described = {"file": str(source.file) if source.file else None, "format": source.format,
-                     "points": len(plan.points)}
+        with held_stderr():  # TensorFlow's native logs, shown only if something fails
+            prepare = convert_as_graph if kind == "graph" else convert_as_layers
+            plan, capture, exact, described = prepare(args, source_kind, run_dir / paths.CONVERTED_DIR)
         for result in (capture, exact):
-            result.metadata.update(input_origin=origin, model=described, model_id=plan.model_id)
+            result.metadata.update(model=described, model_id=plan.model_id)
         written = [args.out_dir / save_capture(result, run_dir / name, args.format).name
                    for result, name in ((capture, paths.PYTHON_CAPTURE), (exact, paths.REFERENCE_CAPTURE))]
     except BaseException:
@@ -101,8 +90,111 @@ def main():
         raise
     commit_run(run_dir, args.out_dir, paths.CONVERTED_DIR)
     note = format_note(capture, written[0], args.format)
-    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} capture points), {written[0]} and "
+    what = "capture points" if kind == "layers" else "graph nodes captured"
+    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} {what}), {written[0]} and "
           f"{written[1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
+
+
+def model_source_kind(path):
+    """What --model names: None (the study), "keras" (a Keras file or SavedModel),
+    "saved_model" (a SavedModel that is not a Keras model), "graph_json" or "layers_json"
+    (a converted tfjs model.json)."""
+    if path is None:
+        return None
+    if path.is_dir() and (path / "saved_model.pb").is_file() and not (path / "keras_metadata.pb").is_file():
+        return "saved_model"
+    if path.suffix == ".json":
+        from tfjs_parity.kinds.graph_model import read_model_json
+        return "graph_json" if read_model_json(path)["format"] == "graph-model" else "layers_json"
+    return "keras"
+
+
+def load_source(args, source_kind, parse_graph=True):
+    """The Keras model (the study's, the user's, or a layers model.json's) and the inputs'
+    origin description."""
+    from tfjs_parity.model import build_study_model, load_converted_layers_model, load_user_model
+    if source_kind == "layers_json":
+        return load_converted_layers_model(args.model, parse_graph)
+    if args.model:
+        return load_user_model(args.model, parse_graph)
+    return build_study_model(args.depth or 10, args.units or 50, 123 if args.seed is None else args.seed)
+
+
+def model_inputs_for(args, specs, graph=None, integer_high=None):
+    """(inputs, their origin) for the model's inputs."""
+    from tfjs_parity import inputs as model_inputs
+    if args.input:
+        feed = model_inputs.load_inputs(args.input, specs, graph)
+        return feed, {"file": str(args.input), "sha256": hashlib.sha256(args.input.read_bytes()).hexdigest()}
+    if args.model:
+        feed = model_inputs.random_inputs(specs, graph, args.input_seed, integer_high)
+        return feed, {"random_seed": args.input_seed, "floats": "uniform(-1, 1)",
+                      "integers": "uniform over each Embedding's vocabulary, else 0..9",
+                      "repeat_with": f"--input-seed {args.input_seed}"}
+    return model_inputs.study_inputs(specs), {"study": "a batch of one vector of ones"}
+
+
+def convert_as_layers(args, source_kind, model_dir):
+    """A Keras model converted to a tfjs layers model in `model_dir`: (plan, Python's capture,
+    the float64 reference, the model's description)."""
+    from tfjs_parity import inputs as model_inputs
+    from tfjs_parity.kinds import layers_model
+    from tfjs_parity.reference import reference_capture
+    from tfjs_parity.runners import python_runner
+    source = load_source(args, source_kind)
+    failpoint("model built")
+    layers_model.check_tfjs_can_run(source.graph)
+    flat = layers_model.flat_tf_keras_model(source)
+    specs = model_inputs.specs(source.graph)
+    feed, origin = model_inputs_for(args, specs, source.graph)
+    plan = layers_model.make_plan(source, flat, specs)
+    capture = python_runner.run(layers_model.python_probe(source, plan), plan, feed, args.repeat, args.budget,
+                                args.repeat_check)
+    exact = reference_capture(layers_model.float64_probe(source, plan), plan, feed)
+    layers_model.stage_converted(flat, plan, feed, source, model_dir)
+    for result in (capture, exact):
+        result.metadata.update(input_origin=origin)
+    return plan, capture, exact, {"file": str(source.file) if source.file else None, "format": source.format,
+                                  "kind": "layers", "points": len(plan.points)}
+
+
+def convert_as_graph(args, source_kind, model_dir):
+    """The model converted to (or given as) a tfjs graph model in `model_dir`, read back and
+    run as tfjs runs it: (plan, Python's capture, the float64 reference, the description)."""
+    from tfjs_parity.kinds import graph_model
+    from tfjs_parity.reference import reference_capture
+    from tfjs_parity.runners import python_runner
+    graph_source, integer_high = None, None
+    if source_kind == "graph_json":
+        graph_model.copy_converted(args.model, model_dir)
+        origin_format = "tfjs graph model.json"
+    elif source_kind == "saved_model":
+        model_dir.mkdir()
+        graph_model.convert_saved_model(args.model, args.signature or "serving_default", model_dir)
+        origin_format = "SavedModel"
+    else:
+        source = load_source(args, source_kind, parse_graph=False)
+        failpoint("model built")
+        model_dir.mkdir()
+        graph_model.convert_keras(source.model, source.keras, model_dir)
+        origin_format = source.format
+        graph_source = source.graph
+        integer_high = source.smallest_vocabulary()
+    graph = graph_model.read_graph_model(model_dir)
+    graph_model.check_tfjs_can_run(graph)
+    specs = graph_model.specs(graph)
+    feed, origin = model_inputs_for(args, specs, graph_source, integer_high)
+    described = {"format": origin_format, "signature": args.signature or "serving_default"} \
+        if source_kind == "saved_model" else {"format": origin_format}
+    plan = graph_model.make_plan(graph, specs, described)
+    capture = python_runner.run(graph_model.python_probe(graph, plan), plan, feed, args.repeat, args.budget,
+                                args.repeat_check)
+    exact = reference_capture(graph_model.float64_probe(graph, plan), plan, feed)
+    graph_model.stage_plan(plan, feed, model_dir)
+    for result in (capture, exact):
+        result.metadata.update(input_origin=origin)
+    return plan, capture, exact, dict(described, file=str(args.model) if args.model else None, kind="graph",
+                                      points=len(plan.points))
 
 
 # Measured by make bench: 10 x Dense(1000) (10M weights) peaks at 1.8 GB in this step, about

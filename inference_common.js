@@ -9,7 +9,8 @@
 // the same way: required here under Node, window.kitKinds (their script tags) in the page.
 (function (root, factory) {
   if (typeof module === 'object' && module.exports) {
-    module.exports = factory(require('./tfjs_parity/wire.json'), {layers: require('./tfjs_parity/kinds/layers_model.js')});
+    module.exports = factory(require('./tfjs_parity/wire.json'), {layers: require('./tfjs_parity/kinds/layers_model.js'),
+                                                           graph: require('./tfjs_parity/kinds/graph_model.js')});
   } else {
     root.makeInferenceCommon = (wire) => factory(wire, root.kitKinds);
   }

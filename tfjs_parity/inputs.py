@@ -36,18 +36,20 @@ def study_inputs(specs):
     return {spec.name: np.ones([1] + spec.shape[1:], dtype=np.float32)}
 
 
-def random_inputs(specs, graph, seed):
-    """A batch of one for each input, from `seed`: floats uniform in FLOAT_RANGE, integers
-    within the smallest vocabulary of the Embeddings they feed (else 0..INTEGER_RANGE-1)."""
+def random_inputs(specs, graph, seed, integer_high=None):
+    """A batch of one for each input (or the batch the input is fixed to), from `seed`: floats
+    uniform in FLOAT_RANGE, integers within the smallest vocabulary of the Embeddings they
+    feed (else below `integer_high`, else 0..INTEGER_RANGE-1). `graph`: the flat topology,
+    or None (a graph model)."""
     rng = np.random.default_rng(seed)
     result = {}
     for spec in specs:
-        shape = [1] + spec.shape[1:]
+        shape = [1 if spec.shape[0] is None else spec.shape[0]] + spec.shape[1:] if spec.shape else []
         if any(d is None for d in shape):
             raise KitError(f"input {spec.name!r} has shape {_shape(spec.shape)} with a free dimension besides the "
                            "batch: give an input of the length you use with --input")
         if spec.dtype == "int32":
-            high = min(_vocabularies(graph, spec.name), default=INTEGER_RANGE)
+            high = min(_vocabularies(graph, spec.name), default=min(integer_high or INTEGER_RANGE, INTEGER_RANGE))
             result[spec.name] = rng.integers(0, high, size=shape).astype(np.int32)
         else:
             result[spec.name] = rng.uniform(*FLOAT_RANGE, size=shape).astype(np.float32)
@@ -56,7 +58,7 @@ def random_inputs(specs, graph, seed):
 
 def _vocabularies(graph, input_name):
     """input_dim of every Embedding that consumes the input `input_name` directly."""
-    for layer in graph.layers:
+    for layer in graph.layers if graph is not None else ():
         if layer.class_name == "Embedding" and any(node.inputs and node.inputs[0][0] == input_name
                                                    for node in layer.nodes):
             yield int(layer.config["input_dim"])

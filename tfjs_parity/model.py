@@ -49,15 +49,42 @@ class SourceModel:
     format: str          # "tf_keras" or "keras3"
     graph: topology.Graph = None
     file: Path = None    # the user's file, None for the study's model
+    parse_graph: bool = True  # False for a graph model's source: the converter reads the model, not the kit
 
     def __post_init__(self):
-        if self.graph is None:
+        if self.graph is None and self.parse_graph:
             config = json.loads(self.model.to_json())
             if "layers" not in config.get("config", {}):
                 raise KitError(f"{self.file or 'the model'} is a subclassed Keras model ({config.get('class_name')}): "
-                               "the kit needs a functional or Sequential model, whose graph it can read")
+                               "the kit needs a functional or Sequential model, whose graph it can read; --as graph "
+                               "converts its traced function instead")
+            op_layer = _find_class(config, ("TFOpLambda", "SlicingOpLambda"))
+            if op_layer:
+                raise KitError(f"{self.file or 'the model'}: layer {op_layer[1]!r} ({op_layer[0]}: an operation written "
+                               "on tensors, such as x + 3.0 or x * y) cannot load in tfjs-layers; --as graph converts "
+                               "the model to ops that tfjs runs")
             keras3 = self.format == "keras3"
             self.graph = topology.flatten(topology.parse(config, keras3), keras3)
+
+    def smallest_vocabulary(self):
+        """The smallest input_dim of the model's Embedding layers (random token ids stay below
+        it), or None."""
+        sizes = [int(layer.input_dim) for layer in self.model.submodules
+                 if type(layer).__name__ == "Embedding" and hasattr(layer, "input_dim")]
+        return min(sizes, default=None)
+
+
+def _find_class(config, class_names):
+    """(class name, layer name) of the first layer in a model config of one of `class_names`."""
+    if isinstance(config, dict):
+        if config.get("class_name") in class_names:
+            return config["class_name"], (config.get("config") or {}).get("name", "?")
+        values = config.values()
+    elif isinstance(config, list):
+        values = config
+    else:
+        return None
+    return next((found for found in map(lambda v: _find_class(v, class_names), values) if found), None)
 
 
 def build_study_model(depth=10, units=50, seed=123):
@@ -75,7 +102,7 @@ def build_study_model(depth=10, units=50, seed=123):
     return SourceModel(keras.Model(inputs=inputs, outputs=outputs), keras, "tf_keras")
 
 
-def load_user_model(path):
+def load_user_model(path, parse_graph=True):
     """A user's model: a Keras 3 `.keras` file, a tf-keras `.h5` (or Keras 3's), or a tf-keras
     SavedModel folder. KitError naming the file when it is none of these."""
     path = Path(path)
@@ -108,7 +135,21 @@ def load_user_model(path):
     if not hasattr(model, "to_json") or not hasattr(model, "layers"):
         raise KitError(f"--model {path}: loaded, but it is not a Keras model (a bare SavedModel?); "
                        "save the Keras model itself (model.save)")
-    return SourceModel(model, keras, "keras3" if keras3 else "tf_keras", file=path)
+    return SourceModel(model, keras, "keras3" if keras3 else "tf_keras", file=path, parse_graph=parse_graph)
+
+
+def load_converted_layers_model(path, parse_graph=True):
+    """A tfjs layers model.json (its weight files beside it, checked by read_model_json): the
+    tf-keras model it describes, so Python runs that very model."""
+    keras = load_keras()
+    with held_stderr():
+        import tensorflowjs
+        try:
+            model = tensorflowjs.converters.load_keras_model(str(path))
+        except Exception as error:  # the converter raises many kinds for a model it cannot read
+            message = " ".join(str(error).split())
+            raise KitError(f"--model {path}: cannot load it as a tfjs layers model ({message[:300]})") from None
+    return SourceModel(model, keras, "tf_keras", file=Path(path), parse_graph=parse_graph)
 
 
 def _keras_file_config(path):

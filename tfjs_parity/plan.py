@@ -37,6 +37,8 @@ class Point:
     weights: bool    # True for the layer's first call: its weights are captured there
     path: list = field(default_factory=list)  # where the layer lives in the user's model (nested models)
     kwargs: dict = field(default_factory=dict)  # the call's non-tensor keyword arguments
+    constants: list = field(default_factory=list)  # graph models: the constants (weights) captured here
+    group: str = ""  # graph models: what the node came from (its name scope: a Keras layer), for reports
 
 
 @dataclass

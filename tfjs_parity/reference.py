@@ -53,13 +53,12 @@ def as_float64(arrays):
     return [a if np.issubdtype(np.asarray(a).dtype, np.integer) else np.asarray(a, dtype=np.float64) for a in arrays]
 
 
-def reference_capture(source, plan, inputs):
-    """Capture the float64 clone of the source model on `inputs`: the exact answer, point by point."""
+def reference_capture(probe, plan, inputs):
+    """Capture `probe` (the kind's float64 execution of the model: its float64_probe) on
+    `inputs`: the exact answer, point by point."""
     from .runners import python_runner
-    clone = float64_clone(source.model, source.keras)
     with held_stderr():
-        capture = python_runner.run(clone, source.keras, plan, dict(zip(inputs, as_float64(inputs.values()))),
-                                    repeat=1)
+        capture = python_runner.run(probe, plan, dict(zip(inputs, as_float64(inputs.values()))), repeat=1)
     capture.metadata.update(runtime=REFERENCE_RUNTIME, backend=REFERENCE_BACKEND)
     capture.metadata.pop("timing", None)  # how fast float64 runs says nothing about anyone
     capture.metadata.pop("repeat", None)

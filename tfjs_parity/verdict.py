@@ -375,13 +375,14 @@ def judge_all(converted_dir, python, reference, captures):
 
     `converted_dir`: the converted model's folder, for the probe plan and the model whose
     float64 layers make the local reference (the weights come from `reference`)."""
-    from .reference import LocalReference, load_reference_model
-    model, keras, plan, by_path = load_reference_model(converted_dir)
+    from .kinds import kind_of
+    from .plan import PLAN_FILE, Plan
+    plan = Plan.load(converted_dir / PLAN_FILE)
     for capture in [python, reference, *captures]:  # each as this model's plan captures it, before any math
         plan.check_capture(capture)
         if capture is not python:
             check_layout(python, capture)
-    local = LocalReference(model, keras, plan, reference, by_path)
+    local = kind_of(plan).local_reference(converted_dir, plan, reference)
     results = []
     for capture in [python, *captures]:
         precisions = [FLOAT32] + ([FLOAT16] if storage_precision(capture) is FLOAT16 else [])

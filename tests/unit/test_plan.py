@@ -24,8 +24,8 @@ def test_a_plan_from_before_kinds_is_a_layers_model(tmp_path):
 
 
 def test_a_kind_the_kit_does_not_have_is_one_error_naming_those_it_has():
-    with pytest.raises(KitError, match=r"kind 'graph' this kit does not have \(layers\)"):
-        kind_of(_plan("graph"))
+    with pytest.raises(KitError, match=r"kind 'sparse' this kit does not have \(layers, graph\)"):
+        kind_of(_plan("sparse"))
 
 
 def test_every_kind_has_its_javascript_half_beside_it():

@@ -13,9 +13,9 @@ the page), and it answers, for its models:
     `probe(tf, model, plan)`, {inputNames, predict(feed) -> [every point's output tensors,
     in plan order], weightsOf(point) -> [its weight tensors]}.
 The plan records its kind (plan.kind), so every runtime executes it with the same one."""
-from . import layers_model
+from . import graph_model, layers_model
 
-KINDS = {kind.NAME: kind for kind in (layers_model,)}
+KINDS = {kind.NAME: kind for kind in (layers_model, graph_model)}
 
 
 def kind_of(plan):

@@ -177,6 +177,56 @@ def probe_model(model, keras, plan, by_path=True):
     return Probe(probe, layers, produced, inputs)
 
 
+class KerasProbe:
+    """python_runner's execution of a Keras model: the model as shipped (predict_on_batch),
+    and its Probe (built on first use: the shipped model is timed before it exists)."""
+
+    def __init__(self, model, keras, plan, by_path=True):
+        import tensorflow as tf
+        self.model, self.keras, self.plan, self.by_path = model, keras, plan, by_path
+        self._probe = None
+        keras_name = "tf_keras" if keras.__name__.startswith("tf_keras") else "keras"
+        self.versions = {"tensorflow": tf.__version__, keras_name: keras.__version__}
+
+    def _feed(self, inputs):
+        feed = [inputs[i.name] for i in self.plan.inputs]
+        return feed[0] if len(feed) == 1 else feed
+
+    @property
+    def probe(self):
+        if self._probe is None:
+            self._probe = probe_model(self.model, self.keras, self.plan, self.by_path)
+        return self._probe
+
+    def shipped(self, inputs):
+        return self.model.predict_on_batch(self._feed(inputs))
+
+    def predict(self, inputs):
+        predictions = self.probe.model.predict(self._feed(inputs), verbose=0)
+        return list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
+
+    def weights(self, point):
+        return self.probe.layers[point.name].get_weights()
+
+
+def python_probe(source, plan):
+    """The source model as TensorFlow Python runs it (the user's own, Keras 3 included)."""
+    return KerasProbe(source.model, source.keras, plan)
+
+
+def float64_probe(source, plan):
+    """A float64 clone of the source model: the exact answer."""
+    from ..reference import float64_clone
+    return KerasProbe(float64_clone(source.model, source.keras), source.keras, plan)
+
+
+def local_reference(converted_dir, plan, reference):
+    """The LocalReference of a converted layers model (reference.py)."""
+    from ..reference import LocalReference, load_reference_model
+    model, keras, plan, by_path = load_reference_model(converted_dir)
+    return LocalReference(model, keras, plan, reference, by_path)
+
+
 def _rename(layer, name):
     if hasattr(layer, "_name"):  # tf-keras keeps it here; `name` is a read-only property
         layer._name = name

@@ -1,0 +1,237 @@
+"""A tfjs graph model executed by TensorFlow Python: its GraphDef (modelTopology, with the
+constants read back from its weight files) imported into a tf.Graph and run in a session.
+
+Two rewrites of the converted GraphDef, each keeping every capture point's node name:
+  - `for_tensorflow`: what TensorFlow runs in float32. The converted graph is executed as
+    it is (grappler's fused ops included: _FusedConv2D, _FusedMatMul), except the ops the
+    tfjs converter invents, which TensorFlow does not have: `Prelu`, `FusedDepthwiseConv2dNative`
+    and a fused op whose activation is Prelu. Each becomes the TensorFlow ops that compute
+    what tfjs computes (PReLU as select(x < 0, alpha * x, x), as tfjs's kernels do).
+  - `for_float64`: the exact answer. Every fused op unfused into its parts (TensorFlow has
+    no float64 kernel for _FusedMatMul or _FusedDepthwiseConv2dNative, and the exact answer
+    of a sum is the same however it is fused), every float32 type float64, every constant
+    cast exactly. The unfused parts are named `<node>/kit_<part>`, the last one `<node>`:
+    the pre-activation of a dot-product node is its `kit_bias` (or `kit_linear`) part.
+A session can feed any tensor: a node's local exact answer is the float64 graph run with
+that node's inputs fed (a runtime's own values), and nothing before it computed.
+"""
+import numpy as np
+
+from .. import KitError
+
+DT_FLOAT, DT_DOUBLE, DT_BOOL = 1, 2, 10
+LINEAR_PARTS = ("kit_bias", "kit_linear")  # a dot-product node's pre-activation, in the float64 graph
+
+
+def tensor_name(text):
+    """'node' or 'node:1' -> 'node:0' / 'node:1' (a GraphDef input; '^node' is control)."""
+    return text if ":" in text else f"{text}:0"
+
+
+def split_tensor(text):
+    node, _, index = text.partition(":")
+    return node, int(index or 0)
+
+
+def data_inputs(node):
+    return [i for i in node.input if not i.startswith("^")]
+
+
+def _new_node(graph_def, name, op, inputs, attrs, like=None):
+    node = graph_def.node.add()
+    node.name, node.op = name, op
+    node.input.extend(inputs)
+    if like is not None and like.device:
+        node.device = like.device
+    for key, value in attrs.items():
+        node.attr[key].CopyFrom(value)
+    return node
+
+
+def _attr(**values):
+    from tensorflow.core.framework import attr_value_pb2
+    attrs = {}
+    for key, value in values.items():
+        if isinstance(value, attr_value_pb2.AttrValue):
+            attrs[key] = value
+        elif isinstance(value, bool):
+            attrs[key] = attr_value_pb2.AttrValue(b=value)
+        elif isinstance(value, float):
+            attrs[key] = attr_value_pb2.AttrValue(f=value)
+        elif isinstance(value, bytes):
+            attrs[key] = attr_value_pb2.AttrValue(s=value)
+        elif isinstance(value, int):
+            attrs[key] = attr_value_pb2.AttrValue(type=value)
+        else:
+            raise TypeError(key)
+    return attrs
+
+
+def _const(graph_def, name, value, dtype):
+    import tensorflow as tf
+    from tensorflow.core.framework import attr_value_pb2
+    proto = tf.make_tensor_proto(np.asarray(value, dtype=np.float64 if dtype == DT_DOUBLE else np.float32))
+    return _new_node(graph_def, name, "Const", [], {"dtype": attr_value_pb2.AttrValue(type=dtype),
+                                                     "value": attr_value_pb2.AttrValue(tensor=proto)})
+
+
+def fused_ops(node):
+    return [op.decode() for op in node.attr["fused_ops"].list.s] if "fused_ops" in node.attr else []
+
+
+def _activation(graph_def, name, activation, source, alpha_input, node, dtype):
+    """Append the nodes computing `activation` of `source`, the last one named `name`."""
+    T = _attr(T=dtype)["T"]
+    if activation in ("Relu", "Relu6", "Elu", "Selu", "Sigmoid", "Tanh"):
+        _new_node(graph_def, name, activation, [source], {"T": T}, node)
+    elif activation == "LeakyRelu":
+        alpha = node.attr["leakyrelu_alpha"].f if "leakyrelu_alpha" in node.attr else node.attr["alpha"].f
+        _new_node(graph_def, name, "LeakyRelu", [source], {"T": T, **_attr(alpha=float(alpha))}, node)
+    elif activation == "Prelu":
+        _prelu(graph_def, name, source, alpha_input, node, dtype)
+    else:
+        raise KitError(f"node {node.name!r} ({node.op}): fused activation {activation!r} is unknown to the kit")
+
+
+def _prelu(graph_def, name, x, alpha, node, dtype):
+    """tfjs's PReLU: where(x < 0, alpha * x, x) (kernels/Prelu in every backend)."""
+    T = _attr(T=dtype)["T"]
+    _const(graph_def, f"{name}/kit_zero", 0.0, dtype)
+    _new_node(graph_def, f"{name}/kit_less", "Less", [x, f"{name}/kit_zero"], {"T": T}, node)
+    _new_node(graph_def, f"{name}/kit_scaled", "Mul", [alpha, x], {"T": T}, node)
+    _new_node(graph_def, name, "SelectV2", [f"{name}/kit_less", f"{name}/kit_scaled", x], {"T": T}, node)
+
+
+def _copy_attrs(node, keys):
+    return {key: node.attr[key] for key in keys if key in node.attr}
+
+
+def _unfuse(graph_def, node, dtype, keep_tf_fused):
+    """Append the parts of fused `node` to graph_def (its name on the last); False when the
+    node is not a fused op (or is kept as TensorFlow has it)."""
+    ops = fused_ops(node)
+    inputs = data_inputs(node)
+    T = _attr(T=dtype)["T"]
+    name = node.name
+    if node.op in ("_FusedConv2D", "_FusedMatMul"):
+        if keep_tf_fused and "Prelu" not in ops:
+            return False
+        if node.op == "_FusedConv2D":
+            base, attrs = "Conv2D", _copy_attrs(node, ("strides", "padding", "explicit_paddings", "data_format",
+                                                       "dilations", "use_cudnn_on_gpu"))
+        else:
+            base, attrs = "MatMul", _copy_attrs(node, ("transpose_a", "transpose_b"))
+        if keep_tf_fused:  # TensorFlow's fused op without the activation it lacks, then tfjs's PReLU
+            kept = graph_def.node.add()
+            kept.CopyFrom(node)
+            kept.name = f"{name}/kit_bias"
+            del kept.input[:]
+            kept.input.extend(inputs[:3])
+            kept.attr["fused_ops"].list.s[:] = [op.encode() for op in ops if op != "Prelu"]
+            kept.attr["num_args"].i = 1
+            _prelu(graph_def, name, f"{name}/kit_bias", inputs[3], node, dtype)
+            return True
+        return _unfused_parts(graph_def, node, base, attrs, inputs, ops, dtype)
+    if node.op == "FusedDepthwiseConv2dNative":
+        attrs = _copy_attrs(node, ("strides", "padding", "explicit_paddings", "data_format", "dilations"))
+        return _unfused_parts(graph_def, node, "DepthwiseConv2dNative", attrs, inputs, ops, dtype)
+    if node.op == "Prelu":
+        _prelu(graph_def, name, inputs[0], inputs[1], node, dtype)
+        return True
+    return False
+
+
+def _unfused_parts(graph_def, node, base, attrs, inputs, ops, dtype):
+    """`base` (the dot product), then its bias, then its activation; the last named as `node`."""
+    T = _attr(T=dtype)["T"]
+    name = node.name
+    biased = bool(ops) and ops[0] in ("BiasAdd", "Add")
+    activations = ops[1:] if biased else ops
+    if len(activations) > 1:
+        raise KitError(f"node {name!r} ({node.op}): fused ops {ops} are not supported by the kit")
+    last = f"{name}/kit_linear" if ops else name
+    _new_node(graph_def, last, base, inputs[:2], {"T": T, **attrs}, node)
+    if biased:
+        target = f"{name}/kit_bias" if activations else name
+        bias_attrs = _copy_attrs(node, ("data_format",)) if base != "MatMul" else {}
+        _new_node(graph_def, target, "BiasAdd", [last, inputs[2]], {"T": T, **bias_attrs}, node)
+        last = target
+    if activations:
+        _activation(graph_def, name, activations[0], last, inputs[3] if len(inputs) > 3 else None, node, dtype)
+    return True
+
+
+def rewritten(graph_def, float64):
+    """A copy of graph_def for TensorFlow: tfjs-only ops replaced (for_tensorflow), or every
+    fused op unfused and every float32 type float64 (for_float64)."""
+    from tensorflow.core.framework import graph_pb2
+    out = graph_pb2.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    out.library.CopyFrom(graph_def.library)
+    dtype = DT_DOUBLE if float64 else DT_FLOAT
+    for node in graph_def.node:
+        if not _unfuse(out, node, dtype, keep_tf_fused=not float64):
+            out.node.add().CopyFrom(node)
+    if float64:
+        for node in out.node:
+            _to_float64(node)
+    return out
+
+
+def _to_float64(node):
+    import tensorflow as tf
+    for key in node.attr:
+        value = node.attr[key]
+        if value.type == DT_FLOAT:
+            value.type = DT_DOUBLE
+        if value.list.type:
+            value.list.type[:] = [DT_DOUBLE if t == DT_FLOAT else t for t in value.list.type]
+    if node.op == "Const" and node.attr["value"].tensor.dtype == DT_FLOAT:
+        array = tf.make_ndarray(node.attr["value"].tensor).astype(np.float64)
+        node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array))
+    node.attr.pop("_output_shapes", None)
+    node.device = ""
+
+
+def for_tensorflow(graph_def):
+    return rewritten(graph_def, float64=False)
+
+
+def for_float64(graph_def):
+    return rewritten(graph_def, float64=True)
+
+
+class Session:
+    """A GraphDef imported and ready to run: run({tensor: array}, [tensor names])."""
+
+    def __init__(self, graph_def, where="the converted graph"):
+        import tensorflow as tf
+        self.tf = tf
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            try:
+                tf.graph_util.import_graph_def(graph_def, name="")
+            except (ValueError, tf.errors.OpError) as error:
+                raise KitError(f"{where} does not load in TensorFlow ({' '.join(str(error).split())[:300]})") from None
+        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=0, inter_op_parallelism_threads=1)
+        self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+
+    def dtype(self, tensor):
+        return self.graph.get_tensor_by_name(tensor_name(tensor)).dtype
+
+    def outputs_of(self, node_name):
+        return self.graph.get_operation_by_name(node_name).outputs
+
+    def has(self, node_name):
+        try:
+            self.graph.get_operation_by_name(node_name)
+            return True
+        except KeyError:
+            return False
+
+    def run(self, feeds, fetches):
+        try:
+            return self.session.run([tensor_name(f) for f in fetches],
+                                    {tensor_name(name): value for name, value in feeds.items()})
+        except self.tf.errors.OpError as error:
+            raise KitError(f"TensorFlow cannot run the graph: {' '.join(error.message.split())[:300]}") from None

@@ -1,0 +1,69 @@
+// The graph-model kind's JS half (tfjs_parity/kinds/graph_model.py is its Python half): load
+// a tfjs graph model and execute the probe plan with model.execute(inputs, nodeNames), so one
+// execution yields every point (each point a node, its outputs `<node>:<k>`). Shared by Node
+// (require) and the page (a script tag: window.kitKinds.graph).
+(function (root, factory) {
+  if (typeof module === 'object' && module.exports) {
+    module.exports = factory();
+  } else {
+    (root.kitKinds = root.kitKinds || {}).graph = factory();
+  }
+}(typeof self !== 'undefined' ? self : this, function () {
+  'use strict';
+
+  function load(tf, url, options) {
+    return tf.loadGraphModel(url, options);
+  }
+
+  // The graph's inputs by node name (what the plan names them), as model.execute takes them.
+  function inputNamesOf(model) {
+    return model.inputs.map((input) => input.name.split(':')[0]);
+  }
+
+  function feedMap(names, feed) {
+    const map = {};
+    names.forEach((name, i) => { map[name] = feed[i]; });
+    return map;
+  }
+
+  function asList(result) {
+    return Array.isArray(result) ? result : [result];
+  }
+
+  // The model as a user calls it: its own outputs.
+  function shipped(tf, model) {
+    const inputNames = inputNamesOf(model);
+    return {
+      inputNames,
+      predict: (feed) => asList(model.execute(feedMap(inputNames, feed))),
+    };
+  }
+
+  // Every point's outputs, in plan order, from one execution; a point's weights are the
+  // graph's constants it reads (model.weights: the constants by node name).
+  function probe(tf, model, plan) {
+    const inputNames = plan.inputs.map((input) => input.name);
+    const known = new Set(inputNamesOf(model));
+    for (const name of inputNames) {
+      if (!known.has(name)) {
+        throw new Error(`the probe plan names input ${name}, which the graph model does not have; ` +
+                        'run create_keras_model.py again');
+      }
+    }
+    const outputs = [];
+    for (const point of plan.points) {
+      for (let k = 0; k < point.outputs; k++) outputs.push(`${point.layer}:${k}`);
+    }
+    const weights = model.weights;
+    return {
+      inputNames,
+      predict: (feed) => asList(model.execute(feedMap(inputNames, feed), outputs)),
+      weightsOf: (point) => point.constants.map((name) => {
+        if (!(name in weights)) throw new Error(`the graph model has no constant ${name}; run create_keras_model.py again`);
+        return weights[name][0];
+      }),
+    };
+  }
+
+  return {name: 'graph', load, shipped, probe};
+}));

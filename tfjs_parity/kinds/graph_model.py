@@ -1,0 +1,447 @@
+"""The graph-model kind: a GraphDef of TensorFlow ops that tfjs runs with tf.loadGraphModel
+and model.execute (what tensorflowjs_converter writes for a SavedModel, and for a Keras
+model with --output_format=tfjs_graph_model). Its JS half is graph_model.js beside this file.
+
+Ways in: a Keras model converted as a graph (`--as graph`), a SavedModel that is not a
+Keras model (a signature of a tf.Module or a v1 graph), or the converted model.json itself.
+Whichever, Python runs what tfjs runs: the converted model.json read back (graph_exec.py).
+
+A capture point is one node producing float tensors, named by the node; plumbing (Const,
+Identity, Placeholder, NoOp) is left out, and a node's weights are the float constants it
+reads, captured at the first node reading them. Its sources name a model input, another
+point's output, a constant, or a tensor the graph computes itself from those (a shape).
+"""
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import KitError
+from .. import plan as plan_module
+from ..capture_json import encode_tensor
+from ..commit import model_id
+from ..files import atomic_write_text, write_error
+from ..model import held_stderr
+from ..paths import INPUT_FILE
+from ..user_files import MAX_CONFIG_BYTES, check_json_depth
+from . import graph_exec
+from .graph_exec import Session, data_inputs, split_tensor
+
+NAME = "graph"
+FORMAT = "graph-model"
+PLUMBING = frozenset({"Const", "Identity", "Snapshot", "StopGradient", "Placeholder", "PlaceholderWithDefault",
+                      "NoOp"})
+PASS_THROUGH = frozenset({"Identity", "Snapshot", "StopGradient"})
+DTYPES = {"DT_FLOAT": "float32", "DT_INT32": "int32", "DT_INT64": "int32"}  # tfjs holds int64 as int32
+MAX_WEIGHT_BYTES = 4 * 2 ** 30
+
+
+@dataclass
+class GraphModel:
+    """A converted tfjs graph model, read back: the GraphDef with its constants' values."""
+    folder: Path
+    graph_def: object
+    signature: dict
+    constants: dict                 # Const node name -> its value (as the weight files hold it)
+    nodes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.nodes = {node.name: node for node in self.graph_def.node}
+
+
+# --- conversion ----------------------------------------------------------------------------
+
+def convert_keras(model, keras, model_dir):
+    """A Keras model (tf-keras or Keras 3) converted to a tfjs graph model in `model_dir`."""
+    import tempfile
+    from tensorflowjs.converters import tf_saved_model_conversion_v2 as v2
+    with held_stderr():
+        try:
+            if keras.__name__.startswith("tf_keras"):
+                v2.convert_keras_model_to_graph_model(model, str(model_dir))
+                return
+            with tempfile.TemporaryDirectory() as exported:  # Keras 3: its own SavedModel export
+                model.export(exported, verbose=False)
+                v2.convert_tf_saved_model(exported, str(model_dir), signature_def="serving_default")
+        except ValueError as error:
+            raise _conversion_error(error) from None
+
+
+def convert_saved_model(path, signature, model_dir):
+    """A SavedModel's `signature` converted to a tfjs graph model in `model_dir`; KitError
+    naming the signatures there are when it has no such one."""
+    import tensorflow as tf
+    from tensorflowjs.converters import tf_saved_model_conversion_v2 as v2
+    with held_stderr():
+        try:
+            loaded = tf.saved_model.load(str(path))
+            names = sorted(loaded.signatures.keys())
+        except Exception as error:  # TensorFlow raises many kinds for a folder that is not a SavedModel
+            raise KitError(f"--model {path}: cannot load it as a SavedModel ({' '.join(str(error).split())[:300]})") \
+                from None
+        if signature not in names:
+            raise KitError(f"--model {path}: no signature {signature!r}; it has "
+                           f"{', '.join(names) if names else 'none (save it with signatures=...)'}: choose one "
+                           "with --signature")
+        concrete = loaded.signatures[signature]
+        for name, spec in concrete.structured_input_signature[1].items():
+            if spec.dtype not in (tf.float32, tf.int32, tf.int64):
+                raise KitError(f"--model {path}: signature {signature!r} takes input {name!r} of type "
+                               f"{spec.dtype.name}; the kit feeds float32 and integer inputs only")
+        try:
+            v2.convert_tf_saved_model(str(path), str(model_dir), signature_def=signature)
+        except ValueError as error:
+            raise _conversion_error(error) from None
+
+
+def _conversion_error(error):
+    text = " ".join(str(error).split())
+    if "Unsupported Ops" in text:
+        return KitError(f"the converter refuses the model: tfjs 4.22 has no kernel for op(s) "
+                        f"{text.split('optimization', 1)[-1].strip()[:300]}")
+    return KitError(f"the tfjs converter fails on the model ({text[:300]})")
+
+
+def copy_converted(model_json, model_dir):
+    """A bare model.json and its weight files (checked: read_graph_model) copied into `model_dir`."""
+    model_json = Path(model_json)
+    document = read_model_json(model_json)
+    model_dir.mkdir()
+    try:
+        shutil.copyfile(model_json, model_dir / "model.json")
+        for group in document["weightsManifest"]:
+            for name in group["paths"]:
+                shutil.copyfile(model_json.parent / name, model_dir / name)
+    except OSError as error:
+        raise write_error(model_dir, error) from None
+
+
+# --- reading a converted model back ----------------------------------------------------------
+
+def read_model_json(path, flag="--model"):
+    """The document of a tfjs model.json, checked: size, nesting, its format and weight
+    files (plain names in its folder, each as long as the manifest says)."""
+    path = Path(path)
+    where = f"{flag} {path}"
+    if not path.is_file():
+        raise KitError(f"{where}: not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise KitError(f"{where}: {path.stat().st_size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a model.json "
+                       "may hold")
+    text = path.read_bytes()
+    check_json_depth(text, where=where)
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise KitError(f"{where}: not JSON") from None
+    if not isinstance(document, dict) or "modelTopology" not in document:
+        raise KitError(f"{where}: not a tfjs model.json (no modelTopology)")
+    fmt = document.get("format")
+    if fmt not in (FORMAT, "layers-model"):
+        is_graph = isinstance(document["modelTopology"], dict) and "node" in document["modelTopology"]
+        if not is_graph:
+            raise KitError(f"{where}: a model.json of format {fmt!r}, neither a tfjs graph model nor a layers "
+                           "model")
+        document["format"] = FORMAT
+    manifest = document.get("weightsManifest", [])
+    if not isinstance(manifest, list):
+        raise KitError(f"{where}: its weightsManifest is not a list")
+    total = 0
+    for group in manifest:
+        paths = group.get("paths", []) if isinstance(group, dict) else None
+        if not isinstance(paths, list) or not isinstance(group.get("weights", []), list):
+            raise KitError(f"{where}: its weightsManifest is not a list of {{paths, weights}} groups")
+        for name in paths:
+            if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (".", ".."):
+                raise KitError(f"{where}: weight file {str(name)[:80]!r} is not a file name in its folder")
+            file = path.parent / name
+            if not file.is_file():
+                raise KitError(f"{where}: its weight file {name} is missing beside it")
+            total += file.stat().st_size
+        for weight in group.get("weights", []):
+            if not isinstance(weight, dict) or "quantization" in weight:
+                raise KitError(f"{where}: weight {weight.get('name') if isinstance(weight, dict) else weight!r} is "
+                               "quantized; the kit reads float32 weights only")
+    if total > MAX_WEIGHT_BYTES:
+        raise KitError(f"{where}: {total:,} bytes of weights, more than the {MAX_WEIGHT_BYTES:,} the kit reads")
+    return document
+
+
+def read_graph_model(folder):
+    """The GraphModel converted in `folder` (model.json and its weight files)."""
+    import tensorflow as tf
+    from google.protobuf.json_format import ParseDict, ParseError
+    from tensorflow.core.framework import graph_pb2
+    from tensorflowjs.read_weights import decode_weights
+    folder = Path(folder)
+    document = read_model_json(folder / "model.json", flag="the converted model")
+    where = folder / "model.json"
+    if document.get("format") != FORMAT:
+        raise KitError(f"{where}: a {document.get('format')}, not a graph model")
+    try:
+        graph_def = ParseDict(document["modelTopology"], graph_pb2.GraphDef())
+    except (ParseError, TypeError, ValueError) as error:
+        raise KitError(f"{where}: its modelTopology is not a GraphDef ({' '.join(str(error).split())[:200]})") \
+            from None
+    if graph_def.library.function:
+        raise KitError(f"{where}: the graph holds functions (control flow: If/While as functions); the kit "
+                       "captures graphs without them (convert without --control_flow_v2)")
+    manifest = document.get("weightsManifest", [])
+    buffers = [b"".join((folder / name).read_bytes() for name in group["paths"]) for group in manifest]
+    try:
+        groups = decode_weights(manifest, buffers)
+    except Exception as error:  # the decoder raises many kinds for weights that do not fit their files
+        raise KitError(f"{where}: its weights do not decode ({' '.join(str(error).split())[:200]})") from None
+    constants = {entry["name"]: entry["data"] for group in groups for entry in group}
+    for node in graph_def.node:
+        if node.op == "Const" and node.name in constants:
+            node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(constants[node.name]))
+    signature = document.get("signature") or {}
+    return GraphModel(folder, graph_def, signature, {name: value for name, value in constants.items()
+                                                     if isinstance(value, np.ndarray)})
+
+
+def specs(graph):
+    """[plan.Input] of the graph's inputs: its signature's, else its Placeholders."""
+    from ..plan import Input
+    entries = list((graph.signature.get("inputs") or {}).values())
+    if not entries:
+        entries = [{"name": node.name + ":0", "dtype": _attr_dtype(node), "tensorShape": node.attr["shape"]
+                    and _shape_dict(node)} for node in graph.graph_def.node if node.op == "Placeholder"]
+    result = []
+    for entry in entries:
+        name = split_tensor(entry["name"])[0]
+        dtype = entry.get("dtype", "DT_FLOAT")
+        if dtype not in DTYPES:
+            raise KitError(f"the model's input {name!r} is {dtype.removeprefix('DT_').lower()}; the kit feeds float32 "
+                           "and integer inputs only")
+        shape = entry.get("tensorShape") or {}
+        if shape.get("unknownRank") or "dim" not in shape and not shape:
+            raise KitError(f"the model's input {name!r} has no known shape; the kit needs its rank")
+        dims = [None if int(d.get("size", -1)) < 0 else int(d["size"]) for d in shape.get("dim", [])]
+        result.append(Input(name, dims, DTYPES[dtype]))
+    if not result:
+        raise KitError("the graph has no inputs")
+    return result
+
+
+def _attr_dtype(node):
+    from tensorflow.core.framework import types_pb2
+    return types_pb2.DataType.Name(node.attr["dtype"].type)
+
+
+def _shape_dict(node):
+    from google.protobuf.json_format import MessageToDict
+    return MessageToDict(node.attr["shape"].shape)
+
+
+def output_tensors(graph):
+    """The graph's output tensors ('node:k'), in its signature's order."""
+    entries = list((graph.signature.get("outputs") or {}).values())
+    if entries:
+        return [graph_exec.tensor_name(e["name"]) for e in entries]
+    used = {split_tensor(i)[0] for node in graph.graph_def.node for i in node.input}
+    return [f"{node.name}:0" for node in graph.graph_def.node if node.name not in used and node.op not in PLUMBING]
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+def check_tfjs_can_run(graph):
+    """KitError naming the first node whose op tfjs 4.22 has no kernel for (the converter's
+    own op list)."""
+    from tensorflowjs.converters.tf_saved_model_conversion_v2 import validate
+    unsupported = validate(graph.graph_def, False, False)
+    for node in graph.graph_def.node:
+        if node.op in unsupported:
+            raise KitError(f"node {node.name!r}: tfjs 4.22 has no kernel for op {node.op}, so the model cannot run "
+                           "in tfjs")
+
+
+def _resolve(graph, tensor):
+    """The tensor `tensor` really is, through Identity-like plumbing: (node, index)."""
+    node, index = split_tensor(tensor)
+    seen = set()
+    while node in graph.nodes and graph.nodes[node].op in PASS_THROUGH and node not in seen:
+        seen.add(node)
+        node, index = split_tensor(data_inputs(graph.nodes[node])[0])
+    return node, index
+
+
+def _topological(graph):
+    order, done, visiting = [], set(), set()
+    for start in graph.graph_def.node:
+        stack = [(start.name, False)]
+        while stack:
+            name, expanded = stack.pop()
+            if name in done or name not in graph.nodes:
+                continue
+            if expanded:
+                done.add(name)
+                order.append(graph.nodes[name])
+                continue
+            if name in visiting:
+                raise KitError(f"the graph has a cycle at node {name!r} (control flow v1?); the kit cannot order it")
+            visiting.add(name)
+            stack.append((name, True))
+            for source in graph.nodes[name].input:
+                source_node = split_tensor(source.lstrip("^"))[0]
+                if source_node not in done:
+                    stack.append((source_node, False))
+    return order
+
+
+def make_plan(graph, specs_, described, session=None):
+    """The probe plan of a GraphModel: a point per node producing float tensors."""
+    import tensorflow as tf
+    session = session or Session(graph_exec.for_tensorflow(graph.graph_def))
+    referenced = {}
+    for node in graph.graph_def.node:
+        for source in data_inputs(node):
+            name, index = split_tensor(source)
+            referenced[name] = max(referenced.get(name, 0), index)
+    for tensor in output_tensors(graph):
+        name, index = _resolve(graph, tensor)
+        referenced[name] = max(referenced.get(name, 0), index)
+    inputs = {spec.name for spec in specs_}
+    points, captured_constants, point_outputs = [], set(), {}
+    for node in _topological(graph):
+        if node.op in PLUMBING or not session.has(node.name):
+            continue
+        outputs = session.outputs_of(node.name)
+        count = 0
+        for tensor in outputs[:referenced.get(node.name, 0) + 1]:
+            if tensor.dtype != tf.float32:
+                break
+            count += 1
+        if count == 0:
+            continue
+        sources, constants = [], []
+        for source in data_inputs(node):
+            name, index = _resolve(graph, source)
+            op = graph.nodes[name].op if name in graph.nodes else None
+            if name in inputs:
+                sources.append({"input": name})
+            elif op == "Const" and name in graph.constants and graph.constants[name].dtype == np.float32:
+                sources.append({"constant": name})
+                if name not in captured_constants:
+                    captured_constants.add(name)
+                    constants.append(name)
+            elif index < point_outputs.get(name, 0):
+                sources.append({"point": name, "index": index})
+            else:
+                sources.append({"tensor": f"{name}:{index}"})
+        point_outputs[node.name] = count
+        points.append(plan_module.Point(node.name, node.name, node.op, 0, sources, count, bool(constants),
+                                        constants=constants, group=node.name.rpartition("/")[0] or node.name,
+                                        kwargs={"fused_ops": graph_exec.fused_ops(node)} if "fused_ops" in node.attr
+                                        else {}))
+    if not points:
+        raise KitError("the graph computes no float tensor: nothing to capture")
+    return plan_module.Plan(specs_, points, described, kind=NAME)
+
+
+def stage_plan(plan, inputs, model_dir):
+    """Write the inputs and the plan (with the model's id) beside the converted graph model."""
+    try:
+        atomic_write_text(model_dir / INPUT_FILE, json.dumps({name: encode_tensor(a) for name, a in inputs.items()}))
+        plan.model_id = model_id(model_dir)
+        plan.save(model_dir / plan_module.PLAN_FILE)
+    except OSError as error:
+        raise write_error(model_dir, error) from None
+
+
+# --- Python's execution of the plan ------------------------------------------------------------
+
+class GraphProbe:
+    """The converted graph in a TensorFlow session: float32 as TensorFlow runs it, or float64
+    (every fused op unfused) for the exact answer. The runner interface of python_runner."""
+
+    def __init__(self, graph, plan, float64=False):
+        import tensorflow as tf
+        self.graph, self.plan, self.float64 = graph, plan, float64
+        rewrite = graph_exec.for_float64 if float64 else graph_exec.for_tensorflow
+        self.session = Session(rewrite(graph.graph_def))
+        self.fetches = [f"{p.layer}:{k}" for p in plan.points for k in range(p.outputs)]
+        self.outputs = output_tensors(graph)
+        self.versions = {"tensorflow": tf.__version__}
+
+    def _feeds(self, feed):
+        dtype = np.float64 if self.float64 else np.float32
+        return {name: (a if np.issubdtype(a.dtype, np.integer) else np.asarray(a, dtype))
+                for name, a in feed.items()}
+
+    def shipped(self, feed):
+        return self.session.run(self._feeds(feed), self.outputs)
+
+    def predict(self, feed):
+        return self.session.run(self._feeds(feed), self.fetches)
+
+    def weights(self, point):
+        return [self.graph.constants[name] for name in point.constants]
+
+
+def python_probe(graph, plan):
+    return GraphProbe(graph, plan)
+
+
+def float64_probe(graph, plan):
+    return GraphProbe(graph, plan, float64=True)
+
+
+# --- the local exact answer ----------------------------------------------------------------------
+
+class LocalReference:
+    """Each point of the float64 graph, evaluated on the inputs one runtime fed it."""
+
+    def __init__(self, graph, plan, reference):
+        from .. import op_bounds
+        self.graph, self.plan, self.reference, self.op_bounds = graph, plan, reference, op_bounds
+        self.session = Session(graph_exec.for_float64(graph.graph_def), "the float64 graph")
+        self.exact_fed = {}
+
+    def evaluate_capture(self, capture, precisions):
+        from ..reference import as_float64
+        inputs = capture.inputs
+        base = {}
+        for spec in self.plan.inputs:
+            if spec.name not in inputs:
+                raise KitError(f"{capture.label}: its metadata holds no input {spec.name!r}")
+            base[spec.name] = as_float64([inputs[spec.name]])[0]
+        for point in self.plan.points:
+            node = self.graph.nodes[point.layer]
+            feeds = dict(base)
+            for source in point.sources:
+                if "point" in source:
+                    own = capture.outputs(source["point"])[source["index"]]
+                    exact = self.reference.outputs(source["point"])[source["index"]]
+                    if np.shape(own) != np.shape(exact):
+                        self.exact_fed.setdefault(id(capture), {})[point.name] = source["point"]
+                        own = exact
+                    feeds[f"{source['point']}:{source['index']}"] = np.asarray(own, np.float64)
+            input_names = data_inputs(node)
+            fetched = self.session.run(feeds, [f"{node.name}:{k}" for k in range(point.outputs)] + input_names)
+            outputs = [np.asarray(a, np.float64) for a in fetched[:point.outputs]]
+            arrays = [np.asarray(a) for a in fetched[point.outputs:]]
+            call = self.op_bounds.OpCall(node, arrays, outputs, self._linear(node, input_names, feeds))
+            with np.errstate(all="ignore"):
+                bounds = {p.name: self.op_bounds.op_bound(call, p) for p in precisions}
+            yield point, outputs, bounds
+
+    def _linear(self, node, input_names, feeds):
+        """f(arrays) -> the node's pre-activation (its dot product and bias) on `arrays` in
+        place of its inputs."""
+        target = next((f"{node.name}/{part}" for part in graph_exec.LINEAR_PARTS
+                       if self.session.has(f"{node.name}/{part}")), node.name)
+
+        def linear(arrays):
+            given = dict(feeds)
+            given.update({name: a for name, a in zip(input_names, arrays) if a is not None})
+            return np.asarray(self.session.run(given, [target])[0], np.float64)
+        return linear
+
+
+def local_reference(converted_dir, plan, reference):
+    return LocalReference(read_graph_model(converted_dir), plan, reference)
