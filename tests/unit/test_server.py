@@ -45,7 +45,7 @@ def test_browser_routes_hold_the_page_tfjs_and_only_the_model_files(tmp_path):
     (tmp_path / "sub").mkdir()
     routes = routes_for(tmp_path / "model.json")
     assert sorted(routes) == sorted(["/inference_in_browser.html", "/inference_common.js", "/tfjs_parity/wire.json",
-                                     "/tfjs_parity/kinds/layers_model.js",
+                                     "/tfjs_parity/kinds/layers_model.js", "/tfjs_parity/kinds/graph_model.js",
                                      "/model/model.json", "/model/group1-shard1of1.bin", "/model/input.json"]
                                     + [f"/{name}" for name in TFJS_FILES])
     assert all(name.startswith("node_modules/@tensorflow/") for name in TFJS_FILES)
