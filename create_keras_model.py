@@ -17,6 +17,7 @@ float32 weights, the exact answer every runtime is measured against.
 """
 import argparse
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,12 @@ def main():
         check_input_file(args.input)
     writable_out_dir(args.out_dir)  # before the slow part: a folder that cannot be written fails now
 
+    if kind == "graph":
+        # With TensorFlow's oneDNN optimizations on (its default on x86 Linux), grappler fuses ops
+        # tfjs has no kernel for into the graph (_FusedHardSwish: MobileNetV3's activation), and
+        # tfjs fails on the converted model. Set before TensorFlow is imported; recorded in the
+        # Python capture's metadata.
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     from tfjs_parity.commit import commit_run
     from tfjs_parity.model import held_stderr
 

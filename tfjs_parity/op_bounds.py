@@ -256,11 +256,11 @@ def _dot_product(call, u):
     scale = call.linear(absolute)
     z_bound = gamma(n + 2, u) * scale
     fused = call.attr("fused_ops", []) or []
-    activation = (fused[1:] if biased else fused) or ["linear"]
+    activation = [op for op in (fused[1:] if biased else fused) if op != "NoOp"] or ["linear"]
     y = call.outputs[0]
     if activation[0] in ("LeakyRelu", "Prelu"):
         slope = (abs(float(call.attr("leakyrelu_alpha", 0.2))) if activation[0] == "LeakyRelu"
-                 else float(np.max(np.abs(call.inputs[3]), initial=0.0)))
+                 else float(np.max(np.abs(call.inputs[3 if biased else 2]), initial=0.0)))
         return [2 * u * np.abs(y) + max(1.0, slope) * z_bound]
     name = _FUSED_ACTIVATIONS.get(activation[0], activation[0] if activation[0] == "linear" else None)
     if name is None:

@@ -106,22 +106,25 @@ def _copy_attrs(node, keys):
     return {key: node.attr[key] for key in keys if key in node.attr}
 
 
-def _unfuse(graph_def, node, dtype, keep_tf_fused):
+def _unfuse(graph_def, node, dtype, keep_tf_fused, ranks):
     """Append the parts of fused `node` to graph_def (its name on the last); False when the
-    node is not a fused op (or is kept as TensorFlow has it)."""
+    node is not a fused op (or is kept as TensorFlow has it). `ranks`: {const: rank}."""
     ops = fused_ops(node)
     inputs = data_inputs(node)
-    T = _attr(T=dtype)["T"]
     name = node.name
     if node.op in ("_FusedConv2D", "_FusedMatMul"):
-        if keep_tf_fused and "Prelu" not in ops:
+        # grappler fuses a scalar addition too (relu6(conv + 3.0), MobileNetV3's hard sigmoid
+        # once the zero bias is folded away): TensorFlow's own kernel refuses a bias that is
+        # not 1-D (and oneDNN's aborts the process), while tfjs broadcasts it. Unfused then.
+        scalar_bias = len(inputs) > 2 and ranks.get(split_tensor(inputs[2])[0], 1) != 1
+        if keep_tf_fused and "Prelu" not in ops and not scalar_bias:
             return False
         if node.op == "_FusedConv2D":
             base, attrs = "Conv2D", _copy_attrs(node, ("strides", "padding", "explicit_paddings", "data_format",
                                                        "dilations", "use_cudnn_on_gpu"))
         else:
             base, attrs = "MatMul", _copy_attrs(node, ("transpose_a", "transpose_b"))
-        if keep_tf_fused:  # TensorFlow's fused op without the activation it lacks, then tfjs's PReLU
+        if keep_tf_fused and not scalar_bias:  # TensorFlow's fused op without the activation it lacks, then PReLU
             kept = graph_def.node.add()
             kept.CopyFrom(node)
             kept.name = f"{name}/kit_bias"
@@ -131,33 +134,37 @@ def _unfuse(graph_def, node, dtype, keep_tf_fused):
             kept.attr["num_args"].i = 1
             _prelu(graph_def, name, f"{name}/kit_bias", inputs[3], node, dtype)
             return True
-        return _unfused_parts(graph_def, node, base, attrs, inputs, ops, dtype)
+        return _unfused_parts(graph_def, node, base, attrs, inputs, ops, dtype, ranks)
     if node.op == "FusedDepthwiseConv2dNative":
         attrs = _copy_attrs(node, ("strides", "padding", "explicit_paddings", "data_format", "dilations"))
-        return _unfused_parts(graph_def, node, "DepthwiseConv2dNative", attrs, inputs, ops, dtype)
+        return _unfused_parts(graph_def, node, "DepthwiseConv2dNative", attrs, inputs, ops, dtype, ranks)
     if node.op == "Prelu":
         _prelu(graph_def, name, inputs[0], inputs[1], node, dtype)
         return True
     return False
 
 
-def _unfused_parts(graph_def, node, base, attrs, inputs, ops, dtype):
+def _unfused_parts(graph_def, node, base, attrs, inputs, ops, dtype, ranks):
     """`base` (the dot product), then its bias, then its activation; the last named as `node`."""
     T = _attr(T=dtype)["T"]
     name = node.name
     biased = bool(ops) and ops[0] in ("BiasAdd", "Add")
-    activations = ops[1:] if biased else ops
+    activations = [op for op in (ops[1:] if biased else ops) if op != "NoOp"]  # NoOp: tfjs's "no bias"
     if len(activations) > 1:
         raise KitError(f"node {name!r} ({node.op}): fused ops {ops} are not supported by the kit")
-    last = f"{name}/kit_linear" if ops else name
+    last = f"{name}/kit_linear" if biased or activations else name
     _new_node(graph_def, last, base, inputs[:2], {"T": T, **attrs}, node)
     if biased:
         target = f"{name}/kit_bias" if activations else name
         bias_attrs = _copy_attrs(node, ("data_format",)) if base != "MatMul" else {}
-        _new_node(graph_def, target, "BiasAdd", [last, inputs[2]], {"T": T, **bias_attrs}, node)
+        if ranks.get(split_tensor(inputs[2])[0], 1) == 1:
+            _new_node(graph_def, target, "BiasAdd", [last, inputs[2]], {"T": T, **bias_attrs}, node)
+        else:  # a bias of another shape, broadcast (as tfjs adds it)
+            _new_node(graph_def, target, "AddV2", [last, inputs[2]], {"T": T}, node)
         last = target
     if activations:
-        _activation(graph_def, name, activations[0], last, inputs[3] if len(inputs) > 3 else None, node, dtype)
+        alpha = inputs[3 if biased else 2] if len(inputs) > (3 if biased else 2) else None
+        _activation(graph_def, name, activations[0], last, alpha, node, dtype)
     return True
 
 
@@ -169,8 +176,9 @@ def rewritten(graph_def, float64):
     out.versions.CopyFrom(graph_def.versions)
     out.library.CopyFrom(graph_def.library)
     dtype = DT_DOUBLE if float64 else DT_FLOAT
+    ranks = {node.name: len(node.attr["value"].tensor.tensor_shape.dim) for node in graph_def.node if node.op == "Const"}
     for node in graph_def.node:
-        if not _unfuse(out, node, dtype, keep_tf_fused=not float64):
+        if not _unfuse(out, node, dtype, not float64, ranks):
             out.node.add().CopyFrom(node)
     if float64:
         for node in out.node:

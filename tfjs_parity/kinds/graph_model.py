@@ -94,15 +94,22 @@ def convert_saved_model(path, signature, model_dir):
         try:
             v2.convert_tf_saved_model(str(path), str(model_dir), signature_def=signature)
         except ValueError as error:
-            raise _conversion_error(error) from None
+            raise _conversion_error(error, concrete.graph.as_graph_def()) from None
 
 
-def _conversion_error(error):
+def _conversion_error(error, graph_def=None):
+    """One line for the converter's ValueError: for ops tfjs lacks, the first node using one
+    (found in `graph_def`, the function that was converted, when given)."""
     text = " ".join(str(error).split())
-    if "Unsupported Ops" in text:
-        return KitError(f"the converter refuses the model: tfjs 4.22 has no kernel for op(s) "
-                        f"{text.split('optimization', 1)[-1].strip()[:300]}")
-    return KitError(f"the tfjs converter fails on the model ({text[:300]})")
+    if "Unsupported Ops" not in text:
+        return KitError(f"the tfjs converter fails on the model ({text[:300]})")
+    ops = [op.strip() for op in text.split("optimization", 1)[-1].split(",") if op.strip()]
+    nodes = [] if graph_def is None else \
+        list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    node = next((n for n in nodes if n.op in ops), None)
+    where = f"node {node.name!r} is op {node.op}" if node else f"op(s) {', '.join(ops)[:200]}"
+    return KitError(f"the model cannot run in tfjs: {where}, which tfjs 4.22 has no kernel for (the converter's "
+                    "op check)")
 
 
 def copy_converted(model_json, model_dir):
@@ -249,15 +256,26 @@ def output_tensors(graph):
 
 # --- the plan --------------------------------------------------------------------------------
 
+# What tfjs 4.22's fused kernels apply after a _FusedConv2D, _FusedMatMul or
+# FusedDepthwiseConv2dNative (tfjs-converter's convolution and matrix executors, fused_util).
+TFJS_FUSED = frozenset({"BiasAdd", "NoOp", "Relu", "Relu6", "Elu", "LeakyRelu", "Prelu", "Sigmoid"})
+
+
 def check_tfjs_can_run(graph):
     """KitError naming the first node whose op tfjs 4.22 has no kernel for (the converter's
-    own op list)."""
+    own op list), or that fuses what tfjs's fused kernels do not apply."""
     from tensorflowjs.converters.tf_saved_model_conversion_v2 import validate
     unsupported = validate(graph.graph_def, False, False)
     for node in graph.graph_def.node:
         if node.op in unsupported:
             raise KitError(f"node {node.name!r}: tfjs 4.22 has no kernel for op {node.op}, so the model cannot run "
                            "in tfjs")
+        lacking = [op for op in graph_exec.fused_ops(node) if op not in TFJS_FUSED]
+        if lacking:
+            hint = (" (TensorFlow's oneDNN fusions, which the converter applies when TensorFlow runs with them: "
+                    "convert again with TF_ENABLE_ONEDNN_OPTS=0)" if lacking[0].startswith("_") else "")
+            raise KitError(f"node {node.name!r} ({node.op}) fuses {lacking[0]}, which tfjs 4.22's fused kernels do "
+                           f"not apply, so the model fails in tfjs{hint}")
 
 
 def _resolve(graph, tensor):

@@ -54,12 +54,13 @@ def check_tfjs_can_run(graph):
                 raise KitError(f"{where} runs Python code, which tfjs cannot run; express it with built-in layers")
             if class_name not in TFJS_LAYERS:
                 raise KitError(f"{where}: tfjs-layers 4.22 has no {class_name} layer, so the converted model "
-                               "cannot load in tfjs")
+                               "cannot load in tfjs; --as graph converts the model to ops that tfjs runs")
             for key in ("activation", "recurrent_activation"):
                 name = config.get(key)
                 if isinstance(name, str) and name not in TFJS_ACTIVATIONS:
-                    raise KitError(f"{where}: {key}={name!r} has no tfjs counterpart (tfjs-layers 4.22 has "
-                                   f"{', '.join(sorted(TFJS_ACTIVATIONS))})")
+                    raise KitError(f"{where}: {key}={name!r} has no tfjs-layers counterpart (tfjs-layers 4.22 has "
+                                   f"{', '.join(sorted(TFJS_ACTIVATIONS))}); --as graph converts the model to ops "
+                                   "that tfjs runs")
             if int(config.get("groups", 1) or 1) != 1:
                 raise KitError(f"{where}: groups={config['groups']}: tfjs-layers 4.22 has no grouped convolution")
             if config.get("padding") == "causal":
