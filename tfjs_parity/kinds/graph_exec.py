@@ -141,7 +141,39 @@ def _unfuse(graph_def, node, dtype, keep_tf_fused, ranks):
     if node.op == "Prelu":
         _prelu(graph_def, name, inputs[0], inputs[1], node, dtype)
         return True
+    if not keep_tf_fused and node.op in FLOAT_OUTPUT:  # computed as TensorFlow has it, its output cast
+        kept = graph_def.node.add()
+        kept.CopyFrom(node)
+        kept.name = f"{name}/kit_float32"
+        _new_node(graph_def, name, "Cast", [kept.name], _attr(SrcT=DT_FLOAT, DstT=DT_DOUBLE), node)
+        return True
+    if not keep_tf_fused and node.op.startswith("FusedBatchNorm"):
+        return _batch_norm_parts(graph_def, node, inputs, dtype)
     return False
+
+
+# Ops whose output TensorFlow computes in float32 whatever their input (no float64 kernel):
+# their "exact" answer is TensorFlow's float32 one, so they get no bound (docs/verdicts-and-bounds.md).
+FLOAT_OUTPUT = frozenset({"ResizeBilinear", "ResizeBicubic", "ResizeArea"})
+
+
+def _batch_norm_parts(graph_def, node, inputs, dtype):
+    """Inference batch norm, (x - mean) * (scale * rsqrt(variance + epsilon)) + offset, as
+    float64 ops (TensorFlow's FusedBatchNorm has no float64 kernel); channels last."""
+    name = node.name
+    if node.attr["data_format"].s.decode() not in ("", "NHWC") or node.attr["is_training"].b:
+        raise KitError(f"node {name!r} ({node.op}): only inference batch norm, channels last, has an exact answer "
+                       "in the kit")
+    T = _attr(T=dtype)["T"]
+    x, scale, offset, mean, variance = inputs[:5]
+    _const(graph_def, f"{name}/kit_epsilon", node.attr["epsilon"].f, dtype)
+    _new_node(graph_def, f"{name}/kit_shifted", "AddV2", [variance, f"{name}/kit_epsilon"], {"T": T}, node)
+    _new_node(graph_def, f"{name}/kit_rsqrt", "Rsqrt", [f"{name}/kit_shifted"], {"T": T}, node)
+    _new_node(graph_def, f"{name}/kit_factor", "Mul", [scale, f"{name}/kit_rsqrt"], {"T": T}, node)
+    _new_node(graph_def, f"{name}/kit_centred", "Sub", [x, mean], {"T": T}, node)
+    _new_node(graph_def, f"{name}/kit_scaled", "Mul", [f"{name}/kit_centred", f"{name}/kit_factor"], {"T": T}, node)
+    _new_node(graph_def, name, "AddV2", [f"{name}/kit_scaled", offset], {"T": T}, node)
+    return True
 
 
 def _unfused_parts(graph_def, node, base, attrs, inputs, ops, dtype, ranks):
@@ -183,6 +215,8 @@ def rewritten(graph_def, float64):
     if float64:
         for node in out.node:
             _to_float64(node)
+            if node.op == "Cast" and node.input and node.input[0].endswith("/kit_float32"):
+                node.attr["SrcT"].type = DT_FLOAT  # what a FLOAT_OUTPUT op gives, whatever it is fed
     return out
 
 

@@ -1,0 +1,240 @@
+"""Graph models (issue 16): SavedModels, Keras models converted --as graph (those tfjs-layers
+cannot load included), and a bare model.json, through the real steps on every Node backend
+and the browser's WebGL and WASM; every node captured and judged against its op's bound."""
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_one_line_error, check, run_script
+from graph_zoo import GRAPH_ZOO
+
+pytestmark = pytest.mark.slow
+
+FLOAT32_OK = {"same bits", "float32 rounding"}
+PLUMBING = {"Const", "Identity", "Placeholder", "NoOp"}
+
+# name -> (create_keras_model.py arguments, {backend label: the error tfjs gives there})
+RUNS = {
+    "study": (["--as", "graph", "--depth", "3", "--units", "8"], {}),
+    "module": (["--model", "module"], {}),
+    "v1": (["--model", "v1"], {}),
+    "fused_cnn": (["--model", "fused_cnn", "--as", "graph"], {}),
+    # tfjs 4.22's wasm refuses the scalar bias grappler fuses into the convolution before the
+    # hand-written hard sigmoid (tests/test_tfjs_bugs.py); every other backend runs it
+    "op_lambda": (["--model", "op_lambda", "--as", "graph"],
+                  {"node/wasm": "FusedConv2D only supports rank-1 bias but got rank 0",
+                   "browser/wasm": "FusedConv2D only supports rank-1 bias but got rank 0"}),
+    # tfjs 4.22's wasm backend has no Einsum kernel
+    "text": (["--model", "text"], {"node/wasm": "Kernel 'Einsum' not registered for backend 'wasm'",
+                                   "browser/wasm": "Kernel 'Einsum' not registered for backend 'wasm'"}),
+    "mobilenet_v3": (["--model", "mobilenet_v3", "--as", "graph"], {}),
+    "efficientnet": (["--model", "efficientnet", "--as", "graph"], {}),
+}
+
+
+@pytest.fixture(scope="session")
+def graph_zoo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("graph_zoo")
+    subprocess.run([sys.executable, str(ROOT / "tests" / "graph_zoo.py"), str(folder)], check=True,
+                   capture_output=True)
+    return {name: folder / file for name, file in GRAPH_ZOO.items()}
+
+
+def create_args(name, graph_zoo):
+    return [str(graph_zoo[a]) if a in graph_zoo else a for a in RUNS[name][0]]
+
+
+@pytest.fixture(scope="session")
+def graph_runs(graph_zoo, tmp_path_factory):
+    """{name: (out dir, {step: CompletedProcess}, --full JSON)}, two at a time."""
+    root = tmp_path_factory.mktemp("graph_runs")
+
+    def one(name):
+        out = root / name
+        steps = {"create": check(run_script("create_keras_model.py", *create_args(name, graph_zoo), "--out-dir", out,
+                                            "--repeat", "1"))}
+        steps["node"] = run_script("run_node.py", "--out-dir", out, "--backend", "all", "--repeat", "1")
+        steps["browser"] = run_script("run_browser.py", "--out-dir", out, "--backend", "webgl,wasm", "--repeat", "1")
+        steps["compare"] = check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json",
+                                            out / "full.json"))
+        return name, (out, steps, json.loads((out / "full.json").read_text()))
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(one, RUNS))
+
+
+def verdicts(entry):
+    return {layer["layer"]: layer["verdict"] for layer in entry["layers"]}
+
+
+def graph_nodes(model_json):
+    """Every node of a converted model.json that computes something (not plumbing)."""
+    topology = json.loads(model_json.read_text())["modelTopology"]
+    return {node["name"] for node in topology["node"] if node["op"] not in PLUMBING}
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_every_node_of_every_graph_is_captured_and_within_its_bound_on_every_backend(graph_runs, name):
+    out, steps, document = graph_runs[name]
+    failing = RUNS[name][1]
+    labels = {c["label"] for c in document["captures"]}
+    expected = {"python/tensorflow", "node/tensorflow", "node/cpu", "node/wasm", "browser/webgl", "browser/wasm"}
+    assert labels == expected - set(failing), (labels, steps["node"].stderr, steps["browser"].stderr)
+    for label, message in failing.items():
+        step = steps[label.split("/")[0]]
+        assert step.returncode != 0 and message in step.stderr, step.stderr
+    for step in ("node", "browser"):
+        if not any(label.startswith(step) for label in failing):
+            check(steps[step])
+    plan = json.loads((out / "keras_converted" / "probe_plan.json").read_text())
+    assert plan["kind"] == "graph"
+    captured = {p["name"] for p in plan["points"]}
+    # every computing node is a point, except those producing no float tensor (shapes, indices)
+    float_free = graph_nodes(out / "keras_converted" / "model.json") - captured
+    python = next(c for c in document["captures"] if c["label"] == "python/tensorflow")
+    assert set(verdicts(python)) == captured
+    for node in float_free:
+        op = next(n["op"] for n in json.loads((out / "keras_converted" / "model.json").read_text())
+                  ["modelTopology"]["node"] if n["name"] == node)
+        assert op in {"Shape", "StridedSlice", "Pack", "Cast", "Prod", "ArgMax", "ConcatV2", "Range", "Fill"}, \
+            (node, op)
+    for capture in document["captures"]:
+        found = verdicts(capture)
+        assert set(found) == captured, capture["label"]
+        wrong = {layer: v for layer, v in found.items() if v not in FLOAT32_OK}
+        assert not wrong, (capture["label"], {k: next(l["reason"] for l in capture["layers"] if l["layer"] == k)
+                                               for k in list(wrong)[:5]})
+
+
+def test_python_runs_the_converted_graph_with_the_fused_ops_tfjs_runs(graph_runs):
+    out, _, document = graph_runs["fused_cnn"]
+    plan = json.loads((out / "keras_converted" / "probe_plan.json").read_text())
+    ops = {p["class_name"] for p in plan["points"]}
+    assert {"_FusedConv2D", "FusedDepthwiseConv2dNative", "MaxPool", "AvgPool", "Mean", "_FusedMatMul",
+            "Softmax"} <= ops, ops
+    # the PReLU fused into the pointwise convolution by the converter (a tfjs-only fusion)
+    assert any(p["kwargs"].get("fused_ops") == ["BiasAdd", "Prelu"] for p in plan["points"]), plan["points"]
+    node = next(c for c in document["captures"] if c["label"] == "node/tensorflow")
+    assert set(verdicts(node).values()) <= FLOAT32_OK
+
+
+def test_a_tfoplambda_model_names_the_graph_way_and_runs_as_one(graph_zoo, graph_runs, tmp_path):
+    done = run_script("create_keras_model.py", "--model", graph_zoo["op_lambda"], "--out-dir", tmp_path)
+    assert_one_line_error(done, "(TFOpLambda", "cannot load in tfjs-layers", "--as graph")
+    out, _, document = graph_runs["op_lambda"]
+    ops = {layer["layer"].rsplit("/", 1)[-1] for layer in document["captures"][0]["layers"]}
+    assert {"Mul", "AddV2", "Tanh"} <= ops, ops
+    # the convolution with the scalar bias grappler fused: TensorFlow's kernel refuses it, so
+    # Python runs it unfused (conv, + 3.0, relu6), and the point is still judged
+    plan = json.loads((out / "keras_converted" / "probe_plan.json").read_text())
+    model = json.loads((out / "keras_converted" / "model.json").read_text())
+    shapes = {w["name"]: w["shape"] for group in model["weightsManifest"] for w in group["weights"]}
+    scalar = [p for p in plan["points"] if p["class_name"] == "_FusedConv2D" and
+              any(shapes.get(c) == [] for c in p["constants"])]
+    assert scalar, plan["points"]
+    node = next(c for c in document["captures"] if c["label"] == "node/tensorflow")
+    assert verdicts(node)[scalar[0]["name"]] in FLOAT32_OK
+
+
+def test_a_signature_is_chosen_by_name(graph_zoo, tmp_path):
+    check(run_script("create_keras_model.py", "--model", graph_zoo["module"], "--signature", "mean",
+                     "--out-dir", tmp_path))
+    plan = json.loads((tmp_path / "keras_converted" / "probe_plan.json").read_text())
+    assert {p["class_name"] for p in plan["points"]} >= {"Abs", "Sqrt", "Mean"}
+    assert plan["source"]["signature"] == "mean"
+
+
+@pytest.mark.parametrize("model, args, fragments", [
+    ("module", ["--signature", "nope"], ["no signature 'nope'", "it has mean, serving_default", "--signature"]),
+    ("strings", [], ["input 'text' of type string"]),
+    ("determinant", [], ["MatrixDeterminant", "no kernel"]),
+    ("module", ["--as", "layers"], ["not a Keras model has no layers", "--as graph"]),
+    ("fused_cnn", ["--signature", "x"], ["--signature picks a signature of a SavedModel"]),
+])
+def test_what_cannot_run_is_one_line_before_anything_runs(graph_zoo, tmp_path, model, args, fragments):
+    done = run_script("create_keras_model.py", "--model", graph_zoo[model], *args, "--out-dir", tmp_path / "out")
+    assert_one_line_error(done, *fragments)
+    assert not (tmp_path / "out" / "keras_converted").exists()
+
+
+def test_a_model_json_that_is_neither_kind_is_one_line(tmp_path):
+    (tmp_path / "model.json").write_text(json.dumps({"format": "onnx", "modelTopology": {"x": 1}}))
+    done = run_script("create_keras_model.py", "--model", tmp_path / "model.json", "--out-dir", tmp_path / "out")
+    assert_one_line_error(done, "model.json of format 'onnx'", "neither a tfjs graph model nor a layers model")
+
+
+def test_a_weight_file_outside_the_model_folder_is_refused(graph_runs, tmp_path):
+    out, _, _ = graph_runs["fused_cnn"]
+    document = json.loads((out / "keras_converted" / "model.json").read_text())
+    document["weightsManifest"][0]["paths"] = ["../secret.bin"]
+    (tmp_path / "model.json").write_text(json.dumps(document))
+    done = run_script("create_keras_model.py", "--model", tmp_path / "model.json", "--out-dir", tmp_path / "out")
+    assert_one_line_error(done, "weight file '../secret.bin' is not a file name in its folder")
+
+
+def test_a_bare_model_json_runs_with_no_source(graph_runs, tmp_path):
+    """Only the files a user ships: Python runs that very graph, and the verdicts are those of
+    the run that had the source."""
+    out, _, converted = graph_runs["fused_cnn"]
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for file in (out / "keras_converted").iterdir():
+        if file.name == "model.json" or file.suffix == ".bin":
+            shutil.copy(file, shipped)
+    run = tmp_path / "run"
+    check(run_script("create_keras_model.py", "--model", shipped / "model.json", "--out-dir", run, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", run, "--backend", "cpu", "--repeat", "1"))
+    check(run_script("compare_outputs.py", "--out-dir", run, "--full", "--json", run / "full.json"))
+    document = json.loads((run / "full.json").read_text())
+    source_python = next(c for c in converted["captures"] if c["label"] == "python/tensorflow")
+    for capture in document["captures"]:
+        assert set(verdicts(capture)) == set(verdicts(source_python))
+        assert set(verdicts(capture).values()) <= FLOAT32_OK
+    from tfjs_parity.capture import Capture
+    same = Capture.load(run / "keras_model_python.json")
+    before = Capture.load(out / "keras_model_python.json")
+    for key in before.tensors:
+        assert all(np.array_equal(a, b) for a, b in zip(before.tensors[key], same.tensors[key])), key
+
+
+def test_a_fault_in_one_constant_is_a_mismatch_where_it_is_read_and_not_before(graph_runs, tmp_path):
+    """The pointwise convolution's kernel, changed in the weight file Node reads: a mismatch
+    at the node that reads it; every node before it is as healthy as without the fault."""
+    out, _, _ = graph_runs["fused_cnn"]
+    run = tmp_path / "run"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("*tfjs*", "full.json"))
+    plan = json.loads((run / "keras_converted" / "probe_plan.json").read_text())
+    names = [p["name"] for p in plan["points"]]
+    target = next(p for p in plan["points"] if "pointwise" in p["name"] and p["constants"])
+    constant = next(c for c in target["constants"] if "Conv2D" in c or "filter" in c.lower() or "kernel" in c.lower())
+    corrupt_constant(run / "keras_converted", constant)
+    check(run_script("run_node.py", "--out-dir", run, "--backend", "tensorflow", "--repeat", "1"))
+    done = run_script("compare_outputs.py", "--out-dir", run, "--full", "--json", run / "full.json")
+    document = json.loads((run / "full.json").read_text())
+    node = verdicts(next(c for c in document["captures"] if c["label"] == "node/tensorflow"))
+    at = names.index(target["name"])
+    assert node[target["name"]] == "mismatch", node
+    assert all(node[n] in FLOAT32_OK for n in names[:at]), node
+    assert f"node/tensorflow: mismatch starts at {target['name']}" in done.stdout, done.stdout
+
+
+def corrupt_constant(model_dir, name):
+    """Add 1 to the first value of constant `name` in the model's weight files (float32)."""
+    document = json.loads((model_dir / "model.json").read_text())
+    for group in document["weightsManifest"]:
+        offset = 0
+        for weight in group["weights"]:
+            size = int(np.prod(weight["shape"])) * 4
+            if weight["name"] == name:
+                shard = model_dir / group["paths"][0]
+                data = bytearray(shard.read_bytes())
+                value = np.frombuffer(bytes(data[offset:offset + 4]), np.float32)[0] + 1.0
+                data[offset:offset + 4] = np.float32(value).tobytes()
+                shard.write_bytes(bytes(data))
+                return
+            offset += size
+    raise AssertionError(f"no constant {name}")
