@@ -25,6 +25,7 @@ from pathlib import Path
 from tfjs_parity import KitError, paths
 from tfjs_parity.capture import Capture
 from tfjs_parity.files import atomic_write_text, check_output
+from tfjs_parity.plan import PLAN_FILE, Plan
 from tfjs_parity.cli import non_negative_float, run_main
 from tfjs_parity.compare import check_same_model, compare_captures
 from tfjs_parity.report import full_report, layer_table, study_block, to_json
@@ -98,6 +99,9 @@ def main():
     sections = [study_block(title, diffs[id(c)]) for title, c in titled]
     if missing:
         sections.append(f"(the study's full table also needs {note})")
+    from tfjs_parity.kinds.graph_model import conversion_line
+    if conversion_line(reference.metadata.get("conversion")):
+        sections.append(conversion_line(reference.metadata["conversion"]))
     if len(others) > len(titled) or args.captures:
         others.sort(key=column_order)
         sections.append(layer_table(reference, [diffs[id(c)] for c in others], others))
@@ -112,11 +116,13 @@ def main():
     results = judge_all(out_dir / paths.CONVERTED_DIR, reference, exact,
                         sorted(others, key=column_order))
     closest, sentences = closeness(results)
+    plan = Plan.load(out_dir / paths.CONVERTED_DIR / PLAN_FILE)
+    groups = {p.name: p.group for p in plan.points} if plan.kind == "graph" else None
     gate_result = apply_gate(results, args.rtol, args.atol, args.max_ulp, args.allow_mismatch) if gating else None
     if args.full:
-        print("\n" + full_report(results, closest, sentences))
+        print("\n" + full_report(results, closest, sentences, groups))
     if args.json:
-        atomic_write_text(args.json, to_json(results, closest, sentences, gate_result))
+        atomic_write_text(args.json, to_json(results, closest, sentences, gate_result, groups))
         print(f"\nwrote {args.json}")
     if args.html:
         from tfjs_parity.html_report import html_report

@@ -171,14 +171,20 @@ def convert_as_graph(args, source_kind, model_dir):
     from tfjs_parity.kinds import graph_model
     from tfjs_parity.reference import reference_capture
     from tfjs_parity.runners import python_runner
-    graph_source, integer_high = None, None
+    graph_source, integer_high, original = None, None, None
     if source_kind == "graph_json":
         graph_model.copy_converted(args.model, model_dir)
         origin_format = "tfjs graph model.json"
     elif source_kind == "saved_model":
         model_dir.mkdir()
-        graph_model.convert_saved_model(args.model, args.signature or "serving_default", model_dir)
+        signature = graph_model.convert_saved_model(args.model, args.signature or "serving_default", model_dir)
         origin_format = "SavedModel"
+
+        def original(feed, graph):
+            import tensorflow as tf
+            inputs = {key: tf.constant(feed[entry["name"].split(":")[0]])
+                      for key, entry in graph.signature["inputs"].items()}
+            return {key: value.numpy() for key, value in signature(**inputs).items()}
     else:
         source = load_source(args, source_kind, parse_graph=False)
         failpoint("model built")
@@ -187,6 +193,12 @@ def convert_as_graph(args, source_kind, model_dir):
         origin_format = source.format
         graph_source = source.graph
         integer_high = source.smallest_vocabulary()
+
+        def original(feed, graph):
+            names = [name for name in getattr(source.model, "input_names", []) if name in feed] or list(feed)
+            predictions = source.model.predict_on_batch([feed[name] for name in names] if len(names) > 1
+                                                        else feed[names[0]])
+            return list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
     graph = graph_model.read_graph_model(model_dir)
     graph_model.check_tfjs_can_run(graph)
     specs = graph_model.specs(graph)
@@ -194,8 +206,10 @@ def convert_as_graph(args, source_kind, model_dir):
     described = {"format": origin_format, "signature": args.signature or "serving_default"} \
         if source_kind == "saved_model" else {"format": origin_format}
     plan = graph_model.make_plan(graph, specs, described)
-    capture = python_runner.run(graph_model.python_probe(graph, plan), plan, feed, args.repeat, args.budget,
-                                args.repeat_check)
+    probe = graph_model.python_probe(graph, plan)
+    capture = python_runner.run(probe, plan, feed, args.repeat, args.budget, args.repeat_check)
+    if original is not None:  # the converter's optimizations, checked apart: the source against its graph
+        capture.metadata["conversion"] = graph_model.conversion_check(graph, probe, feed, original(feed, graph))
     exact = reference_capture(graph_model.float64_probe(graph, plan), plan, feed)
     graph_model.stage_plan(plan, feed, model_dir)
     for result in (capture, exact):

@@ -27,6 +27,7 @@ GRAPH_ZOO = {
     "efficientnet": "efficientnet_b0.h5",
     "strings": "strings_savedmodel",    # a string input: refused
     "determinant": "det_savedmodel",    # MatrixDeterminant, which tfjs lacks: refused
+    "control_flow": "cond_savedmodel",  # tf.cond and tf.while_loop: refused by node, for now
 }
 
 
@@ -176,6 +177,19 @@ def build_determinant(path):
         def serve(self, m):
             return {"det": tf.linalg.det(m)}
     module = Determinant()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+def build_control_flow(path):
+    import tensorflow as tf
+
+    class Flow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            y = tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: x - 1.0)
+            _, z = tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 0.5 + 1.0), (0, y))
+            return {"z": z}
+    module = Flow()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
 
 

@@ -154,6 +154,7 @@ def test_a_signature_is_chosen_by_name(graph_zoo, tmp_path):
     ("determinant", [], ["MatrixDeterminant", "no kernel"]),
     ("module", ["--as", "layers"], ["not a Keras model has no layers", "--as graph"]),
     ("fused_cnn", ["--signature", "x"], ["--signature picks a signature of a SavedModel"]),
+    ("control_flow", [], ["is control flow", "does not capture graphs with control flow yet"]),
 ])
 def test_what_cannot_run_is_one_line_before_anything_runs(graph_zoo, tmp_path, model, args, fragments):
     done = run_script("create_keras_model.py", "--model", graph_zoo[model], *args, "--out-dir", tmp_path / "out")

@@ -93,10 +93,12 @@ SHORT_VERDICTS = {Verdict.SAME_BITS: "same bits", Verdict.ROUNDING: "rounding", 
                   Verdict.REDUCED: "reduced", Verdict.OVERFLOW: "OVERFLOW", Verdict.MISMATCH: "MISMATCH"}
 
 
-def full_report(results, closest, sentences):
+def full_report(results, closest, sentences, groups=None):
     """Per capture, one line per layer: the metrics against Python and against float64, how
     much of the float32 rounding bound the layer used, and the verdict. Then a verdict
-    matrix, who is closest to the exact answer, and one sentence per runtime."""
+    matrix, who is closest to the exact answer, and one sentence per runtime. `groups`
+    ({point: group}, a graph model's): the verdict matrix has a row per group, so a graph of
+    thousands of nodes reads as the layers they came from."""
     sections = []
     width = max([10] + [len(_short(layer.layer)) + 1 for layer in results[0].layers])
     for result in results:
@@ -110,7 +112,7 @@ def full_report(results, closest, sentences):
                          f"{_g(layer.bound_ratio) if layer.bound_ratio == layer.bound_ratio else '-':>7}  {layer.verdict}"
                          + (f" ({layer.reason})" if layer.verdict in (Verdict.OVERFLOW, Verdict.MISMATCH, Verdict.NO_BOUND) else ""))
         sections.append("\n".join(lines))
-    sections.append(verdict_matrix(results))
+    sections.append(verdict_matrix(results) if not groups else grouped_matrix(results, groups))
     layers = "\n".join(f"  {layer}: {label}" for layer, label in closest.items())
     sections.append("Closest to the exact float64 answer, per layer:\n" + layers)
     sections.append("\n".join(sentences))
@@ -136,11 +138,37 @@ def verdict_matrix(results):
                       _aligned(_header([r.metadata for r in results]) + body), *notes])
 
 
+def grouped_matrix(results, groups):
+    """Verdicts at a glance for a graph model: a row per group of nodes (the Keras layer or
+    name scope they came from), each cell the worst verdict over the group's nodes."""
+    order = []
+    for layer in results[0].layers:
+        group = groups.get(layer.layer, layer.layer)
+        if group not in order:
+            order.append(group)
+    sizes = {group: sum(1 for layer in results[0].layers if groups.get(layer.layer, layer.layer) == group)
+             for group in order}
+    body = []
+    for group in order:
+        cells = [SHORT_VERDICTS[Verdict.worst(layer.verdict for layer in r.layers
+                                              if groups.get(layer.layer, layer.layer) == group)] for r in results]
+        body.append([_short(group) + (f" ({sizes[group]} nodes)" if sizes[group] > 1 else ""), *cells])
+    notes = []
+    for r in results:
+        for verdict in (Verdict.OVERFLOW, Verdict.MISMATCH):
+            first = r.first(verdict)
+            if first:
+                notes.append(f"{r.label}: {verdict} starts at {first.layer}: {first.reason}")
+    return "\n".join([f"Verdicts by layer ({len(results[0].layers)} graph nodes in {len(order)} groups: the worst "
+                      "of each group's nodes; against float64, 'same bits' = identical to TF Python):",
+                      _aligned(_header([r.metadata for r in results]) + body), *notes])
+
+
 def _g(value):
     return f"{value:.2g}" if isinstance(value, float) else str(value)
 
 
-def to_json(results, closest, sentences, gate_result=None):
+def to_json(results, closest, sentences, gate_result=None, groups=None):
     """Everything, for machines: per capture its metadata (its inputs left out: they are in input.json) and per layer
     both metric sets, the bound ratio and the verdict."""
     import dataclasses
@@ -159,7 +187,8 @@ def to_json(results, closest, sentences, gate_result=None):
     document = {
         "captures": [{"label": r.label, "precision": r.precision, "verdict": r.verdict,
                       "metadata": {k: v for k, v in r.metadata.items() if k not in ("input", "inputs")},
-                      "layers": [dataclasses.asdict(layer) for layer in r.layers]} for r in results],
+                      "layers": [dict(dataclasses.asdict(layer), **({"group": groups.get(layer.layer)} if groups else {}))
+                                 for layer in r.layers]} for r in results],
         "closest_to_float64": closest,
         "summary": sentences,
         "gate": None if gate_result is None else {"passed": gate_result.passed, "message": gate_result.message},

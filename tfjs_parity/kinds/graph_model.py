@@ -95,6 +95,7 @@ def convert_saved_model(path, signature, model_dir):
             v2.convert_tf_saved_model(str(path), str(model_dir), signature_def=signature)
         except ValueError as error:
             raise _conversion_error(error, concrete.graph.as_graph_def()) from None
+    return concrete
 
 
 def _conversion_error(error, graph_def=None):
@@ -311,9 +312,18 @@ def _topological(graph):
     return order
 
 
+CONTROL_FLOW = frozenset({"Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond", "If", "StatelessIf",
+                          "While", "StatelessWhile"})
+
+
 def make_plan(graph, specs_, described, session=None):
     """The probe plan of a GraphModel: a point per node producing float tensors."""
     import tensorflow as tf
+    flow = next((node for node in graph.graph_def.node if node.op in CONTROL_FLOW), None)
+    if flow is not None:
+        raise KitError(f"node {flow.name!r} is control flow ({flow.op}): tfjs runs it only with executeAsync, and the "
+                       "kit does not capture graphs with control flow yet (nodes inside a branch or loop have no "
+                       "single value to compare)")
     session = session or Session(graph_exec.for_tensorflow(graph.graph_def))
     referenced = {}
     for node in graph.graph_def.node:
@@ -407,6 +417,56 @@ def python_probe(graph, plan):
 
 def float64_probe(graph, plan):
     return GraphProbe(graph, plan, float64=True)
+
+
+# --- the conversion itself ---------------------------------------------------------------------
+
+def conversion_check(graph, probe, feed, original):
+    """How far the converter's optimizations (grappler's fusions, folded batch norms) moved the
+    model's outputs: the original model's own float32 outputs in TF Python (`original`: a
+    SavedModel signature's {output key: array}, or a Keras model's [arrays] in its order)
+    against the converted graph's on the same inputs. Judged against the ceiling a node
+    without an error model gets (verdict.CEILING of the outputs' magnitude): reordered float32
+    arithmetic stays far below it; a conversion that computes something else does not."""
+    from ..verdict import CEILING
+    keys = list((graph.signature.get("outputs") or {}))
+    converted = dict(zip(keys, probe.shipped(feed)))
+    if isinstance(original, dict):
+        pairs = [(key, original[key], converted[key]) for key in keys if key in original]
+    else:  # a Keras model's outputs are Identity, Identity_1, ... in the converted graph
+        def index(key):
+            name = split_tensor(key)[0]
+            return int(name.rpartition("_")[2]) if name.startswith("Identity_") else 0
+        pairs = [(key, a, converted[key]) for key, a in zip(sorted(keys, key=index), original)]
+    if not pairs or len(pairs) != len(keys):
+        return {"verdict": "not checked", "why": "the original's outputs do not match the converted graph's"}
+    worst, identical = 0.0, True
+    for key, a, b in pairs:
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a.shape != b.shape:
+            return {"verdict": "changed", "why": f"output {key} has shape {list(a.shape)} in the original, "
+                                                 f"{list(b.shape)} converted"}
+        identical &= a.tobytes() == b.tobytes()
+        magnitude = float(np.max(np.abs(a), initial=0.0)) or 1.0
+        worst = max(worst, float(np.max(np.abs(a - b), initial=0.0)) / magnitude)
+    verdict = "same bits" if identical else "within float32 rounding" if worst <= CEILING else "changed"
+    return {"verdict": verdict, "max_relative": worst, "ceiling": CEILING, "outputs": len(pairs),
+            "of": "the original model's own float32 outputs (TF Python) against the converted graph's"}
+
+
+def conversion_line(check):
+    """The report's line for a capture's conversion check, or None."""
+    if not check:
+        return None
+    if "max_relative" not in check:
+        return f"conversion: {check['verdict']} ({check.get('why', '')})"
+    said = {"same bits": "did not change the model's outputs: the same bits",
+            "within float32 rounding": f"moved the model's outputs by at most {check['max_relative']:.2g} of their "
+                                       f"magnitude: float32 rounding (below the ceiling of {check['ceiling']:.2g})",
+            "changed": f"CHANGED the model's outputs by {check['max_relative']:.3g} of their magnitude, beyond the "
+                       f"ceiling of {check['ceiling']:.2g} that reordered float32 arithmetic never reaches"}
+    return (f"conversion: the converter's optimizations {said[check['verdict']]} (TF Python, the original model "
+            "against the converted graph it wrote)")
 
 
 # --- the local exact answer ----------------------------------------------------------------------
