@@ -57,3 +57,22 @@ def test_tensorflow_and_cpu_broadcast_a_scalar_bias(rows, op, backend):
 @pytest.mark.parametrize("op", OPS)
 def test_a_rank1_bias_works_everywhere(rows, op, backend):
     assert_matches_unfused(rows[op, 1, backend])
+
+
+def test_wasm_adds_a_fused_bias_first_a_correct_float32_order_within_the_documented_bound():
+    """wasm_bias_first.js: wasm's fused depthwise and 1x1 convolutions start each sum at the
+    bias (XNNPACK), bit for bit on EfficientNetB0's block1a node as wasm ran it in the graph.
+    A correct float32 evaluation: within gamma(n+2)(sum|x||w| + |b|) on every backend and case,
+    while the kit's first bound (S without |b|) was exceeded: the kit was wrong, not wasm."""
+    done = subprocess.run(["node", str(ROOT / "tests" / "repro" / "wasm_bias_first.js")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert {(r["case"], r["backend"]) for r in rows} >= {(c, b) for c in ("block1a", "synth_dw", "synth_1x1")
+                                                          for b in BACKENDS}
+    for row in rows:
+        assert row["max_err_over_doc_bound"] <= 1, row
+    wasm = {r["case"]: r for r in rows if r["backend"] == "wasm"}
+    assert wasm["block1a"]["bit_identical_to_wasm_in_graph"]
+    assert "bias first, column-major taps (XNNPACK)" in wasm["block1a"]["bit_identical_to"]
+    assert wasm["synth_1x1"]["max_err_over_kit_bound"] > 1  # what the first bound called a mismatch

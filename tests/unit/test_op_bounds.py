@@ -118,3 +118,54 @@ def test_a_wrong_value_is_beyond_the_bound():
     bound = op_bounds.op_bound(call, FLOAT32)[0]
     assert np.all(np.abs((x @ (w + 1e-3)) - exact) > bound)
     assert np.all(np.abs(exact.astype(np.float32).astype(np.float64) - exact) <= bound)
+
+
+def test_a_bias_added_first_is_within_a_fused_ops_bound():
+    """The bias is a term of the sum: wasm's XNNPACK starts each sum at it (found on
+    EfficientNetB0: tests/repro/wasm_bias_first.js). Sixteen products of just under half an
+    ULP of a bias of 3, added after it, are each rounded away: a correct float32 evaluation
+    off by 16 of them, which a bound without |b| in S (the kit's first) called a mismatch."""
+    from tensorflow.core.framework import attr_value_pb2, graph_pb2
+    x_in = tf.constant(np.ones((1, 16), np.float32))
+    weights = np.full((16, 4), 0.99 * 2.0 ** -23, np.float32)
+    bias = np.full(4, 3.0, np.float32)
+    concrete = tf.function(lambda x: tf.nn.bias_add(tf.matmul(x, weights), bias)).get_concrete_function(
+        tf.TensorSpec([1, 16], tf.float32, name="x"))
+    original = concrete.graph.as_graph_def()
+    graph_def = graph_pb2.GraphDef()
+    graph_def.versions.CopyFrom(original.versions)
+    matmul = next(n for n in original.node if n.op == "MatMul")
+    for node in original.node:
+        if node.op == "MatMul":
+            continue
+        copy = graph_def.node.add()
+        copy.CopyFrom(node)
+        if node.op == "BiasAdd":  # grappler's fusion, as the converter writes it
+            copy.op = "_FusedMatMul"
+            del copy.input[:]
+            copy.input.extend([matmul.input[0], matmul.input[1], node.input[1]])
+            for key in ("transpose_a", "transpose_b"):
+                copy.attr[key].CopyFrom(matmul.attr[key])
+            copy.attr.pop("data_format", None)
+            copy.attr["fused_ops"].CopyFrom(attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(
+                s=[b"BiasAdd"])))
+            copy.attr["num_args"].i = 1
+    constants = {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in graph_def.node if n.op == "Const"}
+    fused = next(n for n in graph_def.node if n.op == "_FusedMatMul")
+    graph = graph_model.GraphModel(None, graph_def, {"outputs": {"y": {"name": f"{fused.name}:0"}}}, constants)
+    plan = graph_model.make_plan(graph, [Input("x", [1, 16], "float32")], {})
+    feed = {"x": x_in.numpy()}
+    capture = python_runner.run(graph_model.python_probe(graph, plan), plan, feed, repeat=1)
+    exact = reference_capture(graph_model.float64_probe(graph, plan), plan, feed)
+    bias_first = np.full((1, 4), 3.0, np.float32)
+    for _ in range(16):
+        bias_first = (bias_first + np.float32(weights[0, 0])).astype(np.float32)  # rounded away each time
+    point = next(p for p in plan.points if p.class_name == "_FusedMatMul")
+    capture.tensors[f"{point.name}_output"] = [bias_first]
+    local = graph_model.LocalReference(graph, plan, exact)
+    for judged_point, outputs_, bounds in local.evaluate_capture(capture, [FLOAT32]):
+        if judged_point.name == point.name:
+            error = np.abs(bias_first.astype(np.float64) - outputs_[0])
+            assert np.all(error > 0) and np.all(error <= bounds["float32"][0]), (error, bounds["float32"][0])
+            return
+    raise AssertionError("the fused node was not judged")

@@ -11,7 +11,8 @@ Two rewrites of the converted GraphDef, each keeping every capture point's node 
     no float64 kernel for _FusedMatMul or _FusedDepthwiseConv2dNative, and the exact answer
     of a sum is the same however it is fused), every float32 type float64, every constant
     cast exactly. The unfused parts are named `<node>/kit_<part>`, the last one `<node>`:
-    the pre-activation of a dot-product node is its `kit_bias` (or `kit_linear`) part.
+    a dot-product node's pre-activation is its `kit_bias` part (or, with no activation, the
+    node itself), its dot product alone `kit_linear`.
 A session can feed any tensor: a node's local exact answer is the float64 graph run with
 that node's inputs fed (a runtime's own values), and nothing before it computed.
 """
@@ -20,7 +21,6 @@ import numpy as np
 from .. import KitError
 
 DT_FLOAT, DT_DOUBLE, DT_BOOL = 1, 2, 10
-LINEAR_PARTS = ("kit_bias", "kit_linear")  # a dot-product node's pre-activation, in the float64 graph
 
 
 def tensor_name(text):

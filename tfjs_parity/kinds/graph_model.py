@@ -511,8 +511,16 @@ class LocalReference:
     def _linear(self, node, input_names, feeds):
         """f(arrays) -> the node's pre-activation (its dot product and bias) on `arrays` in
         place of its inputs."""
-        target = next((f"{node.name}/{part}" for part in graph_exec.LINEAR_PARTS
-                       if self.session.has(f"{node.name}/{part}")), node.name)
+        # the dot product and its bias: the bias is a term of the sum (wasm's XNNPACK starts each
+        # sum at it), so S holds |b|. An unfused node with a bias and no activation is its BiasAdd.
+        fused = graph_exec.fused_ops(node)
+        biased = bool(fused) and fused[0] in ("BiasAdd", "Add")
+        if self.session.has(f"{node.name}/kit_bias"):
+            target = f"{node.name}/kit_bias"
+        elif biased or not self.session.has(f"{node.name}/kit_linear"):
+            target = node.name
+        else:
+            target = f"{node.name}/kit_linear"
 
         def linear(arrays):
             given = dict(feeds)
