@@ -1,6 +1,6 @@
 """Benchmark: every step of the kit on three sizes of model, with wall time and peak memory.
 
-    python scripts/bench.py [--models study,dense1000,resnet50] [--keep DIR]
+    python scripts/bench.py [--models study,dense1000,resnet50,resnet50_graph] [--keep DIR]
 
 (`make bench`.) For the default study, 10 x Dense(1000) (10M weights) and ResNet50 (25.6M
 weights, random): step 1 (Python capture + float64 reference), Node (tensorflow backend),
@@ -28,6 +28,7 @@ MODELS = {
     "study": [],
     "dense1000": ["--depth", "10", "--units", "1000"],
     "resnet50": None,  # built below, then --model
+    "resnet50_graph": None,  # the same ResNet50, --as graph: a graph model beside the layers model
 }
 STUDY_WAY = """
 import json, sys, numpy as np
@@ -157,6 +158,8 @@ def main():
     for name in args.models.split(","):
         out = folder / name
         model_args = MODELS[name] if MODELS[name] is not None else ["--model", str(build_resnet50(folder))]
+        if name.endswith("_graph"):
+            model_args = [*model_args, "--as", "graph"]
         steps = [("create_keras_model.py", [*model_args, "--repeat", "3"]), ("run_node.py", ["--repeat", "3"]),
                  ("run_browser.py", ["--repeat", "3"]), ("compare_outputs.py", []),
                  ("compare_outputs.py", ["--full"])]
@@ -172,7 +175,7 @@ def main():
             if timing:
                 shipped.append((name, capture.label, timing.get("cold_ms"), timing["median_ms"],
                                 memory.get("numBytes"), memory.get("numBytesInGPU")))
-        if name != "resnet50":  # its JSON files would be over a gigabyte each
+        if not name.startswith("resnet50"):  # its JSON files would be over a gigabyte each
             compare_wall = next(r[2] for r in rows if r[0] == name and r[1] == "compare_outputs.py")
             compare_peak = next(r[3] for r in rows if r[0] == name and r[1] == "compare_outputs.py")
             wall, peak, size = study_way(out, folder)

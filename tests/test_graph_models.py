@@ -148,6 +148,20 @@ def test_a_signature_is_chosen_by_name(graph_zoo, tmp_path):
     assert plan["source"]["signature"] == "mean"
 
 
+def test_an_npz_input_feeds_the_signatures_inputs_by_name(graph_zoo, tmp_path):
+    x = np.linspace(-2, 2, 12, dtype=np.float32).reshape(2, 6)
+    np.savez(tmp_path / "input.npz", x=x)
+    check(run_script("create_keras_model.py", "--model", graph_zoo["module"], "--input", tmp_path / "input.npz",
+                     "--out-dir", tmp_path / "out"))
+    from tfjs_parity.capture import Capture
+    python = Capture.load(tmp_path / "out" / "keras_model_python.json")
+    assert np.array_equal(python.inputs["x"], x)
+    assert python.metadata["conversion"]["verdict"] in ("same bits", "within float32 rounding")
+    done = run_script("create_keras_model.py", "--model", graph_zoo["module"], "--input", tmp_path / "input.npz",
+                      "--signature", "mean", "--input-seed", "3", "--out-dir", tmp_path / "out2")
+    check(done)  # the other signature takes the same input
+
+
 @pytest.mark.parametrize("model, args, fragments", [
     ("module", ["--signature", "nope"], ["no signature 'nope'", "it has mean, serving_default", "--signature"]),
     ("strings", [], ["input 'text' of type string"]),

@@ -20,15 +20,18 @@ BACKENDS = ("tensorflow",)
 # of the loaded model (a probe), the plan and the inputs rather than a Job naming files.
 
 
-def run(probe, plan, inputs, repeat=10, budget=10.0, repeat_check=1):
+def run(probe, plan, inputs, repeat=10, budget=10.0, repeat_check=1, timed=True):
     """Predict `inputs` ({name: array}) with `probe` (the kind's Python execution of the
     model: kinds/, its python_probe); capture every point of `plan` (weights and outputs),
     and time up to `repeat` predictions of the model as shipped after one warm-up, stopping
-    once `budget` seconds are spent."""
+    once `budget` seconds are spent (not at all when `timed` is False: the float64 reference).
+    """
     # Timed first, as shipped: the model's own prediction (its outputs only); the first call
     # (its tracing) apart.
-    timing = time_predictions(lambda: probe.shipped(inputs), repeat, budget)
-    timing.update(of="the model as shipped: its own prediction, outputs only", cold_ms=timing["warmup_ms"])
+    timing = None
+    if timed:
+        timing = time_predictions(lambda: probe.shipped(inputs), repeat, budget)
+        timing.update(of="the model as shipped: its own prediction, outputs only", cold_ms=timing["warmup_ms"])
     predictions = [np.asarray(p) for p in probe.predict(inputs)]
     repeat_result = {"runs": repeat_check, "identical": True, "first_difference": None}
     for _ in range(repeat_check - 1):  # the same input again, in this session: the same bits?
@@ -52,7 +55,7 @@ def run(probe, plan, inputs, repeat=10, budget=10.0, repeat_check=1):
         "platform": f"{platform.system()} {platform.machine()}",
         "cpu": cpu_model(),
         "inputs": {name: encode_tensor(array) for name, array in inputs.items()},
-        "timing": timing,
+        **({"timing": timing} if timing else {}),
         "repeat": repeat_result,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
