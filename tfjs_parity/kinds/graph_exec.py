@@ -243,6 +243,45 @@ def for_float64(graph_def):
     return rewritten(graph_def, float64=True)
 
 
+def local_graph(graph_def, by_name, point, captured, inputs):
+    """The part of a (float64) graph that computes node `point` from what a runtime fed it: the
+    node, its unfused parts and the constants and shape arithmetic they read, with every other
+    point's output it reads (`captured`: {node: outputs captured}) a Placeholder. Returns
+    (GraphDef, {original tensor: its placeholder tensor}). A session on the whole graph would
+    copy all of it (hundreds of MB of float64 constants) for each new feed: seconds per node."""
+    from tensorflow.core.framework import attr_value_pb2, graph_pb2
+    out = graph_pb2.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    fed, kept, stack = {}, set(), [point]
+    while stack:
+        name = stack.pop()
+        if name in kept:
+            continue
+        kept.add(name)
+        copy = out.node.add()
+        copy.CopyFrom(by_name[name])
+        rewired = []
+        for text in copy.input:
+            if text.startswith("^"):
+                continue  # an order, not a value: nothing before this node runs here
+            source, index = split_tensor(text)
+            own = source == point or source.startswith(point + "/kit_")
+            if not own and source not in inputs and index < captured.get(source, 0):
+                placeholder = f"{source}/kit_fed_{index}"
+                if f"{source}:{index}" not in fed:
+                    fed[f"{source}:{index}"] = f"{placeholder}:0"
+                    node = out.node.add()
+                    node.name, node.op = placeholder, "Placeholder"
+                    node.attr["dtype"].CopyFrom(attr_value_pb2.AttrValue(type=DT_DOUBLE))
+                rewired.append(placeholder)
+            else:
+                rewired.append(text)
+                stack.append(source)
+        del copy.input[:]
+        copy.input.extend(rewired)
+    return out, fed
+
+
 class Session:
     """A GraphDef imported and ready to run: run({tensor: array}, [tensor names])."""
 

@@ -472,13 +472,27 @@ def conversion_line(check):
 # --- the local exact answer ----------------------------------------------------------------------
 
 class LocalReference:
-    """Each point of the float64 graph, evaluated on the inputs one runtime fed it."""
+    """Each point of the float64 graph, evaluated on the inputs one runtime fed it: a small
+    session per point (graph_exec.local_graph), made once and fed each capture's values."""
 
     def __init__(self, graph, plan, reference):
         from .. import op_bounds
         self.graph, self.plan, self.reference, self.op_bounds = graph, plan, reference, op_bounds
-        self.session = Session(graph_exec.for_float64(graph.graph_def), "the float64 graph")
+        self.float64 = graph_exec.for_float64(graph.graph_def)
+        self.by_name = {node.name: node for node in self.float64.node}
+        self.captured = {p.layer: p.outputs for p in plan.points}
+        self.inputs = {spec.name for spec in plan.inputs}
+        self.locals = {}  # point -> (Session, {original tensor: its placeholder}, the node's inputs there)
         self.exact_fed = {}
+
+    def _local(self, point):
+        if point.name not in self.locals:
+            graph_def, fed = graph_exec.local_graph(self.float64, self.by_name, point.layer, self.captured,
+                                                    self.inputs)
+            # the converted node's own inputs (its unfused parts read them), as this graph names them
+            inputs = [fed.get(graph_exec.tensor_name(name), name) for name in data_inputs(self.graph.nodes[point.layer])]
+            self.locals[point.name] = (Session(graph_def, f"the float64 graph at node {point.layer!r}"), fed, inputs)
+        return self.locals[point.name]
 
     def evaluate_capture(self, capture, precisions):
         from ..reference import as_float64
@@ -490,7 +504,8 @@ class LocalReference:
             base[spec.name] = as_float64([inputs[spec.name]])[0]
         for point in self.plan.points:
             node = self.graph.nodes[point.layer]
-            feeds = dict(base)
+            session, fed, input_names = self._local(point)
+            feeds = {name: value for name, value in base.items() if session.has(name)}
             for source in point.sources:
                 if "point" in source:
                     own = capture.outputs(source["point"])[source["index"]]
@@ -498,26 +513,28 @@ class LocalReference:
                     if np.shape(own) != np.shape(exact):
                         self.exact_fed.setdefault(id(capture), {})[point.name] = source["point"]
                         own = exact
-                    feeds[f"{source['point']}:{source['index']}"] = np.asarray(own, np.float64)
-            input_names = data_inputs(node)
-            fetched = self.session.run(feeds, [f"{node.name}:{k}" for k in range(point.outputs)] + input_names)
+                    tensor = fed.get(f"{source['point']}:{source['index']}")
+                    if tensor is not None:
+                        feeds[tensor] = np.asarray(own, np.float64)
+            fetched = session.run(feeds, [f"{node.name}:{k}" for k in range(point.outputs)] + input_names)
             outputs = [np.asarray(a, np.float64) for a in fetched[:point.outputs]]
             arrays = [np.asarray(a) for a in fetched[point.outputs:]]
-            call = self.op_bounds.OpCall(node, arrays, outputs, self._linear(node, input_names, feeds))
+            call = self.op_bounds.OpCall(node, arrays, outputs, self._linear(session, node, input_names, feeds))
             with np.errstate(all="ignore"):
                 bounds = {p.name: self.op_bounds.op_bound(call, p) for p in precisions}
             yield point, outputs, bounds
 
-    def _linear(self, node, input_names, feeds):
+    @staticmethod
+    def _linear(session, node, input_names, feeds):
         """f(arrays) -> the node's pre-activation (its dot product and bias) on `arrays` in
         place of its inputs."""
         # the dot product and its bias: the bias is a term of the sum (wasm's XNNPACK starts each
         # sum at it), so S holds |b|. An unfused node with a bias and no activation is its BiasAdd.
         fused = graph_exec.fused_ops(node)
         biased = bool(fused) and fused[0] in ("BiasAdd", "Add")
-        if self.session.has(f"{node.name}/kit_bias"):
+        if session.has(f"{node.name}/kit_bias"):
             target = f"{node.name}/kit_bias"
-        elif biased or not self.session.has(f"{node.name}/kit_linear"):
+        elif biased or not session.has(f"{node.name}/kit_linear"):
             target = node.name
         else:
             target = f"{node.name}/kit_linear"
@@ -525,7 +542,7 @@ class LocalReference:
         def linear(arrays):
             given = dict(feeds)
             given.update({name: a for name, a in zip(input_names, arrays) if a is not None})
-            return np.asarray(self.session.run(given, [target])[0], np.float64)
+            return np.asarray(session.run(given, [target])[0], np.float64)
         return linear
 
 
