@@ -253,3 +253,57 @@ def corrupt_constant(model_dir, name):
                 return
             offset += size
     raise AssertionError(f"no constant {name}")
+
+
+def test_a_bare_layers_model_json_runs_as_the_layers_model_it_is(small_study, tmp_path):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for file in (small_study / "keras_converted").iterdir():
+        if file.name == "model.json" or file.suffix == ".bin":
+            shutil.copy(file, shipped)
+    run = tmp_path / "run"
+    check(run_script("create_keras_model.py", "--model", shipped / "model.json", "--out-dir", run, "--repeat", "1"))
+    plan = json.loads((run / "keras_converted" / "probe_plan.json").read_text())
+    assert plan["kind"] == "layers" and [p["name"] for p in plan["points"]] == ["dense_0", "dense_1", "dense_2"]
+    done = run_script("create_keras_model.py", "--model", shipped / "model.json", "--as", "graph", "--out-dir",
+                      tmp_path / "graph", "--repeat", "1")
+    check(done)  # a layers model.json converts as a graph model too
+    assert json.loads((tmp_path / "graph" / "keras_converted" / "probe_plan.json").read_text())["kind"] == "graph"
+
+
+KERAS3_CNN = """
+import sys
+import keras
+keras.utils.set_random_seed(2)
+x = keras.Input((8, 8, 3), name="image")
+y = keras.layers.Conv2D(4, 3, activation="hard_silu", name="conv")(x)
+y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+y = keras.layers.Dense(3, activation="softmax", name="head")(y)
+keras.Model(x, y).save(sys.argv[1])
+"""
+
+
+def test_a_keras3_model_converts_as_a_graph_model(zoo_files, tmp_path):
+    """Keras 3's hard_silu has no tfjs-layers counterpart; as a graph it is ops tfjs runs. A
+    recurrent layer becomes a while loop: control flow, refused by node for now."""
+    model = tmp_path / "cnn.keras"
+    subprocess.run([sys.executable, "-c", KERAS3_CNN, str(model)], check=True, capture_output=True)
+    out = tmp_path / "out"
+    assert_one_line_error(run_script("create_keras_model.py", "--model", model, "--out-dir", out),
+                          "hard_silu", "--as graph")
+    check(run_script("create_keras_model.py", "--model", model, "--as", "graph", "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "cpu,wasm", "--repeat", "1"))
+    check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    document = json.loads((out / "full.json").read_text())
+    python = Capture_of(out)
+    assert python.metadata["conversion"]["verdict"] in ("same bits", "within float32 rounding"), python.metadata
+    for capture in document["captures"]:
+        assert set(verdicts(capture).values()) <= FLOAT32_OK, capture["label"]
+    done = run_script("create_keras_model.py", "--model", zoo_files["keras3"], "--as", "graph", "--out-dir",
+                      tmp_path / "lstm")
+    assert_one_line_error(done, "/while/", "is control flow")
+
+
+def Capture_of(out):
+    from tfjs_parity.capture import Capture
+    return Capture.load(out / "keras_model_python.json")

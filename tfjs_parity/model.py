@@ -69,7 +69,11 @@ class SourceModel:
     def smallest_vocabulary(self):
         """The smallest input_dim of the model's Embedding layers (random token ids stay below
         it), or None."""
-        sizes = [int(layer.input_dim) for layer in self.model.submodules
+        def layers(model):
+            for layer in getattr(model, "layers", ()):
+                yield layer
+                yield from layers(layer)  # a nested model's
+        sizes = [int(layer.input_dim) for layer in layers(self.model)
                  if type(layer).__name__ == "Embedding" and hasattr(layer, "input_dim")]
         return min(sizes, default=None)
 
