@@ -115,7 +115,7 @@
   async function timePredictions(tf, predictor, feed, repeat, budgetMs) {
     const once = async () => {
       const start = performance.now();
-      const predictions = predictor.predict(feed);
+      const predictions = await predictor.predict(feed);  // a graph with control flow resolves later (executeAsync)
       await Promise.all(predictions.map((t) => t.data()));
       tf.dispose(predictions);
       return performance.now() - start;
@@ -143,7 +143,7 @@
     for (const tensor of first) firstBits.push(new Uint32Array((await tensor.data()).slice().buffer));
     let firstDifference = null;
     for (let run = 1; run < runs && firstDifference === null; run += 1) {
-      const again = probe.predict(feed);
+      const again = await probe.predict(feed);
       try {
         let position = 0;
         for (const point of plan.points) {
@@ -221,7 +221,7 @@
     const memory = memoryOf(tf);
     const probe = kind.probe(tf, model, plan);
     const feed = feedOf(probe, inputs);
-    const predictions = probe.predict(feed);
+    const predictions = await probe.predict(feed);
     const entries = [];  // [{key, tensors}] in plan order
     let position = 0;
     for (const point of plan.points) {

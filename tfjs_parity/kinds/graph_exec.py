@@ -113,10 +113,12 @@ def _unfuse(graph_def, node, dtype, keep_tf_fused, ranks):
     inputs = data_inputs(node)
     name = node.name
     if node.op in ("_FusedConv2D", "_FusedMatMul"):
-        # grappler fuses a scalar addition too (relu6(conv + 3.0), MobileNetV3's hard sigmoid
-        # once the zero bias is folded away): TensorFlow's own kernel refuses a bias that is
-        # not 1-D (and oneDNN's aborts the process), while tfjs broadcasts it. Unfused then.
-        scalar_bias = len(inputs) > 2 and ranks.get(split_tensor(inputs[2])[0], 1) != 1
+        # grappler fuses any addition as a bias: a scalar (relu6(conv + 3.0), MobileNetV3's hard
+        # sigmoid once the zero bias is folded away) or another tensor. TensorFlow's own kernel
+        # refuses a bias that is not a 1-D constant (oneDNN's aborts the process), while tfjs
+        # broadcasts it. Unfused then.
+        # (or a tensor computed in the graph: another product, an LSTM's x W + h U)
+        scalar_bias = len(inputs) > 2 and ranks.get(split_tensor(inputs[2])[0]) != 1
         if keep_tf_fused and "Prelu" not in ops and not scalar_bias:
             return False
         if node.op == "_FusedConv2D":
@@ -189,7 +191,7 @@ def _unfused_parts(graph_def, node, base, attrs, inputs, ops, dtype, ranks):
     if biased:
         target = f"{name}/kit_bias" if activations else name
         bias_attrs = _copy_attrs(node, ("data_format",)) if base != "MatMul" else {}
-        if ranks.get(split_tensor(inputs[2])[0], 1) == 1:
+        if ranks.get(split_tensor(inputs[2])[0]) == 1:
             _new_node(graph_def, target, "BiasAdd", [last, inputs[2]], {"T": T, **bias_attrs}, node)
         else:  # a bias of another shape, broadcast (as tfjs adds it)
             _new_node(graph_def, target, "AddV2", [last, inputs[2]], {"T": T}, node)
@@ -262,10 +264,13 @@ def local_graph(graph_def, by_name, point, captured, inputs):
         copy.CopyFrom(by_name[name])
         rewired = []
         for text in copy.input:
-            if text.startswith("^"):
-                continue  # an order, not a value: nothing before this node runs here
-            source, index = split_tensor(text)
+            source, index = split_tensor(text.lstrip("^"))
             own = source == point or source.startswith(point + "/kit_")
+            if text.startswith("^"):  # an order, not a value: kept inside a loop (it puts a node in
+                if own or (source not in inputs and source not in captured):  # its frame), else dropped
+                    rewired.append(text)
+                    stack.append(source)
+                continue
             if not own and source not in inputs and index < captured.get(source, 0):
                 placeholder = f"{source}/kit_fed_{index}"
                 if f"{source}:{index}" not in fed:
@@ -295,6 +300,9 @@ class Session:
             except (ValueError, tf.errors.OpError) as error:
                 raise KitError(f"{where} does not load in TensorFlow ({' '.join(str(error).split())[:300]})") from None
         config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=0, inter_op_parallelism_threads=1)
+        # the graph as written: no grappler pass in the session (it would fold, reorder and fuse
+        # the converted ops again, and Python would no longer run what tfjs runs)
+        config.graph_options.rewrite_options.disable_meta_optimizer = True
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
 
     def dtype(self, tensor):

@@ -30,12 +30,30 @@
     return Array.isArray(result) ? result : [result];
   }
 
+  // model.execute, or model.executeAsync once tfjs says the graph needs it (control flow: a
+  // Merge, Switch or Enter is a dynamic op); the caller awaits either.
+  function executor(model) {
+    let needsAsync = false;
+    return async (map, outputs) => {
+      if (!needsAsync) {
+        try {
+          return asList(model.execute(map, outputs));
+        } catch (error) {
+          if (!/executeAsync/.test(String(error && error.message))) throw error;
+          needsAsync = true;
+        }
+      }
+      return asList(await model.executeAsync(map, outputs));
+    };
+  }
+
   // The model as a user calls it: its own outputs.
   function shipped(tf, model) {
     const inputNames = inputNamesOf(model);
+    const execute = executor(model);
     return {
       inputNames,
-      predict: (feed) => asList(model.execute(feedMap(inputNames, feed))),
+      predict: (feed) => execute(feedMap(inputNames, feed)),
     };
   }
 
@@ -55,9 +73,10 @@
       for (let k = 0; k < point.outputs; k++) outputs.push(`${point.layer}:${k}`);
     }
     const weights = model.weights;
+    const execute = executor(model);
     return {
       inputNames,
-      predict: (feed) => asList(model.execute(feedMap(inputNames, feed), outputs)),
+      predict: (feed) => execute(feedMap(inputNames, feed), outputs),
       weightsOf: (point) => point.constants.map((name) => {
         if (!(name in weights)) throw new Error(`the graph model has no constant ${name}; run create_keras_model.py again`);
         return weights[name][0];

@@ -307,23 +307,52 @@ def _topological(graph):
             stack.append((name, True))
             for source in graph.nodes[name].input:
                 source_node = split_tensor(source.lstrip("^"))[0]
+                if source_node in graph.nodes and graph.nodes[source_node].op == "NextIteration":
+                    continue  # a loop's back edge: the next iteration's value, not an order
                 if source_node not in done:
                     stack.append((source_node, False))
     return order
 
 
-CONTROL_FLOW = frozenset({"Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond", "If", "StatelessIf",
-                          "While", "StatelessWhile"})
+CONTROL_FLOW = frozenset({"Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond"})
+FUNCTIONAL_FLOW = frozenset({"If", "StatelessIf", "While", "StatelessWhile"})
+
+
+def inside_control_flow(graph):
+    """The nodes inside a loop or a conditional branch (control flow v1, what the converter
+    writes): those a loop's Enter or a conditional's Switch reaches before its Exit or Merge.
+    They have no single value per execution (a loop body runs many times; an untaken branch
+    none), so they are not captured; the Merge and Exit after them are."""
+    consumers = {}
+    for node in graph.graph_def.node:
+        for source in node.input:
+            consumers.setdefault(split_tensor(source.lstrip("^"))[0], []).append(node.name)
+    def reach(starts, ends):
+        found, stack = set(), list(starts)
+        while stack:
+            name = stack.pop()
+            if name in found:
+                continue
+            found.add(name)
+            stack.extend(c for c in consumers.get(name, ()) if graph.nodes[c].op not in ends)
+        return found
+    # a loop's frame: from its Enter to its Exit (conditionals inside it included)
+    loops = reach([n.name for n in graph.graph_def.node if n.op == "Enter"], {"Exit"})
+    # a conditional's branches: from its Switch to its Merge
+    branches = reach([n.name for n in graph.graph_def.node if n.op == "Switch" and n.name not in loops],
+                     {"Merge", "Exit"})
+    return loops | branches
 
 
 def make_plan(graph, specs_, described, session=None):
-    """The probe plan of a GraphModel: a point per node producing float tensors."""
+    """The probe plan of a GraphModel: a point per node producing float tensors, outside
+    loops and conditional branches (those inside are counted in the plan's source)."""
     import tensorflow as tf
-    flow = next((node for node in graph.graph_def.node if node.op in CONTROL_FLOW), None)
-    if flow is not None:
-        raise KitError(f"node {flow.name!r} is control flow ({flow.op}): tfjs runs it only with executeAsync, and the "
-                       "kit does not capture graphs with control flow yet (nodes inside a branch or loop have no "
-                       "single value to compare)")
+    functional = next((node for node in graph.graph_def.node if node.op in FUNCTIONAL_FLOW), None)
+    if functional is not None:
+        raise KitError(f"node {functional.name!r} is control flow as a function ({functional.op}); convert without "
+                       "--control_flow_v2")
+    inside = inside_control_flow(graph)
     session = session or Session(graph_exec.for_tensorflow(graph.graph_def))
     referenced = {}
     for node in graph.graph_def.node:
@@ -336,7 +365,7 @@ def make_plan(graph, specs_, described, session=None):
     inputs = {spec.name for spec in specs_}
     points, captured_constants, point_outputs = [], set(), {}
     for node in _topological(graph):
-        if node.op in PLUMBING or not session.has(node.name):
+        if node.op in PLUMBING or node.name in inside or not session.has(node.name):
             continue
         outputs = session.outputs_of(node.name)
         count = 0
@@ -368,6 +397,11 @@ def make_plan(graph, specs_, described, session=None):
                                         else {}))
     if not points:
         raise KitError("the graph computes no float tensor: nothing to capture")
+    if inside:
+        described = dict(described, control_flow={
+            "not_captured": len([n for n in inside if graph.nodes[n].op not in CONTROL_FLOW | PLUMBING]),
+            "why": "inside a loop or a conditional branch: no single value per execution (the Merge and Exit "
+                   "after them are captured)"})
     return plan_module.Plan(specs_, points, described, kind=NAME)
 
 
@@ -484,6 +518,11 @@ class LocalReference:
         self.inputs = {spec.name for spec in plan.inputs}
         self.locals = {}  # point -> (Session, {original tensor: its placeholder}, the node's inputs there)
         self.exact_fed = {}
+        with held_stderr():  # TensorFlow's one-time native logs (its first session run), shown only on failure
+            from tensorflow.core.framework import graph_pb2
+            warm = graph_pb2.GraphDef()
+            graph_exec._const(warm, "warm", 0.0, graph_exec.DT_DOUBLE)
+            Session(warm).run({}, ["warm"])
 
     def _local(self, point):
         if point.name not in self.locals:
@@ -506,17 +545,18 @@ class LocalReference:
             node = self.graph.nodes[point.layer]
             session, fed, input_names = self._local(point)
             feeds = {name: value for name, value in base.items() if session.has(name)}
-            for source in point.sources:
-                if "point" in source:
-                    own = capture.outputs(source["point"])[source["index"]]
-                    exact = self.reference.outputs(source["point"])[source["index"]]
-                    if np.shape(own) != np.shape(exact):
-                        self.exact_fed.setdefault(id(capture), {})[point.name] = source["point"]
-                        own = exact
-                    tensor = fed.get(f"{source['point']}:{source['index']}")
-                    if tensor is not None:
-                        feeds[tensor] = np.asarray(own, np.float64)
-            fetched = session.run(feeds, [f"{node.name}:{k}" for k in range(point.outputs)] + input_names)
+            for tensor, placeholder in fed.items():  # every point's output it reads (through a branch too)
+                source, index = split_tensor(tensor)
+                own = capture.outputs(source)[index]
+                exact = self.reference.outputs(source)[index]
+                if np.shape(own) != np.shape(exact):
+                    self.exact_fed.setdefault(id(capture), {})[point.name] = source
+                    own = exact
+                feeds[placeholder] = np.asarray(own, np.float64)
+            # a Merge's or Exit's inputs are inside a branch or loop: one has no value (and no
+            # error model reads them)
+            read = [] if node.op in CONTROL_FLOW else input_names
+            fetched = session.run(feeds, [f"{node.name}:{k}" for k in range(point.outputs)] + read)
             outputs = [np.asarray(a, np.float64) for a in fetched[:point.outputs]]
             arrays = [np.asarray(a) for a in fetched[point.outputs:]]
             call = self.op_bounds.OpCall(node, arrays, outputs, self._linear(session, node, input_names, feeds))
@@ -547,4 +587,7 @@ class LocalReference:
 
 
 def local_reference(converted_dir, plan, reference):
-    return LocalReference(read_graph_model(converted_dir), plan, reference)
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # as model.load_keras would have it, if Keras comes later
+    with held_stderr():  # TensorFlow's native start-up logs, shown only if something fails
+        import tensorflow  # noqa: F401
+        return LocalReference(read_graph_model(converted_dir), plan, reference)
