@@ -40,6 +40,9 @@ def main():
                              "model, graph for a SavedModel that is not one; a model.json is what it is")
     parser.add_argument("--signature", metavar="NAME",
                         help="the signature of a (non-Keras) SavedModel to convert (default: serving_default)")
+    parser.add_argument("--keep-plumbing", action="store_true",
+                        help="graph models: capture the Identity-like nodes too (left out by default: they "
+                             "copy a value; constants and inputs are captured as weights and inputs)")
     parser.add_argument("--input", type=Path, metavar="FILE",
                         help="the input for --model: .npy (one input) or .npz (an array per input name)")
     parser.add_argument("--input-seed", type=seed32, default=0, metavar="N",
@@ -65,6 +68,8 @@ def main():
     if kind == "layers" and source_kind == "saved_model":
         raise KitError(f"--model {args.model}: a SavedModel that is not a Keras model has no layers; it converts "
                        "only as a graph model (--as graph)")
+    if args.keep_plumbing and kind != "graph":
+        raise KitError("--keep-plumbing is for graph models (--as graph): a layers model's points are its layers")
     if kind == "layers" and source_kind == "graph_json":
         raise KitError(f"--model {args.model}: a tfjs graph model; it runs only as one (--as graph)")
     if not args.model:
@@ -206,7 +211,7 @@ def convert_as_graph(args, source_kind, model_dir):
     feed, origin = model_inputs_for(args, specs, graph_source, integer_high)
     described = {"format": origin_format, "signature": args.signature or "serving_default"} \
         if source_kind == "saved_model" else {"format": origin_format}
-    plan = graph_model.make_plan(graph, specs, described)
+    plan = graph_model.make_plan(graph, specs, described, keep_plumbing=args.keep_plumbing)
     probe = graph_model.python_probe(graph, plan)
     capture = python_runner.run(probe, plan, feed, args.repeat, args.budget, args.repeat_check)
     if original is not None:  # the converter's optimizations, checked apart: the source against its graph

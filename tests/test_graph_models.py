@@ -328,3 +328,19 @@ def test_control_flow_runs_with_its_merge_and_exit_captured_and_its_inside_count
     for capture in document["captures"]:  # every tfjs backend ran it (executeAsync) and agrees
         if capture["label"] != "python/tensorflow":
             assert set(verdicts(capture).values()) <= FLOAT32_OK, capture["label"]
+
+
+def test_plumbing_is_kept_on_request_and_judged_exact(tmp_path):
+    out = tmp_path / "out"
+    check(run_script("create_keras_model.py", "--as", "graph", "--depth", "2", "--units", "4", "--keep-plumbing",
+                     "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "cpu", "--repeat", "1"))
+    check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    plan = json.loads((out / "keras_converted" / "probe_plan.json").read_text())
+    identities = [p["name"] for p in plan["points"] if p["class_name"] == "Identity"]
+    assert len(identities) == 2, plan["points"]
+    node = verdicts(next(c for c in json.loads((out / "full.json").read_text())["captures"]
+                         if c["label"] == "node/cpu"))
+    assert all(node[name] in FLOAT32_OK for name in identities)
+    assert_one_line_error(run_script("create_keras_model.py", "--keep-plumbing", "--out-dir", tmp_path / "x"),
+                          "--keep-plumbing is for graph models")

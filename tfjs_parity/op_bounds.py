@@ -69,7 +69,8 @@ def op_bound(call, precision):
           "GatherV2", "Gather", "GatherNd", "Pack", "Unpack", "Pad", "PadV2", "MirrorPad", "Tile", "Split", "SplitV",
           "Relu", "Relu6", "MaxPool", "Max", "Min", "Maximum", "Minimum", "Neg", "Abs", "Select", "SelectV2",
           "ResizeNearestNeighbor", "SpaceToDepth", "DepthToSpace", "BroadcastTo", "Floor", "Ceil", "Round", "Sign",
-          "ZerosLike", "OnesLike", "ClipByValue", "ReverseV2", "Fill", "OneHot", "Identity")
+          "ZerosLike", "OnesLike", "ClipByValue", "ReverseV2", "Fill", "OneHot", "Identity", "Snapshot",
+          "StopGradient")
 def _exact(call, u):
     """Moving, selecting, comparing: no arithmetic that rounds; the output must be exactly
     the exact answer's."""

@@ -344,9 +344,11 @@ def inside_control_flow(graph):
     return loops | branches
 
 
-def make_plan(graph, specs_, described, session=None):
+def make_plan(graph, specs_, described, session=None, keep_plumbing=False):
     """The probe plan of a GraphModel: a point per node producing float tensors, outside
-    loops and conditional branches (those inside are counted in the plan's source)."""
+    loops and conditional branches (those inside are counted in the plan's source);
+    `keep_plumbing`: the Identity-like nodes too (constants and inputs are captured anyway,
+    as weights and inputs)."""
     import tensorflow as tf
     functional = next((node for node in graph.graph_def.node if node.op in FUNCTIONAL_FLOW), None)
     if functional is not None:
@@ -365,7 +367,8 @@ def make_plan(graph, specs_, described, session=None):
     inputs = {spec.name for spec in specs_}
     points, captured_constants, point_outputs = [], set(), {}
     for node in _topological(graph):
-        if node.op in PLUMBING or node.name in inside or not session.has(node.name):
+        plumbing = node.op in PLUMBING and not (keep_plumbing and node.op in PASS_THROUGH)
+        if plumbing or node.name in inside or not session.has(node.name):
             continue
         outputs = session.outputs_of(node.name)
         count = 0
