@@ -103,6 +103,10 @@ def main():
     commit_run(run_dir, args.out_dir, paths.CONVERTED_DIR)
     note = format_note(capture, written[0], args.format)
     what = "capture points" if kind == "layers" else "graph nodes captured"
+    flow = plan.source.get("control_flow")
+    if flow:
+        what += (f"; {flow['not_captured']} inside loops or conditional branches are not (no single value; "
+                 f"{paths.CONVERTED_DIR}/probe_plan.json lists them)")
     print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} {what}), {written[0]} and "
           f"{written[1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
 
@@ -211,8 +215,9 @@ def convert_as_graph(args, source_kind, model_dir):
     feed, origin = model_inputs_for(args, specs, graph_source, integer_high)
     described = {"format": origin_format, "signature": args.signature or "serving_default"} \
         if source_kind == "saved_model" else {"format": origin_format}
-    plan = graph_model.make_plan(graph, specs, described, keep_plumbing=args.keep_plumbing)
-    probe = graph_model.python_probe(graph, plan)
+    session = graph_model.tensorflow_session(graph)
+    plan = graph_model.make_plan(graph, specs, described, session, keep_plumbing=args.keep_plumbing)
+    probe = graph_model.python_probe(graph, plan, session)
     capture = python_runner.run(probe, plan, feed, args.repeat, args.budget, args.repeat_check)
     if original is not None:  # the converter's optimizations, checked apart: the source against its graph
         try:
@@ -222,6 +227,7 @@ def convert_as_graph(args, source_kind, model_dir):
         else:
             check = graph_model.conversion_check(graph, probe, feed, outputs)
         capture.metadata["conversion"] = check
+    del probe, session  # the float32 graph's memory, before the float64 one's (ResNet50: hundreds of MB)
     exact = reference_capture(graph_model.float64_probe(graph, plan), plan, feed)
     graph_model.stage_plan(plan, feed, model_dir)
     for result in (capture, exact):

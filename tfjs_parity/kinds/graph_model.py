@@ -355,7 +355,7 @@ def make_plan(graph, specs_, described, session=None, keep_plumbing=False):
         raise KitError(f"node {functional.name!r} is control flow as a function ({functional.op}); convert without "
                        "--control_flow_v2")
     inside = inside_control_flow(graph)
-    session = session or Session(graph_exec.for_tensorflow(graph.graph_def))
+    session = session or tensorflow_session(graph)
     referenced = {}
     for node in graph.graph_def.node:
         for source in data_inputs(node):
@@ -401,8 +401,9 @@ def make_plan(graph, specs_, described, session=None, keep_plumbing=False):
     if not points:
         raise KitError("the graph computes no float tensor: nothing to capture")
     if inside:
+        computing = sorted(n for n in inside if graph.nodes[n].op not in CONTROL_FLOW | PLUMBING)
         described = dict(described, control_flow={
-            "not_captured": len([n for n in inside if graph.nodes[n].op not in CONTROL_FLOW | PLUMBING]),
+            "not_captured": len(computing), "nodes": computing,
             "why": "inside a loop or a conditional branch: no single value per execution (the Merge and Exit "
                    "after them are captured)"})
     return plan_module.Plan(specs_, points, described, kind=NAME)
@@ -424,11 +425,11 @@ class GraphProbe:
     """The converted graph in a TensorFlow session: float32 as TensorFlow runs it, or float64
     (every fused op unfused) for the exact answer. The runner interface of python_runner."""
 
-    def __init__(self, graph, plan, float64=False):
+    def __init__(self, graph, plan, float64=False, session=None):
         import tensorflow as tf
         self.graph, self.plan, self.float64 = graph, plan, float64
         rewrite = graph_exec.for_float64 if float64 else graph_exec.for_tensorflow
-        self.session = Session(rewrite(graph.graph_def))
+        self.session = session or Session(rewrite(graph.graph_def))
         self.fetches = [f"{p.layer}:{k}" for p in plan.points for k in range(p.outputs)]
         self.outputs = output_tensors(graph)
         self.versions = {"tensorflow": tf.__version__}
@@ -448,8 +449,14 @@ class GraphProbe:
         return [self.graph.constants[name] for name in point.constants]
 
 
-def python_probe(graph, plan):
-    return GraphProbe(graph, plan)
+def python_probe(graph, plan, session=None):
+    """`session`: the float32 one make_plan read the dtypes from (tensorflow_session), reused."""
+    return GraphProbe(graph, plan, session=session)
+
+
+def tensorflow_session(graph):
+    """The converted graph as TensorFlow runs it in float32 (graph_exec.for_tensorflow)."""
+    return Session(graph_exec.for_tensorflow(graph.graph_def))
 
 
 def float64_probe(graph, plan):
