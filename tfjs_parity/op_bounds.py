@@ -211,9 +211,12 @@ def _fused_batch_norm(call, u):
 
 def _products(call):
     """Products summed per output of a dot-product op, and whether a bias is added."""
-    op, x, w = call.op, call.inputs[0], call.inputs[1]
+    op = call.op
     fused = call.attr("fused_ops", []) or []
     biased = bool(fused) and fused[0] in ("BiasAdd", "Add")
+    if op == "Einsum":
+        return _einsum_terms(call.attr("equation"), call.inputs), False
+    x, w = call.inputs[0], call.inputs[1]
     if op in ("MatMul", "_FusedMatMul"):
         return x.shape[0 if call.attr("transpose_a", False) else 1], biased
     if op.startswith("BatchMatMul"):
@@ -223,18 +226,26 @@ def _products(call):
     if op in ("DepthwiseConv2dNative", "FusedDepthwiseConv2dNative"):
         return int(np.prod(w.shape[:2])), biased
     if op == "Conv2DBackpropInput":  # inputs: output sizes, filter [kh, kw, out, in], the input
-        filter_ = call.inputs[1]
-        return int(np.prod(filter_.shape[:2])) * filter_.shape[3], False
-    if op == "Einsum":
-        equation = call.attr("equation").replace(" ", "")
-        sources, _, result = equation.partition("->")
-        contracted = set(sources.replace(",", "")) - set(result) - {"."}
-        sizes = {}
-        for term, array in zip(sources.split(","), call.inputs):
-            for letter, size in zip(term.replace("...", ""), array.shape[-len(term.replace("...", "")):]):
-                sizes[letter] = size
-        return int(np.prod([sizes[c] for c in contracted])) if contracted else 1, False
+        return int(np.prod(w.shape[:2])) * w.shape[3], False
     return None, False
+
+
+def _einsum_terms(equation, inputs):
+    """The products an Einsum sums per output: the sizes of the letters contracted away
+    (letters before an ellipsis are the leading dimensions, after it the trailing ones)."""
+    sources, _, result = equation.replace(" ", "").partition("->")
+    sizes = {}
+    for term, array in zip(sources.split(","), inputs):
+        head, ellipsis, tail = term.partition("...")
+        shape = np.shape(array)
+        if not ellipsis:
+            head, tail = "", term
+        for letter, size in zip(head, shape[:len(head)]):
+            sizes[letter] = size
+        for letter, size in zip(tail, shape[len(shape) - len(tail):] if tail else ()):
+            sizes[letter] = size
+    contracted = set(sources.replace(",", "").replace(".", "")) - set(result)
+    return int(np.prod([sizes[c] for c in contracted if c in sizes])) if contracted else 1
 
 
 _FUSED_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Elu": "elu", "Sigmoid": "sigmoid", "Tanh": "tanh"}

@@ -3,10 +3,14 @@ small graph of each op is frozen, captured in float32 by TensorFlow (graph_exec:
 runs), its exact answer taken in float64, and each node judged locally as compare_outputs.py
 judges it. TensorFlow's float32 result must be within the bound, and the bound must say
 something (far below the ceiling of 2**-10 of the node's magnitude)."""
+import os
+
 import numpy as np
 import pytest
 
 from tfjs_parity.model import load_keras
+
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")  # the converter imports TF-DF, which would import IPython under pytest
 
 load_keras()  # tf-keras selected before TensorFlow is imported (the kit's rule)
 import tensorflow as tf  # noqa: E402
@@ -51,6 +55,7 @@ CASES = {
                      + tf.nn.depthwise_conv2d(x, D, [1, 1, 1, 1], "SAME")
                      + tf.nn.conv2d_transpose(x, T, [1, 6, 6, 2], 1, "SAME"),
                      {"Conv2D", "DepthwiseConv2dNative", "Conv2DBackpropInput"}),
+    "einsum_ellipsis": ([2, 64, 3], lambda x: tf.einsum("ij...,k->ik...", x, const(5)), {"Einsum"}),
     "pooling": ([1, 6, 6, 2], lambda x: tf.nn.avg_pool2d(x, 2, 2, "VALID") + tf.nn.max_pool2d(x, 2, 2, "VALID"),
                 {"AvgPool", "MaxPool"}),
     "batch_norm": ([1, 4, 4, 2], lambda x: tf.compat.v1.nn.fused_batch_norm(x * 5.0, SCALE, OFFSET, MEAN, VAR,
@@ -169,3 +174,40 @@ def test_a_bias_added_first_is_within_a_fused_ops_bound():
             assert np.all(error > 0) and np.all(error <= bounds["float32"][0]), (error, bounds["float32"][0])
             return
     raise AssertionError("the fused node was not judged")
+
+
+def test_an_einsums_contracted_length_counts_the_letters_before_an_ellipsis():
+    from tfjs_parity.op_bounds import _einsum_terms
+    assert _einsum_terms("ij...,k->ik...", [np.zeros((2, 64, 3)), np.zeros(5)]) == 64
+    assert _einsum_terms("bij,jk->bik", [np.zeros((2, 3, 6)), np.zeros((6, 5))]) == 6
+    assert _einsum_terms("ij->i", [np.zeros((3, 7))]) == 7
+
+
+def test_the_conversion_check_pairs_outputs_by_their_number_not_the_manifests_order():
+    class Probe:
+        def shipped(self, feed):  # the converted graph's outputs, in the signature's (scrambled) order
+            return [np.ones((1, 10)), np.zeros((1, 2)), np.full((1, 3), 2.0)]
+    graph = graph_model.GraphModel(None, tf.compat.v1.GraphDef(), {"outputs": {
+        "output_10:0": {}, "output_0:0": {}, "output_2:0": {}}}, {})
+    original = [np.zeros((1, 2)), np.full((1, 3), 2.0), np.ones((1, 10))]  # the Keras model's order
+    check = graph_model.conversion_check(graph, Probe(), {}, original)
+    assert check["verdict"] == "same bits", check
+
+
+def test_int64_constants_read_back_in_their_dtype(tmp_path):
+    """The converter writes an int64 constant's values as int32; read back under its int64
+    dtype, TensorFlow refused to run the graph."""
+    class Module(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.gather(x, tf.constant([0, 2], tf.int64), axis=1) * 2.0}
+    module = Module()
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"serving_default": module.serve})
+    (tmp_path / "model").mkdir()
+    graph_model.convert_saved_model(tmp_path / "saved", "serving_default", tmp_path / "model")
+    graph = graph_model.read_graph_model(tmp_path / "model")
+    assert any(n.op == "Const" and n.attr["dtype"].type == tf.int64.as_datatype_enum for n in graph.graph_def.node)
+    plan = graph_model.make_plan(graph, graph_model.specs(graph), {})
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    (y,) = graph_model.python_probe(graph, plan).shipped({"x": x})
+    assert np.array_equal(y, x[:, [0, 2]] * 2)

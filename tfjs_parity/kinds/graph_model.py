@@ -154,9 +154,13 @@ def read_model_json(path, flag="--model"):
             raise KitError(f"{where}: a model.json of format {fmt!r}, neither a tfjs graph model nor a layers "
                            "model")
         document["format"] = FORMAT
-    manifest = document.get("weightsManifest", [])
+    manifest = document.setdefault("weightsManifest", [])
     if not isinstance(manifest, list):
         raise KitError(f"{where}: its weightsManifest is not a list")
+    for group in manifest:
+        if isinstance(group, dict):
+            group.setdefault("paths", [])
+            group.setdefault("weights", [])
     total = 0
     for group in manifest:
         paths = group.get("paths", []) if isinstance(group, dict) else None
@@ -205,9 +209,13 @@ def read_graph_model(folder):
         raise KitError(f"{where}: its weights do not decode ({' '.join(str(error).split())[:200]})") from None
     constants = {entry["name"]: entry["data"] for group in groups for entry in group}
     for node in graph_def.node:
-        if node.op == "Const" and node.name in constants:
-            node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(constants[node.name]))
+        if node.op == "Const" and node.name in constants:  # in the node's own dtype: the converter
+            dtype = tf.as_dtype(node.attr["dtype"].type)    # writes int64 weights as int32
+            node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(constants[node.name]),
+                                                                    dtype=dtype))
     signature = document.get("signature") or {}
+    if not isinstance(signature, dict) or not all(isinstance(signature.get(k, {}), dict) for k in ("inputs", "outputs")):
+        raise KitError(f"{where}: its signature is not a map of inputs and outputs")
     return GraphModel(folder, graph_def, signature, {name: value for name, value in constants.items()
                                                      if isinstance(value, np.ndarray)})
 
@@ -221,15 +229,17 @@ def specs(graph):
                     and _shape_dict(node)} for node in graph.graph_def.node if node.op == "Placeholder"]
     result = []
     for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise KitError("the model's signature lists an input without a tensor name; convert the model again")
         name = split_tensor(entry["name"])[0]
         dtype = entry.get("dtype", "DT_FLOAT")
         if dtype not in DTYPES:
             raise KitError(f"the model's input {name!r} is {dtype.removeprefix('DT_').lower()}; the kit feeds float32 "
                            "and integer inputs only")
         shape = entry.get("tensorShape") or {}
-        if shape.get("unknownRank") or "dim" not in shape and not shape:
+        if shape.get("unknownRank"):  # an empty shape is a scalar's
             raise KitError(f"the model's input {name!r} has no known shape; the kit needs its rank")
-        dims = [None if int(d.get("size", -1)) < 0 else int(d["size"]) for d in shape.get("dim", [])]
+        dims = [None if int(d.get("size", 0)) < 0 else int(d.get("size", 0)) for d in shape.get("dim", [])]
         result.append(Input(name, dims, DTYPES[dtype]))
     if not result:
         raise KitError("the graph has no inputs")
@@ -477,10 +487,11 @@ def conversion_check(graph, probe, feed, original):
     converted = dict(zip(keys, probe.shipped(feed)))
     if isinstance(original, dict):
         pairs = [(key, original[key], converted[key]) for key in keys if key in original]
-    else:  # a Keras model's outputs are Identity, Identity_1, ... in the converted graph
-        def index(key):
+    else:  # a Keras model's outputs are Identity, Identity_1, ... (Keras 3's output_0, output_1, ...)
+        def index(key):  # in the model.json in no particular order: by their number
             name = split_tensor(key)[0]
-            return int(name.rpartition("_")[2]) if name.startswith("Identity_") else 0
+            number = name.rpartition("_")[2]
+            return int(number) if "_" in name and number.isdigit() else 0
         pairs = [(key, a, converted[key]) for key, a in zip(sorted(keys, key=index), original)]
     if not pairs or len(pairs) != len(keys):
         return {"verdict": "not checked", "why": "the original's outputs do not match the converted graph's"}
