@@ -202,11 +202,7 @@ def test_a_bare_model_json_runs_with_no_source(graph_runs, tmp_path):
     """Only the files a user ships: Python runs that very graph, and the verdicts are those of
     the run that had the source."""
     out, _, converted = graph_runs["fused_cnn"]
-    shipped = tmp_path / "shipped"
-    shipped.mkdir()
-    for file in (out / "keras_converted").iterdir():
-        if file.name == "model.json" or file.suffix == ".bin":
-            shutil.copy(file, shipped)
+    shipped = shipped_files(out / "keras_converted", tmp_path / "shipped")
     run = tmp_path / "run"
     check(run_script("create_keras_model.py", "--model", shipped / "model.json", "--out-dir", run, "--repeat", "1"))
     check(run_script("run_node.py", "--out-dir", run, "--backend", "cpu", "--repeat", "1"))
@@ -244,6 +240,15 @@ def test_a_fault_in_one_constant_is_a_mismatch_where_it_is_read_and_not_before(g
     assert f"node/tensorflow: mismatch starts at {target['name']}" in done.stdout, done.stdout
 
 
+def shipped_files(converted_dir, folder):
+    """Only what a user ships of a converted model: its model.json and weight files."""
+    folder.mkdir()
+    for file in converted_dir.iterdir():
+        if file.name == "model.json" or file.suffix == ".bin":
+            shutil.copy(file, folder)
+    return folder
+
+
 def corrupt_constant(model_dir, name):
     """Add 1 to the first value of constant `name` in the model's weight files (float32)."""
     document = json.loads((model_dir / "model.json").read_text())
@@ -263,11 +268,7 @@ def corrupt_constant(model_dir, name):
 
 
 def test_a_bare_layers_model_json_runs_as_the_layers_model_it_is(small_study, tmp_path):
-    shipped = tmp_path / "shipped"
-    shipped.mkdir()
-    for file in (small_study / "keras_converted").iterdir():
-        if file.name == "model.json" or file.suffix == ".bin":
-            shutil.copy(file, shipped)
+    shipped = shipped_files(small_study / "keras_converted", tmp_path / "shipped")
     run = tmp_path / "run"
     check(run_script("create_keras_model.py", "--model", shipped / "model.json", "--out-dir", run, "--repeat", "1"))
     plan = json.loads((run / "keras_converted" / "probe_plan.json").read_text())

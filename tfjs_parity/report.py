@@ -128,14 +128,20 @@ def verdict_matrix(results):
     """Verdicts at a glance: rows = layers, columns = captures."""
     layers = [_short(layer.layer) for layer in results[0].layers]
     body = [[name, *(SHORT_VERDICTS[r.layers[i].verdict] for r in results)] for i, name in enumerate(layers)]
+    notes = _first_problems(results)
+    return "\n".join(["Verdicts (against float64; 'same bits' = identical to TF Python):",
+                      _aligned(_header([r.metadata for r in results]) + body), *notes])
+
+
+def _first_problems(results):
+    """A line per capture and verdict (overflow, mismatch): the point where it starts."""
     notes = []
     for r in results:
         for verdict in (Verdict.OVERFLOW, Verdict.MISMATCH):
             first = r.first(verdict)
             if first:
                 notes.append(f"{r.label}: {verdict} starts at {first.layer}: {first.reason}")
-    return "\n".join(["Verdicts (against float64; 'same bits' = identical to TF Python):",
-                      _aligned(_header([r.metadata for r in results]) + body), *notes])
+    return notes
 
 
 def grouped_matrix(results, groups):
@@ -153,12 +159,7 @@ def grouped_matrix(results, groups):
         cells = [SHORT_VERDICTS[Verdict.worst(layer.verdict for layer in r.layers
                                               if groups.get(layer.layer, layer.layer) == group)] for r in results]
         body.append([_short(group) + (f" ({sizes[group]} nodes)" if sizes[group] > 1 else ""), *cells])
-    notes = []
-    for r in results:
-        for verdict in (Verdict.OVERFLOW, Verdict.MISMATCH):
-            first = r.first(verdict)
-            if first:
-                notes.append(f"{r.label}: {verdict} starts at {first.layer}: {first.reason}")
+    notes = _first_problems(results)
     return "\n".join([f"Verdicts by layer ({len(results[0].layers)} graph nodes in {len(order)} groups: the worst "
                       "of each group's nodes; against float64, 'same bits' = identical to TF Python):",
                       _aligned(_header([r.metadata for r in results]) + body), *notes])
