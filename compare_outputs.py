@@ -28,7 +28,8 @@ from tfjs_parity.files import atomic_write_text, check_output
 from tfjs_parity.plan import PLAN_FILE, Plan
 from tfjs_parity.cli import non_negative_float, run_main
 from tfjs_parity.compare import check_same_model, compare_captures
-from tfjs_parity.report import full_report, layer_table, study_block, to_json
+from tfjs_parity.report import (full_report, layer_table, not_costed_line, quantization_lines, quantization_tables,
+                                study_block, to_json)
 from tfjs_parity.runners import column_order
 
 BLOCKS = [("tf.Keras Python vs tfjs Node", paths.NODE_CAPTURE),
@@ -105,6 +106,11 @@ def main():
     if len(others) > len(titled) or args.captures:
         others.sort(key=column_order)
         sections.append(layer_table(reference, [diffs[id(c)] for c in others], others))
+    plan_file = out_dir / paths.CONVERTED_DIR / PLAN_FILE
+    plan = Plan.load(plan_file) if plan_file.is_file() else None  # captures alone compare without it
+    quantized = load_quantized(plan, out_dir, python_path, reference)
+    if quantized is not None:
+        sections.append("\n".join(quantized[2]))
     print("\n\n".join(sections))
 
     if not (args.full or gating or args.json or args.html):
@@ -113,25 +119,50 @@ def main():
     exact_path = paths.find_capture(out_dir, paths.REFERENCE_CAPTURE)
     exact = Capture.load(exact_path, made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
     check_same_model(out_dir / paths.CONVERTED_DIR, [(python_path, reference), (exact_path, exact)])
+    unquantized = quantized and quantized[0]
     results = judge_all(out_dir / paths.CONVERTED_DIR, reference, exact,
-                        sorted(others, key=column_order))
+                        sorted(others, key=column_order), unquantized)
     closest, sentences = closeness(results)
-    plan = Plan.load(out_dir / paths.CONVERTED_DIR / PLAN_FILE)
+    figures, quantization = quantized and quantized[1], None
+    if quantized is not None:  # for the JSON and the page: each weight's step and error, what quantization costs
+        from tfjs_parity.quantization import weight_rows
+        rows = weight_rows(plan, [reference, *others], unquantized)
+        quantization = {"given": plan.quantization["given"], "weights": rows, "cost": figures}
+    plan = plan or Plan.load(plan_file)
     groups = {p.name: p.group for p in plan.points} if plan.kind == "graph" else None
     gate_result = apply_gate(results, args.rtol, args.atol, args.max_ulp, args.allow_mismatch) if gating else None
     if args.full:
         print("\n" + full_report(results, closest, sentences, groups))
+        if quantized is not None:
+            print("\n" + quantization_tables(rows, figures, results))
     if args.json:
-        atomic_write_text(args.json, to_json(results, closest, sentences, gate_result, groups))
+        atomic_write_text(args.json, to_json(results, closest, sentences, gate_result, groups, quantization))
         print(f"\nwrote {args.json}")
     if args.html:
         from tfjs_parity.html_report import html_report
-        atomic_write_text(args.html, html_report(results, closest, sentences, gate_result))
+        atomic_write_text(args.html, html_report(results, closest, sentences, gate_result, quantization))
         print(f"\nwrote {args.html} (open it in a browser)")
     if gate_result is not None:
         print("\n" + gate_result.message)
         return 0 if gate_result else 1
     return 0
+
+
+def load_quantized(plan, out_dir, python_path, python):
+    """For a quantized model: (the unquantized model's float64 capture or None, what
+    quantization costs or None, the report's lines on it); None for a model not quantized."""
+    from tfjs_parity.quantization import UNQUANTIZED_CAPTURE, cost
+    if plan is None or not plan.quantization:
+        return None
+    path = paths.find_capture(out_dir, UNQUANTIZED_CAPTURE)
+    if not plan.quantization.get("original", True) or not path.is_file():
+        return None, None, [not_costed_line(plan)]
+    unquantized = Capture.load(path, made_by="create_keras_model.py")
+    check_same_model(out_dir / paths.CONVERTED_DIR, [(python_path, python), (path, unquantized)])
+    exact = Capture.load(paths.find_capture(out_dir, paths.REFERENCE_CAPTURE),
+                         made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
+    figures = cost(plan, exact, unquantized)
+    return unquantized, figures, quantization_lines(plan, figures)
 
 
 def _same_file(a, b):

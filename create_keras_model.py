@@ -24,6 +24,7 @@ from pathlib import Path
 from tfjs_parity import KitError, paths
 from tfjs_parity.cli import int64, positive_int, run_main, seed32
 from tfjs_parity.files import failpoint, staging_dir, writable_out_dir
+from tfjs_parity.quantization import UNQUANTIZED_CAPTURE
 from tfjs_parity.steps import add_format_argument, add_timing_arguments, format_note, save_capture
 
 
@@ -47,6 +48,14 @@ def main():
                         help="the input for --model: .npy (one input) or .npz (an array per input name)")
     parser.add_argument("--input-seed", type=seed32, default=0, metavar="N",
                         help="seed of the random input used with --model when no --input is given (default 0)")
+    parser.add_argument("--input-count", type=positive_int, metavar="N",
+                        help="with --model and no --input: a batch of N seeded random inputs (default 1); with "
+                             "--quantize, how often the top-1 class stays is counted over them")
+    parser.add_argument("--quantize", action="append", metavar="MODE[=WEIGHT_PATTERN,...]",
+                        help="quantize the converted weights as tensorflowjs_converter --quantize_MODE does: MODE "
+                             "is float16, uint8 or uint16, for every weight or only those matching the patterns "
+                             "(names or wildcards: conv*/kernel); repeat for several modes. Every runtime is "
+                             "judged on the quantized model, and the report says what quantization costs")
     # Defaults are the original study's model: 10 x Dense(50), RandomUniform(-1, 1, seed=123).
     study = parser.add_argument_group("the study's model (without --model)")
     study.add_argument("--depth", type=positive_int, help="number of Dense layers (default 10)")
@@ -60,6 +69,11 @@ def main():
         raise KitError("--depth, --units and --seed build the study's model; they do not apply with --model")
     if args.input and not args.model:
         raise KitError("--input is the input for --model; the study's input is a vector of ones")
+    if args.input_count is not None and (args.input or not args.model):
+        raise KitError("--input-count is the number of random inputs for --model without --input"
+                       + ("" if args.model else "; the study's input is a vector of ones"))
+    from tfjs_parity.quantization import is_quantized, parse as parse_quantize
+    args.qmap = parse_quantize(args.quantize)
     source_kind = model_source_kind(args.model)
     if args.signature is not None and source_kind != "saved_model":
         raise KitError("--signature picks a signature of a SavedModel that is not a Keras model; "
@@ -72,6 +86,10 @@ def main():
         raise KitError("--keep-plumbing is for graph models (--as graph): a layers model's points are its layers")
     if kind == "layers" and source_kind == "graph_json":
         raise KitError(f"--model {args.model}: a tfjs graph model; it runs only as one (--as graph)")
+    args.quantized_source = source_kind in ("graph_json", "layers_json") and is_quantized(args.model)
+    if args.qmap and args.quantized_source:
+        raise KitError(f"--model {args.model}: its weights are quantized already (its weightsManifest says so), and "
+                       "the kit reads it as such; drop --quantize")
     if not args.model:
         check_memory_for_study(args.depth or 10, args.units or 50)
     if args.input:  # what the file declares, before TensorFlow starts (a few bytes may declare terabytes)
@@ -92,11 +110,13 @@ def main():
     try:
         with held_stderr():  # TensorFlow's native logs, shown only if something fails
             prepare = convert_as_graph if kind == "graph" else convert_as_layers
-            plan, capture, exact, described = prepare(args, source_kind, run_dir / paths.CONVERTED_DIR)
-        for result in (capture, exact):
+            plan, capture, exact, unquantized, described = prepare(args, source_kind, run_dir / paths.CONVERTED_DIR)
+        results = [(capture, paths.PYTHON_CAPTURE), (exact, paths.REFERENCE_CAPTURE)]
+        if unquantized is not None:
+            results.append((unquantized, UNQUANTIZED_CAPTURE))
+        for result, _ in results:
             result.metadata.update(model=described, model_id=plan.model_id)
-        written = [args.out_dir / save_capture(result, run_dir / name, args.format).name
-                   for result, name in ((capture, paths.PYTHON_CAPTURE), (exact, paths.REFERENCE_CAPTURE))]
+        written = [args.out_dir / save_capture(result, run_dir / name, args.format).name for result, name in results]
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -107,8 +127,10 @@ def main():
     if flow:
         what += (f"; {flow['not_captured']} inside loops or conditional branches are not (no single value; "
                  f"{paths.CONVERTED_DIR}/probe_plan.json lists them)")
-    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} {what}), {written[0]} and "
-          f"{written[1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
+    if plan.quantization:
+        what += f"; {len(plan.quantization['weights'])} weights quantized ({plan.quantization['given']})"
+    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} {what}), {', '.join(map(str, written[:-1]))} "
+          f"and {written[-1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
 
 
 def model_source_kind(path):
@@ -143,10 +165,11 @@ def model_inputs_for(args, specs, graph=None, integer_high=None):
         feed = model_inputs.load_inputs(args.input, specs, graph)
         return feed, {"file": str(args.input), "sha256": hashlib.sha256(args.input.read_bytes()).hexdigest()}
     if args.model:
-        feed = model_inputs.random_inputs(specs, graph, args.input_seed, integer_high)
+        feed = model_inputs.random_inputs(specs, graph, args.input_seed, integer_high, args.input_count)
+        count = f" --input-count {args.input_count}" if args.input_count else ""
         return feed, {"random_seed": args.input_seed, "floats": "uniform(-1, 1)",
                       "integers": "uniform over each Embedding's vocabulary, else 0..9",
-                      "repeat_with": f"--input-seed {args.input_seed}"}
+                      "repeat_with": f"--input-seed {args.input_seed}{count}"}
     return model_inputs.study_inputs(specs), {"study": "a batch of one vector of ones"}
 
 
@@ -164,14 +187,26 @@ def convert_as_layers(args, source_kind, model_dir):
     specs = model_inputs.specs(source.graph)
     feed, origin = model_inputs_for(args, specs, source.graph)
     plan = layers_model.make_plan(source, flat, specs)
+    # quantized: the unquantized model's exact answer first, from the weights before quantization
+    unquantized = reference_capture(layers_model.float64_probe(source, plan), plan, feed) if args.qmap else None
+    layers_model.stage_converted(flat, plan, feed, source, model_dir, args.qmap, args.quantized_source)
     capture = python_runner.run(layers_model.python_probe(source, plan), plan, feed, args.repeat, args.budget,
                                 args.repeat_check)
     exact = reference_capture(layers_model.float64_probe(source, plan), plan, feed)
-    layers_model.stage_converted(flat, plan, feed, source, model_dir)
-    for result in (capture, exact):
-        result.metadata.update(input_origin=origin)
-    return plan, capture, exact, {"file": str(source.file) if source.file else None, "format": source.format,
-                                  "kind": "layers", "points": len(plan.points)}
+    return plan, *with_origin(origin, capture, exact, unquantized), \
+        {"file": str(source.file) if source.file else None, "format": source.format, "kind": "layers",
+         "points": len(plan.points)}
+
+
+def with_origin(origin, capture, exact, unquantized):
+    """The captures of step 1, each recording where the inputs came from; the unquantized
+    model's exact answer (None unless --quantize) says what it is."""
+    for result in (capture, exact, unquantized):
+        if result is not None:
+            result.metadata.update(input_origin=origin)
+    if unquantized is not None:
+        unquantized.metadata.update(variant="unquantized", quantization="none: the model before quantization")
+    return capture, exact, unquantized
 
 
 def convert_as_graph(args, source_kind, model_dir):
@@ -210,6 +245,11 @@ def convert_as_graph(args, source_kind, model_dir):
                                                         else feed[names[0]])
             return list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
     graph = graph_model.read_graph_model(model_dir)
+    unquantized_graph = None
+    if args.qmap:  # the converted graph read back before and after quantization: the original weights kept
+        from tfjs_parity.quantization import quantize_converted
+        quantize_converted(model_dir, args.qmap)
+        graph, unquantized_graph = graph_model.read_graph_model(model_dir), graph
     graph_model.check_tfjs_can_run(graph)
     specs = graph_model.specs(graph)
     feed, origin = model_inputs_for(args, specs, graph_source, integer_high)
@@ -217,6 +257,10 @@ def convert_as_graph(args, source_kind, model_dir):
         if source_kind == "saved_model" else {"format": origin_format}
     session = graph_model.tensorflow_session(graph)
     plan = graph_model.make_plan(graph, specs, described, session, keep_plumbing=args.keep_plumbing)
+    if graph.quantized:
+        from tfjs_parity.quantization import described as quantize_flags
+        graph_model.record_quantization(graph, plan, quantize_flags(args.qmap) if args.qmap else "given quantized",
+                                        original=bool(args.qmap))
     probe = graph_model.python_probe(graph, plan, session)
     capture = python_runner.run(probe, plan, feed, args.repeat, args.budget, args.repeat_check)
     if original is not None:  # the converter's optimizations, checked apart: the source against its graph
@@ -225,15 +269,18 @@ def convert_as_graph(args, source_kind, model_dir):
         except Exception as error:  # the original's own call (TensorFlow, Keras) failing says so, no more
             check = {"verdict": "not checked", "why": f"the original model fails on the input: {str(error)[:200]}"}
         else:
-            check = graph_model.conversion_check(graph, probe, feed, outputs)
+            # of the graph the converter wrote: before quantization, whose cost is measured apart
+            converted = probe if unquantized_graph is None else graph_model.python_probe(unquantized_graph, plan)
+            check = graph_model.conversion_check(graph, converted, feed, outputs)
+            del converted
         capture.metadata["conversion"] = check
     del probe, session  # the float32 graph's memory, before the float64 one's (ResNet50: hundreds of MB)
     exact = reference_capture(graph_model.float64_probe(graph, plan), plan, feed)
+    unquantized = None if unquantized_graph is None else \
+        reference_capture(graph_model.float64_probe(unquantized_graph, plan), plan, feed)
     graph_model.stage_plan(plan, feed, model_dir)
-    for result in (capture, exact):
-        result.metadata.update(input_origin=origin)
-    return plan, capture, exact, dict(described, file=str(args.model) if args.model else None, kind="graph",
-                                      points=len(plan.points))
+    return plan, *with_origin(origin, capture, exact, unquantized), \
+        dict(described, file=str(args.model) if args.model else None, kind="graph", points=len(plan.points))
 
 
 # Measured by make bench: 10 x Dense(1000) (10M weights) peaks at 1.8 GB in this step, about

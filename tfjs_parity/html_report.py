@@ -7,7 +7,7 @@ import math
 from .report import SHORT_VERDICTS
 from .verdict import FLOAT16, FLOAT32, VERDICTS, Verdict
 
-COLOURS = {Verdict.SAME_BITS: "#1b7837", Verdict.ROUNDING: "#5aae61", Verdict.NO_BOUND: "#878787", Verdict.REDUCED: "#e6ab02",
+COLOURS = {Verdict.SAME_BITS: "#1b7837", Verdict.ROUNDING: "#5aae61", Verdict.QUANTIZED: "#80cdc1", Verdict.NO_BOUND: "#878787", Verdict.REDUCED: "#e6ab02",
            Verdict.OVERFLOW: "#e66101", Verdict.MISMATCH: "#b2182b"}
 LINE_COLOURS = ["#333333", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                 "#bcbd22", "#7f7f7f", "#d62728"]
@@ -24,15 +24,18 @@ th { background: #f4f4f4; text-align: left; } td.v { color: #fff; text-align: ce
 """
 
 
-def html_report(results, closest, sentences, gate_result=None):
-    """The page as a string."""
+def html_report(results, closest, sentences, gate_result=None, quantization=None):
+    """The page as a string; `quantization` (a quantized model's: compare_outputs.py) adds
+    what quantization costs, per layer on the chart beside the runtimes' errors."""
+    cost = (quantization or {}).get("cost")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>tfjs parity report</title><style>{STYLE}</style></head><body>",
              "<h1>Does the model give the same numbers everywhere?</h1>",
              f"<p class='muted'>{len(results)} captures of {len(results[0].layers)} layers, each judged "
              "layer by layer against the exact answer (the model evaluated in float64).</p>",
              _banner(results, gate_result),
-             "<h2>Error against the exact answer, per layer</h2>", "<div class='scroll'>", _chart(results), "</div>",
+             "<h2>Error against the exact answer, per layer</h2>", "<div class='scroll'>", _chart(results, cost=cost),
+             "</div>", *_quantization(quantization),
              "<h2>Verdicts</h2>", _legend(), _verdict_table(results),
              "<h2>Who is closest to the truth</h2><ul>",
              *(f"<li>{html.escape(s)}</li>" for s in sentences), "</ul>",
@@ -128,10 +131,39 @@ def _fmt(value):
     return "NaN" if isinstance(value, float) and math.isnan(value) else f"{value:.2g}"
 
 
-def _chart(results, height=420):
+def _quantization(quantization):
+    """The page's section on a quantized model: what it costs, and each weight's step and error."""
+    if not quantization:
+        return []
+    parts = [f"<h2>What quantization costs ({html.escape(quantization['given'])})</h2>"]
+    cost = quantization.get("cost")
+    if cost:
+        parts.append("<p>The black line on the chart: how far quantization alone moves each layer's output (the "
+                     "quantized model's exact answer against the unquantized one's, relative to the layer's "
+                     "magnitude), beside each runtime's own error on the quantized model.</p><ul>")
+        for out in cost["outputs"]:
+            text = (f"output {out['output']}: at most {out['max_relative']:.3g} of its magnitude, "
+                    f"{out['mean_relative']:.3g} on average")
+            if "top1_same" in out:
+                text += f"; top-1 class the same at {out['top1_same']} of {out['top1_of']} inputs"
+            parts.append(f"<li>{html.escape(text)}</li>")
+        parts.append("</ul>")
+    else:
+        parts.append("<p>No unquantized model to measure the cost against.</p>")
+    rows = "".join(f"<tr><th>{html.escape(r['weight'])}</th><td>{r['dtype']}</td><td>{r['step']:.3g}</td>"
+                   f"<td>{r['largest_error_steps']:.2f} step</td><td class='v' style='background:"
+                   f"{COLOURS[Verdict.QUANTIZED if r['within'] else Verdict.MISMATCH]}'>"
+                   f"{'quantized' if r['within'] else 'MISMATCH'}</td></tr>" for r in quantization["weights"])
+    parts.append("<div class='scroll tall'><table><tr><th>weight</th><th>dtype</th><th>step</th><th>largest error"
+                 "</th><th>verdict</th></tr>" + rows + "</table></div>")
+    return parts
+
+
+def _chart(results, height=420, cost=None):
     """Max relative error against float64 per layer, log scale, one line per capture; the
     float32 rounding band (one rounding, u, up to the layer's worst-case bound) shaded;
-    float16's unit roundoff dashed; NaN/overflow drawn as crosses along the top. Wider
+    float16's unit roundoff dashed; NaN/overflow drawn as crosses along the top; `cost` (a
+    quantized model's) the quantization's own change per layer, as a black line. Wider
     than the page for many layers (it scrolls), names slanted, every k-th one if crowded."""
     layers = [layer.layer for layer in results[0].layers]
     slanted = len(layers) > 12
@@ -143,6 +175,8 @@ def _chart(results, height=420):
     height += bottom - 50
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [layer.vs_float64.max_rel for r in results for layer in r.layers]
+    costs = {p["point"]: p["relative"] for p in (cost or {}).get("points", [])}
+    values += list(costs.values())
     finite = [v for v in values if math.isfinite(v) and v > 0]
     bands = [layer.bound_rel for layer in results[0].layers if math.isfinite(layer.bound_rel)]
     low = math.floor(math.log10(min(finite + [FLOAT32.unit_roundoff]))) - 1
@@ -199,6 +233,16 @@ def _chart(results, height=420):
         svg.append(f"<line x1='{left + plot_w + 15}' x2='{left + plot_w + 40}' y1='{legend_y}' y2='{legend_y}' "
                    f"stroke='{colour}' stroke-width='2'{dash}/>")
         svg.append(f"<text x='{left + plot_w + 46}' y='{legend_y + 4}'>{html.escape(r.label)}</text>")
+    if costs:
+        points = [(x(i), y(costs[name])) for i, name in enumerate(layers)
+                  if math.isfinite(costs.get(name, float("nan"))) and costs[name] > 0]
+        if points:
+            svg.append("<polyline fill='none' stroke='#000' stroke-width='3' points='"
+                       + " ".join(f"{px:.1f},{py:.1f}" for px, py in points) + "'/>")
+        legend_y = top + 16 * len(results) + 10
+        svg.append(f"<line x1='{left + plot_w + 15}' x2='{left + plot_w + 40}' y1='{legend_y}' y2='{legend_y}' "
+                   "stroke='#000' stroke-width='3'/>")
+        svg.append(f"<text x='{left + plot_w + 46}' y='{legend_y + 4}'>quantization's cost</text>")
     svg.append(f"<rect x='{left}' y='{top}' width='{plot_w}' height='{plot_h}' fill='none' stroke='#999'/>")
     svg.append("</svg>")
     return "\n".join(svg)

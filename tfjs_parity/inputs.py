@@ -36,15 +36,19 @@ def study_inputs(specs):
     return {spec.name: np.ones([1] + spec.shape[1:], dtype=np.float32)}
 
 
-def random_inputs(specs, graph, seed, integer_high=None):
-    """A batch of one for each input (or the batch the input is fixed to), from `seed`: floats
+def random_inputs(specs, graph, seed, integer_high=None, count=None):
+    """A batch of `count` (default one) for each input (or the batch the input is fixed to), from `seed`: floats
     uniform in FLOAT_RANGE, integers within the smallest vocabulary of the Embeddings they
     feed (else below `integer_high`, else 0..INTEGER_RANGE-1). `graph`: the flat topology,
     or None (a graph model)."""
     rng = np.random.default_rng(seed)
     result = {}
     for spec in specs:
-        shape = [1 if spec.shape[0] is None else spec.shape[0]] + spec.shape[1:] if spec.shape else []
+        if count and spec.shape and spec.shape[0] is not None and spec.shape[0] != count:
+            raise KitError(f"--input-count {count}: input {spec.name!r} takes a batch of exactly {spec.shape[0]}")
+        if count and count > 1 and not spec.shape:
+            raise KitError(f"--input-count {count}: input {spec.name!r} is a scalar, which holds one input")
+        shape = [(count or 1) if spec.shape[0] is None else spec.shape[0]] + spec.shape[1:] if spec.shape else []
         if any(d is None for d in shape):
             raise KitError(f"input {spec.name!r} has shape {_shape(spec.shape)} with a free dimension besides the "
                            "batch: give an input of the length you use with --input")

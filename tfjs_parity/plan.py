@@ -48,6 +48,7 @@ class Plan:
     source: dict = field(default_factory=dict)  # the model the user gave: its format and file
     model_id: str = ""  # a hash of the converted model and inputs; every capture of it records it
     kind: str = "layers"  # the kind of model (kinds/): how every runtime loads it and executes the plan
+    quantization: dict = field(default_factory=dict)  # a quantized model's record (quantization.plan_section)
 
     def check_capture(self, capture):
         """KitError naming the capture's file unless it holds what this plan captures: every
@@ -75,9 +76,11 @@ class Plan:
         return next(p for p in self.points if p.name == name)
 
     def to_json(self):
-        return json.dumps({"schema": PLAN_SCHEMA, "kind": self.kind, "model_id": self.model_id, "source": self.source,
-                           "inputs": [asdict(i) for i in self.inputs], "points": [asdict(p) for p in self.points]},
-                          indent=1)
+        document = {"schema": PLAN_SCHEMA, "kind": self.kind, "model_id": self.model_id, "source": self.source,
+                    "inputs": [asdict(i) for i in self.inputs], "points": [asdict(p) for p in self.points]}
+        if self.quantization:
+            document["quantization"] = self.quantization
+        return json.dumps(document, indent=1)
 
     def save(self, path):
         atomic_write_text(path, self.to_json())
@@ -90,7 +93,8 @@ class Plan:
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
             return cls([Input(**i) for i in document["inputs"]], [Point(**p) for p in document["points"]],
-                       document.get("source", {}), str(document.get("model_id", "")), str(document.get("kind", "layers")))
+                       document.get("source", {}), str(document.get("model_id", "")), str(document.get("kind", "layers")),
+                       dict(document.get("quantization") or {}))
         except (ValueError, KeyError, TypeError) as error:
             raise KitError(f"{path}: not a probe plan ({error}); run `python create_keras_model.py` again") from None
 

@@ -89,7 +89,8 @@ def _memory(capture):
     return f"{memory['numBytes'] / 2 ** 20:.3g}" + (f" (GPU {gpu / 2 ** 20:.3g})" if isinstance(gpu, (int, float)) else "")
 
 
-SHORT_VERDICTS = {Verdict.SAME_BITS: "same bits", Verdict.ROUNDING: "rounding", Verdict.NO_BOUND: "no bound",
+SHORT_VERDICTS = {Verdict.SAME_BITS: "same bits", Verdict.ROUNDING: "rounding", Verdict.QUANTIZED: "quantized",
+                  Verdict.NO_BOUND: "no bound",
                   Verdict.REDUCED: "reduced", Verdict.OVERFLOW: "OVERFLOW", Verdict.MISMATCH: "MISMATCH"}
 
 
@@ -110,7 +111,8 @@ def full_report(results, closest, sentences, groups=None):
             lines.append(f"{_short(layer.layer):<{width}}{p.different_values:>18}{_g(p.average_difference):>10}  |"
                          f"{_g(f.max_abs):>20}{_g(f.max_rel):>10}{_g(f.ulp_max):>10}{_g(f.ulp_median):>9}  |"
                          f"{_g(layer.bound_ratio) if layer.bound_ratio == layer.bound_ratio else '-':>7}  {layer.verdict}"
-                         + (f" ({layer.reason})" if layer.verdict in (Verdict.OVERFLOW, Verdict.MISMATCH, Verdict.NO_BOUND) else ""))
+                         + (f" ({layer.reason})" if layer.verdict in (Verdict.OVERFLOW, Verdict.MISMATCH, Verdict.NO_BOUND) else "")
+                         + ("; weights quantized" if layer.weights == Verdict.QUANTIZED else ""))
         sections.append("\n".join(lines))
     sections.append(verdict_matrix(results) if not groups else grouped_matrix(results, groups))
     layers = "\n".join(f"  {layer}: {label}" for layer, label in closest.items())
@@ -169,9 +171,10 @@ def _g(value):
     return f"{value:.2g}" if isinstance(value, float) else str(value)
 
 
-def to_json(results, closest, sentences, gate_result=None, groups=None):
+def to_json(results, closest, sentences, gate_result=None, groups=None, quantization=None):
     """Everything, for machines: per capture its metadata (its inputs left out: they are in input.json) and per layer
-    both metric sets, the bound ratio and the verdict."""
+    both metric sets, the bound ratio and the verdict; for a quantized model, `quantization`
+    (each quantized weight's step and largest error, and what quantization costs)."""
     import dataclasses
     import json
     import math
@@ -194,4 +197,62 @@ def to_json(results, closest, sentences, gate_result=None, groups=None):
         "summary": sentences,
         "gate": None if gate_result is None else {"passed": gate_result.passed, "message": gate_result.message},
     }
+    if quantization is not None:
+        document["quantization"] = quantization
     return json.dumps(clean(document), indent=1, allow_nan=False)
+
+
+def quantization_lines(plan, figures):
+    """The report's lines on what quantization costs (figures: quantization.cost())."""
+    section = plan.quantization
+    lines = [f"quantization ({section['given']}, {len(section['weights'])} weights): what it costs, the quantized "
+             "model's exact answer against the unquantized one's"]
+    by_name = {p["point"]: p for p in figures["points"]}
+    for out in figures["outputs"]:
+        line = (f"  output {out['output']}: moves by at most {out['max_relative']:.3g} of its magnitude, "
+                f"{out['mean_relative']:.3g} on average")
+        if "top1_same" in out:
+            line += (f"; top-1 class ({out['classifier']}) the same at {out['top1_same']} of {out['top1_of']} "
+                     "inputs given")
+        lines.append(line)
+    if figures["largest"]:
+        lines.append(f"  largest at {figures['largest']} ({by_name[figures['largest']]['relative']:.3g} of its "
+                     f"magnitude); grows most at {figures['grows_most']} (+{by_name[figures['grows_most']]['added']:.3g})")
+    return lines
+
+
+def not_costed_line(plan):
+    """The report's line for a quantized model whose cost cannot be measured."""
+    from .quantization import UNQUANTIZED_CAPTURE
+    if plan.quantization.get("original", True):
+        return (f"quantization ({plan.quantization['given']}): its cost needs {UNQUANTIZED_CAPTURE} "
+                "(run create_keras_model.py again)")
+    return (f"quantization ({plan.quantization['given']}): the model was given quantized, so there is no unquantized "
+            "model to measure its cost against")
+
+
+def quantization_tables(rows, figures, results):
+    """--full: each quantized weight's step and largest error; then per layer, what
+    quantization moves it by beside the largest error of any runtime against float64."""
+    lines = ["Quantized weights (each against its original: within half a step of the grid is 'quantized'):",
+             _aligned([["weight", "dtype", "step", "largest error", "verdict"]] +
+                      [[_short(r["weight"]), r["dtype"], f"{r['step']:.3g}", f"{r['largest_error_steps']:.2f} step",
+                        "quantized" if r["within"] else "MISMATCH"] for r in rows])]
+    if figures:
+        worst = {}
+        for result in results:
+            for layer in result.layers:
+                value = layer.vs_float64.max_rel
+                worst[layer.layer] = max(worst.get(layer.layer, 0.0), value if value == value else float("inf"))
+        lines += ["", "Quantization cost per layer (relative to the layer's magnitude), beside the largest runtime "
+                  "error against the quantized model's exact answer:",
+                  _aligned([["layer", "quantization", "runtimes", "ratio"]] +
+                           [[_short(p["point"]), _g(p["relative"]), _g(worst.get(p["point"], float("nan"))),
+                             _ratio(p["relative"], worst.get(p["point"]))] for p in figures["points"]])]
+    return "\n".join(lines)
+
+
+def _ratio(cost, error):
+    if not error or error != error or error == float("inf"):
+        return "-"
+    return f"{cost / error:.2g}x"

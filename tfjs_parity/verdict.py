@@ -35,6 +35,7 @@ class Verdict(StrEnum):
     """A point's verdict, best to worst (the order is the ranking): a worse one always wins."""
     SAME_BITS = "same bits"
     ROUNDING = "float32 rounding"
+    QUANTIZED = "quantized"  # weights only: within half a step of the quantization grid of their originals
     NO_BOUND = "no bound"
     REDUCED = "reduced precision"
     OVERFLOW = "overflow"
@@ -79,6 +80,8 @@ class LayerResult:
     bound_rel: float    # the float32 rounding bound itself, relative to the layer's magnitude
     verdict: str
     reason: str
+    weights: str = ""         # the verdict of the weights captured here ("" when none are)
+    weights_reason: str = ""
 
 
 @dataclass
@@ -98,13 +101,14 @@ class RuntimeResult:
         return next((layer for layer in self.layers if layer.verdict in verdicts), None)
 
 
-def judge(capture, python, reference, local, exact_fed=None):
+def judge(capture, python, reference, local, exact_fed=None, quantized=None):
     """Judge every point of `capture` (Python's own capture included).
 
     `python`, `reference`: the TF Python and float64 captures; `local`: the capture's
     LocalReference.evaluate_capture(), point by point; `exact_fed`: {point: source} of the
     points it fed the exact answer of a source this runtime shaped differently (filled as
-    `local` goes)."""
+    `local` goes); `quantized`: a quantized model's Quantized (its weights are judged
+    against their originals)."""
     precision = storage_precision(capture)
     result = RuntimeResult(capture.label, precision.name, capture.metadata)
     overflowed_points = set()  # an overflow is passed on only to the points it feeds
@@ -133,9 +137,13 @@ def judge(capture, python, reference, local, exact_fed=None):
                                                                              initial=-np.inf))
             bound_rel = largest_bound / magnitude if magnitude > 0 and largest_bound >= 0 else float("nan")
 
-        verdict, reason = Verdict.ROUNDING, ""
+        verdict, reason, weights_verdict, weights_reason = Verdict.ROUNDING, "", "", ""
         if point.weights:
-            verdict, reason = _judge_weights(capture.weights(point.name), reference.weights(point.name), precision)
+            verdict, reason = _judge_weights(capture.weights(point.name), reference.weights(point.name), precision,
+                                             quantized and quantized.of(point))
+            weights_verdict, weights_reason = verdict, reason
+            if verdict == Verdict.QUANTIZED:  # as the model holds them: its output is judged as any other
+                verdict, reason = Verdict.ROUNDING, ""
         if verdict != Verdict.MISMATCH:
             if capture is not python and _same_bits(capture, python, point):
                 verdict, reason = Verdict.SAME_BITS, "bit-identical to TensorFlow Python"
@@ -180,7 +188,8 @@ def judge(capture, python, reference, local, exact_fed=None):
         if verdict == Verdict.OVERFLOW:
             overflowed_points.add(point.name)
         result.layers.append(LayerResult(point.name, measure(output, _joined(python.outputs(point.name))),
-                                         measure(output, exact), ratio, bound_rel, verdict, reason))
+                                         measure(output, exact), ratio, bound_rel, verdict, reason,
+                                         str(weights_verdict), weights_reason))
     return result
 
 
@@ -248,10 +257,29 @@ def _same_bits(capture, python, point):
                for a, b in zip(ours, theirs))
 
 
-def _judge_weights(weights, true_weights, precision):
-    """('float32 rounding' | 'reduced precision' | 'mismatch', reason) for a layer's weights."""
-    verdict, reason = Verdict.ROUNDING, ""
+def _judge_weights(weights, true_weights, precision, quantized=None):
+    """('float32 rounding' | 'quantized' | 'reduced precision' | 'mismatch', reason) for a
+    layer's weights; `quantized`: a (scheme, original) per weight, None for one not quantized."""
+    verdict, reason, notes = Verdict.ROUNDING, "", []
     for i, (w, t) in enumerate(zip(weights, true_weights)):
+        scheme = quantized[i] if quantized else None
+        if scheme is not None:
+            from .quantization import check_weight
+            checked = check_weight(w, scheme[1], scheme[0], dequantized=t,
+                                   storage_unit=precision.unit_roundoff if precision is FLOAT16 else 0.0)
+            if not checked.within:
+                where = [int(v) for v in checked.index]
+                truth = "its original" if scheme[1] is not None else "the quantized model's"
+                value = (scheme[1] if scheme[1] is not None else t)[tuple(where)]
+                return Verdict.MISMATCH, (f"weights[{i}]{where} is {np.asarray(w)[tuple(where)]:.9g}, {truth} "
+                                          f"{value:.9g}: {checked.error_steps:.3g} steps of its {checked.dtype} grid "
+                                          f"(step {checked.step:.3g}) away" + (", beyond the half step quantization "
+                                          "moves a weight" if scheme[1] is not None else ", off the grid"))
+            verdict = Verdict.QUANTIZED if verdict != Verdict.REDUCED else verdict
+            notes.append(f"weights[{i}] {checked.dtype}, step {checked.step:.3g}, largest error "
+                         f"{checked.error_steps:.2f} step" if scheme[1] is not None
+                         else f"weights[{i}] {checked.dtype}, step {checked.step:.3g}, as the file holds them")
+            continue
         w, t = w.astype(np.float64), t.astype(np.float64)
         if np.array_equal(w, t):
             continue
@@ -265,7 +293,26 @@ def _judge_weights(weights, true_weights, precision):
         bad = np.unravel_index(np.argmax(~within_f16 | (w != t)), w.shape)
         # 9 significant digits: enough to tell any two float32 values apart (a 1-ulp change)
         return Verdict.MISMATCH, f"weights[{i}]{[int(v) for v in bad]} is {w[bad]:.9g}, the model's is {t[bad]:.9g}"
+    if notes:
+        reason = "; ".join(([reason] if reason else []) + notes)
     return verdict, reason
+
+
+@dataclass
+class Quantized:
+    """A quantized model's weights, for judging: each point's (scheme, original) per weight
+    (original None for a model given quantized: there is none)."""
+    plan: object
+    unquantized: object = None  # the unquantized model's float64 capture: its weights are the originals
+
+    def of(self, point):
+        section = self.plan.quantization
+        names = section.get("points", {}).get(point.name)
+        if not names:
+            return None
+        originals = self.unquantized.weights(point.name) if self.unquantized is not None else [None] * len(names)
+        return [None if name not in section["weights"] else (section["weights"][name], original)
+                for name, original in zip(names, originals)]
 
 
 def _judge_nonfinite(output, exact, local_output, precision, overflowed):
@@ -370,11 +417,13 @@ def gate(results, rtol=None, atol=None, max_ulp=None, allow_mismatch=False):
                             + no_mismatch)
 
 
-def judge_all(converted_dir, python, reference, captures):
+def judge_all(converted_dir, python, reference, captures, unquantized=None):
     """RuntimeResults for Python and every capture, each judged point by point.
 
     `converted_dir`: the converted model's folder, for the probe plan and the model whose
-    float64 layers make the local reference (the weights come from `reference`)."""
+    float64 layers make the local reference (the weights come from `reference`);
+    `unquantized`: a quantized model's unquantized float64 capture (its weights are the
+    originals the quantized ones are judged against)."""
     from .kinds import kind_of
     from .plan import PLAN_FILE, Plan
     plan = Plan.load(converted_dir / PLAN_FILE)
@@ -382,10 +431,13 @@ def judge_all(converted_dir, python, reference, captures):
         plan.check_capture(capture)
         if capture is not python:
             check_layout(python, capture)
+    if unquantized is not None:
+        check_layout(reference, unquantized)
+    quantized = Quantized(plan, unquantized) if plan.quantization else None
     local = kind_of(plan).local_reference(converted_dir, plan, reference)
     results = []
     for capture in [python, *captures]:
         precisions = [FLOAT32] + ([FLOAT16] if storage_precision(capture) is FLOAT16 else [])
         results.append(judge(capture, python, reference, local.evaluate_capture(capture, precisions),
-                             local.exact_fed.setdefault(id(capture), {})))
+                             local.exact_fed.setdefault(id(capture), {}), quantized))
     return results

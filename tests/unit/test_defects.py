@@ -60,7 +60,7 @@ def test_write_errors_are_explained_by_their_errno(tmp_path, number, hint):
 
 
 def test_verdicts_rank_best_to_worst_and_the_worst_wins():
-    assert [v.value for v in VERDICTS] == ["same bits", "float32 rounding", "no bound", "reduced precision",
+    assert [v.value for v in VERDICTS] == ["same bits", "float32 rounding", "quantized", "no bound", "reduced precision",
                                            "overflow", "mismatch"]
     assert Verdict.worst(["float32 rounding", Verdict.MISMATCH, "same bits"]) is Verdict.MISMATCH
     assert Verdict.worst([Verdict.NO_BOUND, Verdict.ROUNDING]) is Verdict.NO_BOUND

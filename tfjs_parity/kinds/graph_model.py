@@ -45,7 +45,8 @@ class GraphModel:
     folder: Path
     graph_def: object
     signature: dict
-    constants: dict                 # Const node name -> its value (as the weight files hold it)
+    constants: dict                 # Const node name -> its value (as the weight files hold it, dequantized)
+    quantized: dict = field(default_factory=dict)  # weight name -> its quantization (quantization.py)
     nodes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -174,9 +175,13 @@ def read_model_json(path, flag="--model"):
                 raise KitError(f"{where}: its weight file {name} is missing beside it")
             total += file.stat().st_size
         for weight in group.get("weights", []):
-            if not isinstance(weight, dict) or "quantization" in weight:
-                raise KitError(f"{where}: weight {weight.get('name') if isinstance(weight, dict) else weight!r} is "
-                               "quantized; the kit reads float32 weights only")
+            if not isinstance(weight, dict) or not isinstance(weight.get("name"), str):
+                raise KitError(f"{where}: its weightsManifest lists a weight without a name ({str(weight)[:80]})")
+    from ..quantization import manifest_quantization
+    try:
+        manifest_quantization(manifest)
+    except KitError as error:
+        raise KitError(f"{where}: {error}") from None
     if total > MAX_WEIGHT_BYTES:
         raise KitError(f"{where}: {total:,} bytes of weights, more than the {MAX_WEIGHT_BYTES:,} the kit reads")
     return document
@@ -216,8 +221,10 @@ def read_graph_model(folder):
     signature = document.get("signature") or {}
     if not isinstance(signature, dict) or not all(isinstance(signature.get(k, {}), dict) for k in ("inputs", "outputs")):
         raise KitError(f"{where}: its signature is not a map of inputs and outputs")
+    from ..quantization import manifest_quantization
     return GraphModel(folder, graph_def, signature, {name: value for name, value in constants.items()
-                                                     if isinstance(value, np.ndarray)})
+                                                     if isinstance(value, np.ndarray)},
+                      manifest_quantization(manifest))
 
 
 def specs(graph):
@@ -417,6 +424,19 @@ def make_plan(graph, specs_, described, session=None, keep_plumbing=False):
             "why": "inside a loop or a conditional branch: no single value per execution (the Merge and Exit "
                    "after them are captured)"})
     return plan_module.Plan(specs_, points, described, kind=NAME)
+
+
+def record_quantization(graph, plan, given, original=True):
+    """Record in `plan` the quantization of `graph`'s weights (quantization.plan_section):
+    each point's constants by name, and the model's outputs as points."""
+    from ..quantization import plan_section
+    outputs, counts = [], {p.name: p.outputs for p in plan.points}
+    for tensor in output_tensors(graph):
+        name, index = _resolve(graph, tensor)
+        if index < counts.get(name, 0):
+            outputs.append({"point": name, "index": index, "softmax": graph.nodes[name].op == "Softmax"})
+    plan.quantization = plan_section(given, graph.quantized, {p.name: list(p.constants) for p in plan.points},
+                                     outputs, original)
 
 
 def stage_plan(plan, inputs, model_dir):

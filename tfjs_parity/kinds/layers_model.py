@@ -235,10 +235,12 @@ def _rename(layer, name):
         layer.name = name
 
 
-def stage_converted(flat_model, plan, inputs, source, model_dir):
+def stage_converted(flat_model, plan, inputs, source, model_dir, qmap=None, quantized_source=False):
     """Convert `flat_model` to a tfjs Layers model in `model_dir` (a new folder inside a run's
     staging folder), with the probe plan, the inputs ({name: array}) and, for a Keras 3
-    source, the source model. The plan records the model's id (a hash of what was written):
+    source, the source model; `qmap` (the converter's quantization_dtype_map) or
+    `quantized_source` (a layers model.json given quantized): its weights quantized (quantize()).
+    The plan records the model's id (a hash of what was written):
     every capture made from this model carries it, so a capture of another model is named
     stale instead of being compared."""
     model_dir = Path(model_dir)
@@ -255,9 +257,53 @@ def stage_converted(flat_model, plan, inputs, source, model_dir):
         except tf.errors.OpError as error:  # TensorFlow's own file writer says the same its way
             raise KitError(f"cannot write {shown_path(model_dir)}: {error.message.rsplit('; ', 1)[-1]}") from None
     _drop_fields_tfjs_refuses(model_dir / "model.json")
+    if qmap or quantized_source:
+        quantize(flat_model, source, plan, model_dir, qmap)
     atomic_write_text(model_dir / INPUT_FILE, json.dumps({name: encode_tensor(a) for name, a in inputs.items()}))
     plan.model_id = model_id(model_dir)
     plan.save(model_dir / plan_module.PLAN_FILE)
+
+
+def quantize(flat_model, source, plan, model_dir, qmap):
+    """Quantize the weights of the layers model converted in `model_dir` (`qmap`: the
+    converter's quantization_dtype_map; None for a layers model.json given quantized, whose
+    own weight files replace the converted ones), and give `flat_model` and the source model
+    the dequantized weights every runtime holds, so TF Python and the float64 reference run
+    the quantized model. Records the quantization in `plan`. Returns the original weights
+    {name: array}, None for a model given quantized."""
+    from .. import quantization
+    from tensorflowjs.read_weights import decode_weights
+    if qmap:
+        originals, schemes = quantization.quantize_converted(model_dir, qmap)
+    else:
+        originals, schemes = None, quantization.adopt_weights(source.file, model_dir)
+    manifest = json.loads((model_dir / "model.json").read_text())["weightsManifest"]
+    buffers = [b"".join((model_dir / name).read_bytes() for name in group["paths"]) for group in manifest]
+    dequantized = {entry["name"]: entry["data"] for group in decode_weights(manifest, buffers) for entry in group}
+    names = {}
+    for layer in source.graph.layers:
+        target = flat_model.get_layer(layer.name)
+        names[layer.name] = [weight.name.split(":")[0] for weight in target.weights]
+        if not names[layer.name] or layer.class_name == "InputLayer":
+            continue
+        missing = [name for name in names[layer.name] if name not in dequantized]
+        if missing:
+            raise KitError(f"layer {layer.name!r}: its weight {missing[0]!r} is not in the converted model's "
+                           "weightsManifest")
+        values = [dequantized[name] for name in names[layer.name]]
+        target.set_weights(values)
+        find_layer(source.model, layer.path).set_weights(values)
+    point_names = plan_module.point_names(source.graph)
+    by_layer = {layer.name: layer for layer in source.graph.layers}
+    outputs = []
+    for layer, node, tensor in source.graph.outputs:
+        config = by_layer[layer].config
+        outputs.append({"point": point_names[(layer, node)], "index": tensor,
+                        "softmax": by_layer[layer].class_name == "Softmax" or config.get("activation") == "softmax"})
+    plan.quantization = quantization.plan_section(
+        quantization.described(qmap) if qmap else "given quantized", schemes,
+        {p.name: names[p.layer] for p in plan.points if p.weights}, outputs, original=bool(qmap))
+    return originals
 
 
 # tf-keras writes these into SeparableConv2D's config; tfjs-layers 4.22 refuses to load them
