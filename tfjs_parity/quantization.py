@@ -105,8 +105,11 @@ def quantize_converted(model_dir, qmap):
     try:
         for name in old_files:
             (model_dir / name).unlink()
-        new_manifest = write_weights.write_weights(groups, str(model_dir), write_manifest=False,
-                                                     quantization_dtype_map=qmap)
+        try:
+            new_manifest = write_weights.write_weights(groups, str(model_dir), write_manifest=False,
+                                                         quantization_dtype_map=qmap)
+        except ValueError as error:  # the converter's: two modes' patterns match one weight
+            raise KitError(f"--quantize: {' '.join(str(error).split())[:200]}; give each weight one mode") from None
         document["weightsManifest"] = new_manifest
         atomic_write_text(model_json, json.dumps(document))
     except OSError as error:

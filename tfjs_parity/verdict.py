@@ -141,7 +141,8 @@ def judge(capture, python, reference, local, exact_fed=None, quantized=None):
         if point.weights:
             verdict, reason = _judge_weights(capture.weights(point.name), reference.weights(point.name), precision,
                                              quantized and quantized.of(point))
-            weights_verdict, weights_reason = verdict, reason
+            if reference.weights(point.name):  # a layer without weights has none to judge
+                weights_verdict, weights_reason = verdict, reason
             if verdict == Verdict.QUANTIZED:  # as the model holds them: its output is judged as any other
                 verdict, reason = Verdict.ROUNDING, ""
         if verdict != Verdict.MISMATCH:
