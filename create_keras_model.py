@@ -258,9 +258,7 @@ def convert_as_graph(args, source_kind, model_dir):
     session = graph_model.tensorflow_session(graph)
     plan = graph_model.make_plan(graph, specs, described, session, keep_plumbing=args.keep_plumbing)
     if graph.quantized:
-        from tfjs_parity.quantization import described as quantize_flags
-        graph_model.record_quantization(graph, plan, quantize_flags(args.qmap) if args.qmap else "given quantized",
-                                        original=bool(args.qmap))
+        graph_model.record_quantization(graph, plan, args.qmap)
     probe = graph_model.python_probe(graph, plan, session)
     capture = python_runner.run(probe, plan, feed, args.repeat, args.budget, args.repeat_check)
     if original is not None:  # the converter's optimizations, checked apart: the source against its graph

@@ -78,19 +78,24 @@ def manifest_quantization(manifest):
     return found
 
 
+def decoded_weights(folder, manifest):
+    """The weights of a converted model in `folder`, as the converter's reader decodes them
+    (dequantized): [[{"name", "data"}, ...] per group of `manifest`]."""
+    from tensorflowjs.read_weights import decode_weights
+    buffers = [b"".join((Path(folder) / name).read_bytes() for name in group["paths"]) for group in manifest]
+    return decode_weights(manifest, buffers)
+
+
 def quantize_converted(model_dir, qmap):
     """Quantize the weights of the unquantized tfjs model converted in `model_dir`, in place,
     as the converter does with the same quantization_dtype_map (its write_weights: the code
-    every converter path hands the map to). Returns (the original weights {name: array},
-    manifest_quantization of the result). KitError naming a pattern that matches no float32
-    weight."""
+    every converter path hands the map to). Returns manifest_quantization of the result.
+    KitError naming a pattern that matches no float32 weight."""
     from tensorflowjs import write_weights
-    from tensorflowjs.read_weights import decode_weights
     model_json = model_dir / "model.json"
     document = json.loads(model_json.read_text())
     manifest = document["weightsManifest"]
-    buffers = [b"".join((model_dir / name).read_bytes() for name in group["paths"]) for group in manifest]
-    groups = decode_weights(manifest, buffers)
+    groups = decoded_weights(model_dir, manifest)
     floats = [entry["name"] for group in groups for entry in group if entry["data"].dtype == np.float32]
     for mode, patterns in qmap.items():
         for pattern in ([] if patterns is True else patterns):
@@ -100,7 +105,6 @@ def quantize_converted(model_dir, qmap):
                                f"(its weights are named {shown})")
     if not floats:
         raise KitError("--quantize: the model has no float32 weights to quantize")
-    originals = {entry["name"]: entry["data"] for group in groups for entry in group}
     old_files = {name for group in manifest for name in group["paths"]}
     try:
         for name in old_files:
@@ -114,7 +118,7 @@ def quantize_converted(model_dir, qmap):
         atomic_write_text(model_json, json.dumps(document))
     except OSError as error:
         raise write_error(model_dir, error) from None
-    return originals, manifest_quantization(new_manifest)
+    return manifest_quantization(new_manifest)
 
 
 def adopt_weights(source_json, model_dir):
@@ -152,10 +156,11 @@ def is_quantized(model_json):
     return bool(manifest_quantization(document.get("weightsManifest") or []))
 
 
-def plan_section(given, weights, points, outputs, original=True):
-    """The probe plan's record of a quantized model (Plan.quantization): how it was given,
-    each quantized weight's scheme, each point's weights by name, the model's outputs."""
-    return {"given": given, "original": original, "weights": weights,
+def plan_section(qmap, weights, points, outputs):
+    """The probe plan's record of a quantized model (Plan.quantization): how it was given
+    (`qmap`: by --quantize; None: a model given quantized, with no original), each quantized
+    weight's scheme, each point's weights by name, the model's outputs."""
+    return {"given": described(qmap) if qmap else "given quantized", "original": bool(qmap), "weights": weights,
             "points": {name: names for name, names in points.items() if any(n in weights for n in names)},
             "outputs": outputs}
 
@@ -171,13 +176,15 @@ class WeightCheck:
     index: tuple = ()  # the worst element
 
 
-def check_weight(weight, original, scheme, dequantized=None, storage_unit=0.0):
+def check_weight(weight, original, scheme, dequantized=None, precision=None):
     """A runtime's `weight` against its `original` (float32, before quantization) under
     `scheme` ({"dtype", "scale", "min"}): within half a step of the grid, allowing the float32
     rounding of the dequantization itself. Without an original (a model given quantized),
     against the `dequantized` values the weight file holds: equal, or a mismatch.
-    `storage_unit`: the unit roundoff of a runtime that stores weights in less than float32
-    (float16 textures: 2**-11), whose own rounding is allowed on top."""
+    `precision`: the runtime's storage (verdict.storage_precision); one that stores weights
+    in less than float32 (float16 textures) has its own rounding allowed on top."""
+    from .verdict import FLOAT32
+    storage_unit = precision.unit_roundoff if precision is not None and precision is not FLOAT32 else 0.0
     w = np.asarray(weight, np.float64)
     stored = storage_unit * np.abs(w) + (2.0 ** -25 if storage_unit else 0.0)
     truth = np.asarray(original if original is not None else dequantized, np.float64)
@@ -206,19 +213,16 @@ def check_weight(weight, original, scheme, dequantized=None, storage_unit=0.0):
 
 # --- what quantization costs ---------------------------------------------------------------------
 
-def _joined(arrays):
-    return np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in arrays]) if arrays else np.zeros(0)
-
-
 def cost(plan, quantized, unquantized):
     """How far quantization alone moves the model, from the two exact answers (the quantized
     model's float64 capture and the unquantized one's): per point, max |q - u| / max |u|;
     where it grows most; and for each model output the max and mean relative change and,
     for a classifier-like output, how often the top-1 class stays."""
+    from .verdict import _joined
     points = []
     by_name = {}
     for point in plan.points:
-        q, u = _joined(quantized.outputs(point.name)), _joined(unquantized.outputs(point.name))
+        q, u = (_joined(c.outputs(point.name)).astype(np.float64) for c in (quantized, unquantized))
         magnitude = float(np.max(np.abs(u), initial=0.0))
         with np.errstate(invalid="ignore"):
             change = float(np.max(np.abs(q - u), initial=0.0))
@@ -247,24 +251,19 @@ def cost(plan, quantized, unquantized):
 
 def weight_rows(plan, captures, unquantized):
     """A row per quantized weight: its scheme's step and the largest error any capture's copy
-    of it has against its original (in steps), and whether every copy is within half a step."""
-    from .verdict import storage_precision, FLOAT16
-    section, rows = plan.quantization, []
+    of it has against its original (in steps), and whether every copy is within half a step.
+    `captures[0]`: TF Python's, whose weights are the dequantized values of the files."""
+    from .verdict import Quantized, storage_precision
+    rows, quantized = [], Quantized(plan, unquantized)
     for point in plan.points:
-        names = section.get("points", {}).get(point.name) or []
-        originals = unquantized.weights(point.name) if unquantized is not None else [None] * len(names)
-        for i, (name, original) in enumerate(zip(names, originals)):
-            if name not in section["weights"]:
+        for i, scheme in enumerate(quantized.of(point) or []):
+            if scheme is None:
                 continue
-            checks = []
-            for capture in captures:
-                weights = capture.weights(point.name)
-                if len(weights) > i:
-                    unit = 2.0 ** -11 if storage_precision(capture) is FLOAT16 else 0.0
-                    dequantized = captures[0].weights(point.name)[i]
-                    checks.append(check_weight(weights[i], original, section["weights"][name], dequantized, unit))
-            if checks:
-                rows.append({"weight": name, "point": point.name, "dtype": checks[0].dtype, "step": checks[0].step,
-                             "largest_error_steps": max(c.error_steps for c in checks),
-                             "within": all(c.within for c in checks)})
+            dequantized = captures[0].weights(point.name)[i]
+            checks = [check_weight(c.weights(point.name)[i], scheme[1], scheme[0], dequantized, storage_precision(c))
+                      for c in captures if len(c.weights(point.name)) > i]
+            rows.append({"weight": plan.quantization["points"][point.name][i], "point": point.name,
+                         "dtype": checks[0].dtype, "step": checks[0].step,
+                         "largest_error_steps": max(c.error_steps for c in checks),
+                         "within": all(c.within for c in checks)})
     return rows

@@ -266,8 +266,7 @@ def _judge_weights(weights, true_weights, precision, quantized=None):
         scheme = quantized[i] if quantized else None
         if scheme is not None:
             from .quantization import check_weight
-            checked = check_weight(w, scheme[1], scheme[0], dequantized=t,
-                                   storage_unit=precision.unit_roundoff if precision is FLOAT16 else 0.0)
+            checked = check_weight(w, scheme[1], scheme[0], dequantized=t, precision=precision)
             if not checked.within:
                 where = [int(v) for v in checked.index]
                 truth = "its original" if scheme[1] is not None else "the quantized model's"

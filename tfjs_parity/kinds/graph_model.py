@@ -192,7 +192,7 @@ def read_graph_model(folder):
     import tensorflow as tf
     from google.protobuf.json_format import ParseDict, ParseError
     from tensorflow.core.framework import graph_pb2
-    from tensorflowjs.read_weights import decode_weights
+    from ..quantization import decoded_weights, manifest_quantization
     folder = Path(folder)
     document = read_model_json(folder / "model.json", flag="the converted model")
     where = folder / "model.json"
@@ -207,9 +207,8 @@ def read_graph_model(folder):
         raise KitError(f"{where}: the graph holds functions (control flow: If/While as functions); the kit "
                        "captures graphs without them (convert without --control_flow_v2)")
     manifest = document.get("weightsManifest", [])
-    buffers = [b"".join((folder / name).read_bytes() for name in group["paths"]) for group in manifest]
     try:
-        groups = decode_weights(manifest, buffers)
+        groups = decoded_weights(folder, manifest)
     except Exception as error:  # the decoder raises many kinds for weights that do not fit their files
         raise KitError(f"{where}: its weights do not decode ({' '.join(str(error).split())[:200]})") from None
     constants = {entry["name"]: entry["data"] for group in groups for entry in group}
@@ -221,7 +220,6 @@ def read_graph_model(folder):
     signature = document.get("signature") or {}
     if not isinstance(signature, dict) or not all(isinstance(signature.get(k, {}), dict) for k in ("inputs", "outputs")):
         raise KitError(f"{where}: its signature is not a map of inputs and outputs")
-    from ..quantization import manifest_quantization
     return GraphModel(folder, graph_def, signature, {name: value for name, value in constants.items()
                                                      if isinstance(value, np.ndarray)},
                       manifest_quantization(manifest))
@@ -426,17 +424,18 @@ def make_plan(graph, specs_, described, session=None, keep_plumbing=False):
     return plan_module.Plan(specs_, points, described, kind=NAME)
 
 
-def record_quantization(graph, plan, given, original=True):
-    """Record in `plan` the quantization of `graph`'s weights (quantization.plan_section):
-    each point's constants by name, and the model's outputs as points."""
+def record_quantization(graph, plan, qmap):
+    """Record in `plan` the quantization of `graph`'s weights (quantization.plan_section;
+    `qmap`: --quantize's, None for a model given quantized): each point's constants by name,
+    and the model's outputs as points."""
     from ..quantization import plan_section
     outputs, counts = [], {p.name: p.outputs for p in plan.points}
     for tensor in output_tensors(graph):
         name, index = _resolve(graph, tensor)
         if index < counts.get(name, 0):
             outputs.append({"point": name, "index": index, "softmax": graph.nodes[name].op == "Softmax"})
-    plan.quantization = plan_section(given, graph.quantized, {p.name: list(p.constants) for p in plan.points},
-                                     outputs, original)
+    plan.quantization = plan_section(qmap, graph.quantized, {p.name: list(p.constants) for p in plan.points},
+                                     outputs)
 
 
 def stage_plan(plan, inputs, model_dir):

@@ -269,17 +269,13 @@ def quantize(flat_model, source, plan, model_dir, qmap):
     converter's quantization_dtype_map; None for a layers model.json given quantized, whose
     own weight files replace the converted ones), and give `flat_model` and the source model
     the dequantized weights every runtime holds, so TF Python and the float64 reference run
-    the quantized model. Records the quantization in `plan`. Returns the original weights
-    {name: array}, None for a model given quantized."""
+    the quantized model. Records the quantization in `plan`."""
     from .. import quantization
-    from tensorflowjs.read_weights import decode_weights
-    if qmap:
-        originals, schemes = quantization.quantize_converted(model_dir, qmap)
-    else:
-        originals, schemes = None, quantization.adopt_weights(source.file, model_dir)
+    schemes = quantization.quantize_converted(model_dir, qmap) if qmap else \
+        quantization.adopt_weights(source.file, model_dir)
     manifest = json.loads((model_dir / "model.json").read_text())["weightsManifest"]
-    buffers = [b"".join((model_dir / name).read_bytes() for name in group["paths"]) for group in manifest]
-    dequantized = {entry["name"]: entry["data"] for group in decode_weights(manifest, buffers) for entry in group}
+    dequantized = {entry["name"]: entry["data"] for group in quantization.decoded_weights(model_dir, manifest)
+                   for entry in group}
     names = {}
     for layer in source.graph.layers:
         target = flat_model.get_layer(layer.name)
@@ -300,10 +296,8 @@ def quantize(flat_model, source, plan, model_dir, qmap):
         config = by_layer[layer].config
         outputs.append({"point": point_names[(layer, node)], "index": tensor,
                         "softmax": by_layer[layer].class_name == "Softmax" or config.get("activation") == "softmax"})
-    plan.quantization = quantization.plan_section(
-        quantization.described(qmap) if qmap else "given quantized", schemes,
-        {p.name: names[p.layer] for p in plan.points if p.weights}, outputs, original=bool(qmap))
-    return originals
+    plan.quantization = quantization.plan_section(qmap, schemes, {p.name: names[p.layer] for p in plan.points
+                                                                  if p.weights}, outputs)
 
 
 # tf-keras writes these into SeparableConv2D's config; tfjs-layers 4.22 refuses to load them
