@@ -256,7 +256,9 @@ def test_the_page_time_limit_is_an_option_and_quotes_only_the_page(converted, tm
     assert time.monotonic() - started < 25
     assert_one_line_error(done, "backend webgl: the page did not finish within 2 s (--timeout)",
                           "its console said: ", "Reshape")
-    assert "favicon" not in done.stderr and "404" not in done.stderr and "Failed to load" not in done.stderr
+    # Chromium's words for a missing file; a bare "404" can be a kernel's timing (1.040475ms)
+    for noise in ("favicon", "status of 404", "Failed to load"):
+        assert noise not in done.stderr, noise
 
 
 # ---------------------------------------------------------------- calls home
