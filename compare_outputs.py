@@ -55,6 +55,10 @@ def main():
                       help="gate on the limits alone, even where a verdict says mismatch")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the full result as JSON")
     parser.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
+    parser.add_argument("--explain", action="store_true",
+                        help="for each capture with a mismatch: rerun its runtime with each relevant tfjs flag "
+                             "changed and on its other backends, say which change avoids the first mismatching "
+                             "point, and write a standalone reproducer of it to OUT_DIR/repro/ (implies --full)")
     parser.add_argument("--wait-for-captures", action="store_true",
                         help="start up now, and read the captures only once a line arrives on stdin: to start "
                              "beside the steps that make them, told when they are done (make run does)")
@@ -113,6 +117,7 @@ def main():
         sections.append("\n".join(quantized[2]))
     print("\n\n".join(sections))
 
+    args.full = args.full or args.explain
     if not (args.full or gating or args.json or args.html):
         return 0
     from tfjs_parity.verdict import closeness, gate as apply_gate, judge_all
@@ -135,8 +140,13 @@ def main():
         print("\n" + full_report(results, closest, sentences, groups))
         if quantized is not None:
             print("\n" + quantization_tables(rows, figures, results))
+    explanations = []
+    if args.explain:
+        explanations = explain_mismatches(out_dir, reference, exact, results, sorted(others, key=column_order),
+                                          unquantized)
     if args.json:
-        atomic_write_text(args.json, to_json(results, closest, sentences, gate_result, groups, quantization))
+        atomic_write_text(args.json, to_json(results, closest, sentences, gate_result, groups, quantization,
+                                             [e.to_json() for e in explanations]))
         print(f"\nwrote {args.json}")
     if args.html:
         from tfjs_parity.html_report import html_report
@@ -146,6 +156,29 @@ def main():
         print("\n" + gate_result.message)
         return 0 if gate_result else 1
     return 0
+
+
+def explain_mismatches(out_dir, python, exact, results, captures, unquantized):
+    """--explain: for every capture with a mismatch, the changes that avoid it (explain.py) and
+    a reproducer of its first mismatching point (repro.py), printed as they come."""
+    from tfjs_parity.explain import explain, explanation_lines, remove
+    from tfjs_parity.files import staging_dir
+    from tfjs_parity.repro import write_repro
+    explanations = []
+    mismatched = [(r, c) for r, c in zip(results[1:], captures) if r.first("mismatch") is not None]
+    if not mismatched:
+        print("\nexplain: no capture has a mismatch; nothing to explain")
+    for result, capture in mismatched:
+        workdir = staging_dir(out_dir, "explain")
+        try:
+            explanation = explain(out_dir / paths.CONVERTED_DIR, python, exact, result, capture, workdir, unquantized)
+            print("\n" + "\n".join(explanation_lines(explanation)))
+            explanation.repro = write_repro(out_dir, python, exact, capture, explanation.point, workdir)
+            print(explanation.repro["line"])
+        finally:
+            remove(workdir)
+        explanations.append(explanation)
+    return explanations
 
 
 def load_quantized(plan, out_dir, python_path, python):

@@ -231,6 +231,7 @@
     }
     const repeat = await repeatCheck(tf, probe, feed, predictions, plan, options.repeatCheck || 2,
                                      options.perturbRepeat);
+    const planted = await plantFault(tf, plan, entries, options.plantedFault);
     const encodedInputs = {};
     for (const [name, tensor] of Object.entries(inputs)) encodedInputs[name] = await encodeTensor(tensor);
     const metadata = Object.assign({
@@ -251,7 +252,24 @@
       return await options.sink(metadata, entries, options.progress || (() => {}));
     } finally {
       tf.dispose(predictions);
+      tf.dispose(planted);
     }
+  }
+
+  // Tests only (TFJS_PARITY_PLANTED_FAULT=FLAG=VALUE under Node): a wrong answer that only one
+  // value of one flag gives, as a kernel bug behind a flag would: when FLAG evaluates to VALUE,
+  // the first point with weights is off by 1 everywhere (consistently: the repeat check ran
+  // before). What `compare_outputs.py --explain` must trace to that flag. Returns the tensors
+  // it made, or [].
+  async function plantFault(tf, plan, entries, fault) {
+    if (!fault) return [];
+    const [flag, value] = [fault.slice(0, fault.indexOf('=')), fault.slice(fault.indexOf('=') + 1)];
+    if (!(flag in tf.env().flagRegistry) || String(await tf.env().getAsync(flag)) !== value) return [];
+    const point = plan.points.find((p) => p.weights);
+    const entry = point && entries.find((e) => e.key === point.name + OUTPUT_SUFFIX);
+    if (!entry) return [];
+    entry.tensors = [tf.add(entry.tensors[0], 1), ...entry.tensors.slice(1)];
+    return [entry.tensors[0]];
   }
 
   // safetensors (docs/captures.md): the header for `entries`, from shapes and dtypes alone,

@@ -129,6 +129,7 @@ async function main() {
     repeat: args.repeat,
     repeatCheck: args.repeatCheck,
     perturbRepeat: process.env.TFJS_PARITY_UNREPEATABLE === '1',
+    plantedFault: process.env.TFJS_PARITY_PLANTED_FAULT || '',
     budgetSeconds: args.budget,
     ready: args.wait ? async () => { await lineOnStdin(); checkModel(); } : null,
     loadModel: (kind) => kind.load(tf, `file://${modelPath}`),

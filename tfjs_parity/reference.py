@@ -105,7 +105,7 @@ class LocalReference:
         """`reference`: the float64 capture, whose weights are the true ones (a runtime's own
         weights may be the very thing that is wrong)."""
         import tensorflow as tf
-        self.tf = tf
+        self.tf, self.keras = tf, keras
         self.plan, self.kind, self.reference = plan, kind_of(plan), reference
         self.exact_fed = {}  # id(capture) -> {point: the source whose exact answer fed it}
         self._decoded = {}  # id(capture) -> its inputs, decoded once (ResNet50's: 15 ms, at each of 176 points)

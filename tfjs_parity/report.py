@@ -171,10 +171,11 @@ def _g(value):
     return f"{value:.2g}" if isinstance(value, float) else str(value)
 
 
-def to_json(results, closest, sentences, gate_result=None, groups=None, quantization=None):
+def to_json(results, closest, sentences, gate_result=None, groups=None, quantization=None, explanations=None):
     """Everything, for machines: per capture its metadata (its inputs left out: they are in input.json) and per layer
     both metric sets, the bound ratio and the verdict; for a quantized model, `quantization`
-    (each quantized weight's step and largest error, and what quantization costs)."""
+    (each quantized weight's step and largest error, and what quantization costs); with
+    --explain, `explanations` (each mismatch's trials and reproducer)."""
     import dataclasses
     import json
     import math
@@ -199,6 +200,8 @@ def to_json(results, closest, sentences, gate_result=None, groups=None, quantiza
     }
     if quantization is not None:
         document["quantization"] = quantization
+    if explanations:
+        document["explanations"] = explanations
     return json.dumps(clean(document), indent=1, allow_nan=False)
 
 

@@ -23,6 +23,7 @@ CAPTURE_METADATA_KEY = WIRE["safetensors"]["metadata_key"]
 UPLOAD_STEPS = tuple(WIRE["upload"]["steps"])
 NODE_BACKENDS = tuple(WIRE["backends"]["node"])        # what inference_in_node.js runs, in report order
 BROWSER_BACKENDS = tuple(WIRE["backends"]["browser"])  # what the page runs, in report order
+FLAG_PREFIXES = WIRE["flag_prefixes"]               # {backend: the prefix of its own tfjs flags}
 _LENGTH_BYTES = WIRE["safetensors"]["length_bytes"]
 
 

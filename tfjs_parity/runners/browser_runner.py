@@ -76,6 +76,49 @@ def run(job):
             _raise_again(caught[0])
 
 
+def page_results(routes, pages, expression, timeout=PAGE_TIMEOUT, chromium_args=(), launch_timeout=LAUNCH_TIMEOUT):
+    """Open each of `pages` (a path and query on a server of `routes`) in one headless
+    Chromium and return [the page's `expression` once it is defined, or the KitError of that
+    page] (a standalone page, the reproducer's: no upload, no kit script)."""
+    executable = find_chromium()
+    caught = []
+    try:
+        with PageServer(routes) as server, Chromium(executable, chromium_switches(chromium_args),
+                                                     launch_timeout) as chromium:
+            async def all_pages():
+                browser = await asyncio.wait_for(connect(chromium.endpoint), chromium.launch_timeout)
+                results = []
+                try:
+                    for path in pages:
+                        try:
+                            results.append(await _guarded(chromium, _page_value(browser, f"{server.url}{path}",
+                                                                                 expression, timeout), path))
+                        except KitError as error:
+                            results.append(error)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(browser.close(), 5)
+                return results
+            return _run_async(all_pages(), chromium, caught)
+    finally:
+        if caught:
+            _raise_again(caught[0])
+
+
+async def _page_value(browser, url, expression, timeout):
+    import pyppeteer
+    page = await browser.newPage()
+    try:
+        await page.goto(url, timeout=int(timeout * 1000))
+        await page.waitForFunction(f"{expression} !== undefined", timeout=int(timeout * 1000))
+        return await page.evaluate(expression)
+    except pyppeteer.errors.PyppeteerError as error:
+        raise KitError(f"{url}: {one_line(str(error))}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(page.close(), 5)
+
+
 class NoModel(KitError):
     """--wait-for-model: stdin ended before the model was ready; no backend can run."""
 
