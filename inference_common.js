@@ -257,14 +257,17 @@
   }
 
   // Tests only (TFJS_PARITY_PLANTED_FAULT=FLAG=VALUE under Node): a wrong answer that only one
-  // value of one flag gives, as a kernel bug behind a flag would: when FLAG evaluates to VALUE,
+  // value of one flag gives, as a kernel bug behind a flag would: on the backend FLAG belongs to
+  // (by its prefix), when FLAG evaluates to VALUE,
   // the first point with weights is off by 1 everywhere (consistently: the repeat check ran
   // before). What `compare_outputs.py --explain` must trace to that flag. Returns the tensors
   // it made, or [].
   async function plantFault(tf, plan, entries, fault) {
     if (!fault) return [];
     const [flag, value] = [fault.slice(0, fault.indexOf('=')), fault.slice(fault.indexOf('=') + 1)];
-    if (!(flag in tf.env().flagRegistry) || String(await tf.env().getAsync(flag)) !== value) return [];
+    const prefix = wire.flag_prefixes[tf.getBackend()];  // a flag of this backend's, as a kernel's would be
+    if (!prefix || !flag.startsWith(prefix) || !(flag in tf.env().flagRegistry) ||
+        String(await tf.env().getAsync(flag)) !== value) return [];
     const point = plan.points.find((p) => p.weights);
     const entry = point && entries.find((e) => e.key === point.name + OUTPUT_SUFFIX);
     if (!entry) return [];

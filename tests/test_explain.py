@@ -1,0 +1,136 @@
+"""compare_outputs.py --explain and the reproducer it writes (issue 17), on real models the
+tests build and real runtimes: the WASM depthwise bug of tfjs 4.22 (tfjs #6629: a 3x1 kernel
+with strides 2 and 'same' padding), and a fault planted behind one flag value."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, check, run_script
+from test_own_models import build_with_tf_keras
+
+pytestmark = pytest.mark.slow
+
+DEPTHWISE_6629 = (
+    "x = keras.Input((6, 6, 3))\n"
+    "y = keras.layers.Dense(3, name='pre')(x)\n"
+    "y = keras.layers.DepthwiseConv2D((3, 1), strides=2, padding='same', name='dw')(y)\n"
+    "model = keras.Model(x, keras.layers.Dense(2, name='head')(y))")
+
+
+def explained(out, *extra, env=None):
+    done = check(run_script("compare_outputs.py", "--out-dir", out, "--explain", "--json", out / "explained.json",
+                            *extra, env=env))
+    document = json.loads((out / "explained.json").read_text())
+    return done.stdout, {e["capture"]: e for e in document.get("explanations", [])}
+
+
+def trials(explanation):
+    return {t["change"]: t for t in explanation["trials"]}
+
+
+@pytest.fixture(scope="module")
+def depthwise(tmp_path_factory):
+    """The tfjs #6629 model, captured on every Node backend and on Chromium's wasm."""
+    folder = tmp_path_factory.mktemp("depthwise")
+    model = build_with_tf_keras(folder, DEPTHWISE_6629, "dw.h5")
+    out = folder / "out"
+    check(run_script("create_keras_model.py", "--model", model, "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "all", "--repeat", "1"))
+    check(run_script("run_browser.py", "--out-dir", out, "--backend", "wasm", "--repeat", "1"))
+    stdout, explanations = explained(out)
+    return out, stdout, explanations
+
+
+def test_explain_names_the_backends_that_avoid_the_wasm_depthwise_bug_and_no_flag_does(depthwise):
+    out, stdout, explanations = depthwise
+    assert set(explanations) == {"node/wasm", "browser/wasm"}, stdout  # the healthy backends have nothing to explain
+    for label, others in (("node/wasm", {"tensorflow", "cpu"}), ("browser/wasm", {"webgl", "cpu", "webgpu"})):
+        explanation = explanations[label]
+        assert explanation["point"] == "dw" and explanation["class"] == "DepthwiseConv2D"
+        tried = trials(explanation)
+        assert tried["WASM_HAS_SIMD_SUPPORT=false"]["verdict"] == "mismatch"  # the bug is in both wasm builds
+        assert not tried["WASM_HAS_SIMD_SUPPORT=false"]["workaround"]
+        for backend in others:
+            assert tried[f"backend {backend}"]["workaround"], (label, tried[f"backend {backend}"])
+    assert "workaround: backend tensorflow (await tf.setBackend('tensorflow'))" in stdout
+    assert "explain node/wasm: first mismatch at dw (DepthwiseConv2D)" in stdout
+
+
+def test_the_reproducer_reproduces_alone_with_plain_node_and_tfjs(depthwise, tmp_path):
+    out, stdout, explanations = depthwise
+    folder = out / "repro" / "dw-node-wasm"
+    assert explanations["node/wasm"]["repro"]["folder"] == str(folder)
+    assert explanations["node/wasm"]["repro"]["isolated"]["wrong"] is True
+    assert "reproduces in isolation" in stdout
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "case.json", "package.json", "repro.html",
+                                                        "repro.js"]
+    for name in ("repro.js", "repro.html", "README.md", "package.json"):  # nothing of the kit's
+        text = (folder / name).read_text()
+        for fragment in ("tfjs_parity", "inference_common", "kitKinds", str(ROOT)):
+            assert fragment not in text, (name, fragment)
+    # a copy elsewhere, run with plain Node and tfjs from npm (the kit's node_modules, found by NODE_PATH only)
+    alone = tmp_path / "alone"
+    shutil.copytree(folder, alone)
+    env = dict(os.environ, NODE_PATH=str(ROOT / "node_modules"))
+
+    def run(backend):
+        done = subprocess.run(["node", "repro.js", backend], cwd=alone, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[0], json.loads(done.stdout.splitlines()[-1][len("RESULT "):])
+
+    line, wrong = run("wasm")
+    assert wrong["wrong"] and wrong["ratio"] > 1e3 and "WRONG" in line and "max error" in line and "bound" in line
+    case = json.loads((alone / "case.json").read_text())
+    expected = np.concatenate([np.ravel(e["data"]) for e in case["expected"]])
+    assert wrong["expected"] == pytest.approx(expected[wrong["index"]], rel=0, abs=0)
+    line, right = run("cpu")
+    assert not right["wrong"] and right["ratio"] <= 1 and "correct within float32 rounding" in line
+
+
+def test_the_browser_reproducer_runs_in_chromium(depthwise):
+    out, stdout, explanations = depthwise
+    repro = explanations["browser/wasm"]["repro"]
+    assert repro["folder"] == str(out / "repro" / "dw-browser-wasm")
+    assert repro["isolated"]["wrong"] is True and repro["healthy"]["wrong"] is False
+    assert "repro.html in Chromium" in stdout
+
+
+def test_a_fault_behind_one_flag_value_is_traced_to_that_flag(tmp_path):
+    """TFJS_PARITY_PLANTED_FAULT: node/wasm is wrong at its first Dense only while
+    WASM_HAS_SIMD_SUPPORT is true. --explain must name that flag's other value, and say the
+    reproducer (the layer alone, no fault there) does not reproduce in isolation."""
+    model = build_with_tf_keras(tmp_path, (
+        "x = keras.Input((4,)); y = keras.layers.Dense(3, name='first')(x)\n"
+        "model = keras.Model(x, keras.layers.Dense(2, name='second')(y))"), "m.h5")
+    out = tmp_path / "out"
+    env = {"TFJS_PARITY_PLANTED_FAULT": "WASM_HAS_SIMD_SUPPORT=true"}
+    check(run_script("create_keras_model.py", "--model", model, "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "wasm,cpu", "--repeat", "1", env=env))
+    stdout, explanations = explained(out, env=env)
+    assert list(explanations) == ["node/wasm"], stdout
+    explanation = explanations["node/wasm"]
+    assert explanation["point"] == "first"
+    tried = trials(explanation)
+    assert tried["WASM_HAS_SIMD_SUPPORT=false"]["workaround"] is True
+    assert tried["WASM_HAS_SIMD_SUPPORT=false"]["verdict"] in ("float32 rounding", "same bits")
+    assert "workaround: WASM_HAS_SIMD_SUPPORT=false (tf.env().set('WASM_HAS_SIMD_SUPPORT', false)" in stdout
+    assert explanation["repro"]["isolated"]["wrong"] is False
+    assert "does NOT reproduce in isolation" in stdout
+
+
+def test_explain_with_nothing_wrong_says_so_and_writes_nothing(tmp_path):
+    model = build_with_tf_keras(tmp_path, "x = keras.Input((4,)); model = keras.Model(x, keras.layers.Dense(2)(x))",
+                                "m.h5")
+    out = tmp_path / "out"
+    check(run_script("create_keras_model.py", "--model", model, "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "cpu", "--repeat", "1"))
+    stdout, explanations = explained(out)
+    assert explanations == {}
+    assert "explain: no capture has a mismatch; nothing to explain" in stdout
+    assert not (out / "repro").exists()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
