@@ -40,7 +40,9 @@ test: setup setup-firefox
 bench: setup
 	$(PY) scripts/bench.py
 
+# bubblewrap: the sandbox create_keras_model.py --model runs a user's model in (tfjs_parity/sandbox.py).
 setup: $(VENV_STAMP) $(ADDON_STAMP) chromium
+	@command -v bwrap >/dev/null || scripts/install_bwrap.sh
 
 $(VENV_STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -14,18 +14,25 @@ Writes OUT_DIR/keras_converted/ (the tfjs model, probe_plan.json: what every run
 captures, and input.json: the inputs every runtime sees), OUT_DIR/keras_model_python.json,
 and OUT_DIR/keras_model_float64.json: the same model evaluated in float64 from the same
 float32 weights, the exact answer every runtime is measured against.
+
+With --model, the model is loaded, converted and run in a sandbox (bubblewrap, installed by
+make setup): it reads everything, writes only its staging folder in OUT_DIR, has no network
+and bounded time and memory; a write anywhere else (/tmp, say) is refused and named, and
+nothing is committed. --trust-model runs it without the sandbox (docs/guarantees.md).
 """
 import argparse
 import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
-from tfjs_parity import KitError, paths
+from tfjs_parity import KitError, paths, sandbox
 from tfjs_parity.cli import int64, positive_int, run_main, seed32
 from tfjs_parity.files import failpoint, staging_dir, writable_out_dir
 from tfjs_parity.quantization import UNQUANTIZED_CAPTURE
-from tfjs_parity.steps import add_format_argument, add_timing_arguments, format_note, save_capture
+from tfjs_parity.sandbox import DEFAULT_TIMEOUT
+from tfjs_parity.steps import add_format_argument, add_timing_arguments, format_note, positive_float, save_capture
 
 
 def main():
@@ -61,10 +68,22 @@ def main():
     study.add_argument("--depth", type=positive_int, help="number of Dense layers (default 10)")
     study.add_argument("--units", type=positive_int, help="units per layer and input size (default 50)")
     study.add_argument("--seed", type=int64, help="seed of the RandomUniform(-1, 1) initializer (default 123)")
+    confine = parser.add_argument_group("the sandbox (with --model)")
+    confine.add_argument("--trust-model", action="store_true",
+                         help="load, convert and run --model without the sandbox (bubblewrap), as the kit's own "
+                              "model is: only for a model you trust (a SavedModel runs code when it loads)")
+    confine.add_argument("--sandbox-timeout", type=positive_float, metavar="SECONDS",
+                         help=f"stop the sandboxed step after this long (default {DEFAULT_TIMEOUT})")
+    confine.add_argument("--sandbox-memory", type=positive_int, metavar="MIB",
+                         help="stop the sandboxed step once its processes hold more resident memory than this "
+                              "(default: the memory available when the step starts)")
+    parser.add_argument("--in-sandbox", type=Path, help=argparse.SUPPRESS)  # the child the sandbox runs
     add_timing_arguments(parser)
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
     add_format_argument(parser)
     args = parser.parse_args()
+    if args.in_sandbox:
+        sandbox.started_inside(args.in_sandbox)
     if args.model and any(v is not None for v in (args.depth, args.units, args.seed)):
         raise KitError("--depth, --units and --seed build the study's model; they do not apply with --model")
     if args.input and not args.model:
@@ -90,23 +109,64 @@ def main():
     if args.qmap and args.quantized_source:
         raise KitError(f"--model {args.model}: its weights are quantized already (its weightsManifest says so), and "
                        "the kit reads it as such; drop --quantize")
+    if args.trust_model and not args.model:
+        raise KitError("--trust-model is for --model: the study's model is the kit's own and runs without the sandbox")
+    if (args.sandbox_timeout or args.sandbox_memory) and (args.trust_model or not args.model):
+        raise KitError("--sandbox-timeout and --sandbox-memory bound the sandbox --model runs in; "
+                       + ("--trust-model runs without it" if args.model else "the study's model runs without it"))
     if not args.model:
         check_memory_for_study(args.depth or 10, args.units or 50)
     if args.input:  # what the file declares, before TensorFlow starts (a few bytes may declare terabytes)
         from tfjs_parity.inputs import check_input_file
         check_input_file(args.input)
-    writable_out_dir(args.out_dir)  # before the slow part: a folder that cannot be written fails now
-
     if kind == "graph":
         # With TensorFlow's oneDNN optimizations on (its default on x86 Linux), grappler fuses ops
         # tfjs has no kernel for into the graph (_FusedHardSwish: MobileNetV3's activation), and
         # tfjs fails on the converted model. Set before TensorFlow is imported; recorded in the
         # Python capture's metadata.
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    if args.in_sandbox:  # the sandbox's child: stage the run in its folder; the kit outside commits it
+        stage(args, source_kind, kind, args.in_sandbox / sandbox.RUN, args.in_sandbox)
+        return
+    writable_out_dir(args.out_dir)  # before the slow part: a folder that cannot be written fails now
+    if args.model and not args.trust_model:
+        run_sandboxed(args)
+        return
+
     from tfjs_parity.commit import commit_run
-    from tfjs_parity.model import held_stderr
 
     run_dir = staging_dir(args.out_dir, "run")  # every file of the run is staged here, then committed together
+    try:
+        line = stage(args, source_kind, kind, run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    commit_run(run_dir, args.out_dir, paths.CONVERTED_DIR)
+    print(line)
+
+
+def run_sandboxed(args):
+    """Step 1 for a user's model: staged by a child in the sandbox, committed here."""
+    from tfjs_parity.commit import commit_run
+    sandbox.bwrap_path()  # no bwrap: one line, before anything is made
+    folder = sandbox.make_folder(args.out_dir)
+    try:
+        readable = sandbox.readable_paths(args.model, args.input)
+        line = sandbox.run(folder, sys.argv[1:], readable,
+                           args.sandbox_memory or sandbox.default_memory_mib(),
+                           args.sandbox_timeout or DEFAULT_TIMEOUT)
+        commit_run(folder / sandbox.RUN, args.out_dir, paths.CONVERTED_DIR)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(line)
+
+
+def stage(args, source_kind, kind, run_dir, summary_folder=None):
+    """Load, convert and run the model, staging every file of the run in `run_dir`; the line
+    step 1 prints once they are committed (written to `summary_folder`, in the sandbox)."""
+    from tfjs_parity.model import held_stderr
+    if summary_folder is not None:
+        run_dir.mkdir(exist_ok=True)
     try:
         with held_stderr():  # TensorFlow's native logs, shown only if something fails
             prepare = convert_as_graph if kind == "graph" else convert_as_layers
@@ -120,7 +180,6 @@ def main():
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    commit_run(run_dir, args.out_dir, paths.CONVERTED_DIR)
     note = format_note(capture, written[0], args.format)
     what = "capture points" if kind == "layers" else "graph nodes captured"
     flow = plan.source.get("control_flow")
@@ -129,8 +188,11 @@ def main():
                  f"{paths.CONVERTED_DIR}/probe_plan.json lists them)")
     if plan.quantization:
         what += f"; {len(plan.quantization['weights'])} weights quantized ({plan.quantization['given']})"
-    print(f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} {what}), {', '.join(map(str, written[:-1]))} "
-          f"and {written[-1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
+    line = (f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} {what}), "
+            f"{', '.join(map(str, written[:-1]))} and {written[-1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
+    if summary_folder is not None:
+        sandbox.summary_written(summary_folder, line)
+    return line
 
 
 def model_source_kind(path):
