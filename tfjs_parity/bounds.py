@@ -64,6 +64,17 @@ def _softplus_error(z, y, u):
     return (15 + 4 * np.abs(z)) * u + 7 * u * np.abs(y)
 
 
+def _gelu_error(z, y, u):
+    """tfjs: x * 0.5 * (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26 (tfjs-core
+    erf_util.js): 1.5e-7 (2.6u) absolute from the formula itself; evaluated in float32 on a
+    GPU, 1/(1 + p t) within 7u relative carries through the degree-5 polynomial as
+    sum i|a_i| (16.2) times 7u, Horner's 10 roundings on sum |a_i| (4.5), exp(-t**2) within
+    (8 + 4t**2)u of a product at most 1: erf within 180u absolute. Halved in the cdf, plus two
+    roundings: 92u; times |x|, the division by sqrt 2 and the product's store: (93|x| + |y|)u.
+    Keras' exact gelu (approximate=False) is the same function."""
+    return (93 * np.abs(z) + np.abs(y)) * u
+
+
 def _store(z, y, u):
     """Exact operations (max, comparisons, identity): only the store rounds."""
     return u * np.abs(y)
@@ -85,6 +96,7 @@ ACTIVATIONS = {
     "exponential": (lambda z, y, u: (6 + 4 * np.abs(z)) * u * np.abs(y), None),  # L = e**z = y
 }
 ACTIVATIONS["silu"] = ACTIVATIONS["swish"]
+ACTIVATIONS["gelu"] = (_gelu_error, 1.13)  # max |gelu'| = 1.1289
 
 
 def activation_name(function):
@@ -130,14 +142,19 @@ def bound_of(*class_names):
     return register
 
 
-def layer_bound(layer, inputs, outputs, precision, evaluate):
+TAKES_MASK = set()  # the entries whose layer's arithmetic depends on a Keras mask: they are given it
+
+
+def layer_bound(layer, inputs, outputs, precision, evaluate, mask=None):
     """[bound per output] for `layer` (a float64 Keras layer) on `inputs` with exact
-    `outputs`, or None. `evaluate(layer, arrays)` runs a layer in float64. EXACT means
-    the layer only moves or selects values: its output must be exactly the reference's."""
+    `outputs`, or None. `evaluate(layer, arrays)` runs a layer in float64; `mask`: the Keras
+    mask the layer was called with, if any. EXACT means the layer only moves or selects
+    values: its output must be exactly the reference's."""
     entry = REGISTRY.get(type(layer).__name__)
     if entry is None:
         return None
-    bounds = entry(layer, inputs, outputs, precision.unit_roundoff, evaluate)
+    extra = {"mask": mask} if entry in TAKES_MASK else {}
+    bounds = entry(layer, inputs, outputs, precision.unit_roundoff, evaluate, **extra)
     if bounds is None:
         return None
     if bounds is EXACT:
@@ -167,8 +184,49 @@ def _exact(layer, inputs, outputs, u, evaluate):
 
 @bound_of("UpSampling2D", "UpSampling1D")
 def _upsampling(layer, inputs, outputs, u, evaluate):
-    """Nearest neighbours copy values (exact); bilinear interpolation has no model here."""
-    return EXACT if getattr(layer, "interpolation", "nearest") == "nearest" else None
+    """Nearest neighbours copy values (exact); bilinear interpolation (Keras: half-pixel
+    centres, as tf.image.resize) is a weighted sum of 4 values (bilinear_bound)."""
+    interpolation = getattr(layer, "interpolation", "nearest")
+    if interpolation == "nearest":
+        return EXACT
+    if interpolation != "bilinear" or type(layer).__name__ != "UpSampling2D":
+        return None
+    x = inputs[0]
+    channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
+    if channels_first:
+        x = np.moveaxis(x, 1, -1)
+    height, width = x.shape[1] * layer.size[0], x.shape[2] * layer.size[1]
+    bound = bilinear_bound(x, height, width, u, half_pixel=True)
+    return [np.moveaxis(bound, -1, 1) if channels_first else bound]
+
+
+def bilinear_bound(x, height, width, u, align_corners=False, half_pixel=True):
+    """Bilinear resizing of NHWC `x` to height x width: each output is
+    top + (bottom - top) fy with top = a + (b - a) fx (TensorFlow's kernel; tfjs's the
+    same), from the 4 neighbours at the source coordinate c = (i + 0.5) s - 0.5 (half-pixel),
+    i s (align_corners: s = (n - 1)/(m - 1)), or i s. c is three float32 roundings of numbers
+    up to the input's size n: off by d <= 4u(n + 1), and fx, fy with it (frac is exact);
+    the output moves by at most 2M d per axis (|dv/dfx| <= |b - a| + |d - c| over the
+    weights), M the largest |x| near the coordinate (the 3 rows and columns around it: a
+    coordinate off by d may pick the neighbouring pair, the value being continuous). The
+    arithmetic: each lerp's subtraction, product and sum, twice: 10uM; 12uM with the store.
+    Doubled: TensorFlow resizes in float32 whatever its input (tf.image.resize and
+    ResizeBilinear return float32 for float64 images), so the kit's "exact" answer here is
+    itself a float32 evaluation, within the same bound of the true value."""
+    def axis(out_n, in_n):
+        i = np.arange(out_n, dtype=np.float64)
+        if align_corners and out_n > 1:
+            c = i * ((in_n - 1) / (out_n - 1))
+        elif half_pixel:
+            c = (i + 0.5) * (in_n / out_n) - 0.5
+        else:
+            c = i * (in_n / out_n)
+        low = np.clip(np.floor(c).astype(np.int64), 0, in_n - 1)
+        return [np.clip(low + k, 0, in_n - 1) for k in (-1, 0, 1, 2)], 4 * u * (in_n + 1)
+    (rows, dy), (cols, dx) = axis(height, x.shape[1]), axis(width, x.shape[2])
+    magnitude = np.abs(x)
+    near = np.max([magnitude[:, r][:, :, c] for r in rows for c in cols], axis=0)
+    return 2 * (12 * u + 2 * dx + 2 * dy) * near
 
 
 @bound_of("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
@@ -342,26 +400,29 @@ def _rescaling(layer, inputs, outputs, u, evaluate):
 # --- recurrent layers: the recurrence, with its error carried step by step ---------------
 
 @bound_of("SimpleRNN", "LSTM", "GRU")
-def _recurrent(layer, inputs, outputs, u, evaluate):
+def _recurrent(layer, inputs, outputs, u, evaluate, mask=None):
     """Each step computes gate pre-activations a = x W + h U + b: within gamma(n + 2) of
     |x||W| + |h||U| + |b| (n = input size + units), plus the error already in h carried
     through |U|. Gates add their activation's error (ACTIVATIONS) and pass on their input's
     times its Lipschitz factor; products and sums of gates add one rounding each. The
     bound is carried through all time steps, first order in u, on the exact states, so it
     grows where the recurrence amplifies and shrinks where the gates forget. The kit's own
-    float64 recurrence must reproduce the layer's float64 output, or no bound is given."""
-    return _recurrent_bound(layer, inputs[0], outputs, u)
+    float64 recurrence must reproduce the layer's float64 output, or no bound is given.
+    With a mask (Masking, Embedding(mask_zero=True)), a masked step keeps the states and
+    their bounds as they were, and outputs the previous output (zeros where Keras is told
+    zero_output_for_mask): Keras' recurrence with the mask applied."""
+    return _recurrent_bound(layer, inputs[0], outputs, u, mask)
 
 
 @bound_of("Bidirectional")
-def _bidirectional(layer, inputs, outputs, u, evaluate):
+def _bidirectional(layer, inputs, outputs, u, evaluate, mask=None):
     """The forward and the backward layer's bounds (each a recurrence, above), merged:
     concatenated, or summed/averaged with one more rounding."""
     mode = layer.merge_mode
     if mode not in ("concat", "sum", "ave") or getattr(layer, "return_state", False):
         return None
-    forward = _recurrent_bound(layer.forward_layer, inputs[0], None, u)
-    backward = _recurrent_bound(layer.backward_layer, inputs[0], None, u)
+    forward = _recurrent_bound(layer.forward_layer, inputs[0], None, u, mask)
+    backward = _recurrent_bound(layer.backward_layer, inputs[0], None, u, mask)
     if forward is None or backward is None:
         return None
     fb, bb = forward[0], backward[0]
@@ -376,7 +437,10 @@ def _bidirectional(layer, inputs, outputs, u, evaluate):
     return [merged]
 
 
-def _recurrent_bound(layer, x, outputs, u):
+TAKES_MASK.update({_recurrent, _bidirectional})
+
+
+def _recurrent_bound(layer, x, outputs, u, mask=None):
     import tensorflow as tf
     name = type(layer).__name__
     cell = getattr(layer, "cell", layer)
@@ -417,8 +481,11 @@ def _recurrent_bound(layer, x, outputs, u):
         y = act(function, a)
         return y, activation_bound(name_, a, y, u, e)
 
+    keep = None if mask is None else np.asarray(mask, bool).reshape(batch, x.shape[1])
+    zero_masked = bool(getattr(layer, "zero_output_for_mask", False))
     for t in steps:
         xt = x[:, t, :]
+        before = (h, eh, c, ec)
         if name == "SimpleRNN":
             a, e = pre(xt, h, eh, slice(0, units))
             h, eh = gate(activation, act_name, a, e)
@@ -450,6 +517,13 @@ def _recurrent_bound(layer, x, outputs, u):
             eh = (np.abs(z) * eh + (np.abs(h) + np.abs(hh)) * ez + np.abs(1 - z) * ehh
                   + 4 * u * (np.abs(h) + np.abs(hh)))
             h = h_new
+        if keep is not None:  # a masked step: the states as they were; its output the previous one (or zeros)
+            step = keep[:, t][:, None]
+            h, eh, c, ec = (np.where(step, new, old) for new, old in zip((h, eh, c, ec), before))
+            if zero_masked:
+                sequence.append(np.where(step, h, 0.0))
+                sequence_bounds.append(np.where(step, eh, 0.0))
+                continue
         sequence.append(h)
         sequence_bounds.append(eh)
     if layer.return_sequences:  # go_backwards too: Keras returns the steps in the order computed

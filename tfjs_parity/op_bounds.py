@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bounds import ACTIVATIONS, EXACT, _softmax_bound, activation_bound, gamma
+from .bounds import ACTIVATIONS, EXACT, _softmax_bound, activation_bound, bilinear_bound, gamma
 
 
 @dataclass
@@ -152,6 +152,22 @@ def _activation(call, u):
     """The activation's evaluation error on exact inputs: bounds.py's ACTIVATIONS."""
     error, _ = ACTIVATIONS[_ACTIVATION_OPS[call.op]]
     return [error(call.inputs[0], call.outputs[0], u) + u * np.abs(call.outputs[0])]
+
+
+@bound_of("ResizeBilinear")
+def _resize_bilinear(call, u):
+    """A weighted sum of the 4 neighbours: bounds.py's bilinear_bound, with the op's own
+    align_corners and half_pixel_centers."""
+    height, width = np.shape(call.outputs[0])[1:3]
+    return [bilinear_bound(call.inputs[0], height, width, u, bool(call.attr("align_corners", False)),
+                           bool(call.attr("half_pixel_centers", False)))]
+
+
+@bound_of("Erf")
+def _erf(call, u):
+    """Abramowitz & Stegun 7.1.26 in tfjs, within 180u absolute in float32 (bounds.py's gelu
+    derivation), then the store."""
+    return [(180 + np.abs(call.outputs[0])) * u]
 
 
 @bound_of("Softmax")

@@ -180,7 +180,8 @@ class LocalReference:
             if produced:
                 masks[point.name] = produced
             with np.errstate(all="ignore"):
-                bounds = {p.name: self.kind.bound(layer, arrays, outputs, p, evaluate) for p in precisions}
+                bounds = {p.name: self.kind.bound(layer, arrays, outputs, p, evaluate, kwargs.get("mask"))
+                          for p in precisions}
             yield point, outputs, bounds
 
     def _output_masks(self, layer, arrays, mask, count):

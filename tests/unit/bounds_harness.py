@@ -67,11 +67,12 @@ def float64_layer(layer, inputs):
     return clone
 
 
-def evaluate(layer, arrays):
-    """LocalReference.evaluate without masks: `layer` on `arrays`, results as float64."""
+def evaluate(layer, arrays, mask=None):
+    """LocalReference.evaluate: `layer` on `arrays` (with a Keras `mask`), results as float64."""
     tf, _ = keras()
     tensors = [tf.constant(a) for a in arrays]
-    result = layer(tensors[0] if len(tensors) == 1 else tensors)
+    kwargs = {} if mask is None else {"mask": tf.constant(mask)}
+    result = layer(tensors[0] if len(tensors) == 1 else tensors, **kwargs)
     result = result if isinstance(result, (list, tuple)) else [result]
     return [np.asarray(r, dtype=np.float64) for r in result]
 
@@ -106,9 +107,10 @@ def built(layer, inputs, rng, scale=0.5):
     return layer
 
 
-def float32_output(layer, inputs):
+def float32_output(layer, inputs, mask=None):
     tf, _ = keras()
-    result = layer(tf.constant(inputs[0]) if len(inputs) == 1 else [tf.constant(a) for a in inputs])
+    kwargs = {} if mask is None else {"mask": tf.constant(mask)}
+    result = layer(tf.constant(inputs[0]) if len(inputs) == 1 else [tf.constant(a) for a in inputs], **kwargs)
     result = result if isinstance(result, (list, tuple)) else [result]
     return [np.asarray(r) for r in result]
 
@@ -208,6 +210,29 @@ def _tanh_tfjs(z):
     return (np.sign(z) * ((F32(1) - e) / (F32(1) + e))).astype(F32)
 
 
+def _erf_tfjs(t):
+    """tfjs's erf (tfjs-core erf_util.js, Abramowitz & Stegun 7.1.26), every step in float32."""
+    p, a = F32(0.3275911), [F32(v) for v in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)]
+    sign, t = np.sign(t).astype(F32), np.abs(t).astype(F32)
+    k = (F32(1) / (F32(1) + p * t)).astype(F32)
+    poly = ((((a[4] * k + a[3]) * k + a[2]) * k + a[1]) * k + a[0]) * k
+    return (sign * (F32(1) - poly.astype(F32) * np.exp(-t * t).astype(F32))).astype(F32)
+
+
+def _gelu_tfjs(z):
+    """tfjs-layers' gelu: x * 0.5 * (1 + erf(x / sqrt 2)), each op stored in float32."""
+    cdf = (F32(0.5) * (F32(1) + _erf_tfjs((z / F32(np.sqrt(2))).astype(F32)))).astype(F32)
+    return (z * cdf).astype(F32)
+
+
+def _gelu_erf32(z):
+    """The same with an accurate erf rounded to float32 (TensorFlow's)."""
+    from math import erf
+    t = (z / F32(np.sqrt(2))).astype(F32)
+    e = np.vectorize(lambda v: erf(float(v)))(t).astype(F32)
+    return (z * (F32(0.5) * (F32(1) + e)).astype(F32)).astype(F32)
+
+
 def _elu(z, alpha=1.0):
     return np.where(z < 0, F32(alpha) * (np.exp(z) - F32(1)), z).astype(F32)
 
@@ -239,14 +264,16 @@ ACTIVATIONS32 = {
     "hard_sigmoid": [lambda z: np.clip(F32(0.2) * z + F32(0.5), F32(0), F32(1)).astype(F32)],
     "exponential": [lambda z: np.exp(z).astype(F32)],
     "softmax": [_softmax, _softmax_logsumexp],
+    "gelu": [_gelu_tfjs, _gelu_erf32],
 }
 
 
 # --- recurrences in float32, each pre-activation summed in a shuffled order ---------------
 
 def recurrence32(name, weights, x, rng, mode, go_backwards=False, return_sequences=False,
-                 activation="tanh", recurrent_activation="sigmoid"):
-    """SimpleRNN, LSTM or GRU(reset_after=False) in float32 numpy, as tf-keras defines them."""
+                 activation="tanh", recurrent_activation="sigmoid", mask=None):
+    """SimpleRNN, LSTM or GRU(reset_after=False) in float32 numpy, as tf-keras defines them;
+    with a mask (batch, steps), a masked step keeps the states and outputs the previous output."""
     W, U = np.asarray(weights[0], F32), np.asarray(weights[1], F32)
     b = np.asarray(weights[2], F32)
     units = U.shape[0]
@@ -264,6 +291,7 @@ def recurrence32(name, weights, x, rng, mode, go_backwards=False, return_sequenc
     sequence = []
     for t in order:
         xt = x[:, t, :].astype(F32)
+        h_before, c_before = h, c
         if name == "SimpleRNN":
             h = act(pre(xt, h, slice(0, units)))
         elif name == "LSTM":
@@ -278,5 +306,8 @@ def recurrence32(name, weights, x, rng, mode, go_backwards=False, return_sequenc
             h = (z * h + (F32(1) - z) * hh).astype(F32)
         else:
             raise ValueError(name)
+        if mask is not None:
+            keep = mask[:, t][:, None]
+            h, c = np.where(keep, h, h_before).astype(F32), np.where(keep, c, c_before).astype(F32)
         sequence.append(h)
     return np.stack(sequence, 1) if return_sequences else h

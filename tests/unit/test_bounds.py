@@ -37,6 +37,7 @@ class Case:
     # (float32 layer, float32 inputs, [rng per seed]) -> {label: [output per layer output]}
     alternatives: Callable = None
     exact: bool = False  # the registry's EXACT: must equal the reference bit for bit
+    mask: object = None  # a Keras mask the layer is called with (a recurrence behind Masking)
 
 
 def normal(rng, *shape, scale=1.0):
@@ -47,15 +48,15 @@ def check(case):
     """Every check of the module docstring; returns {label: max error / bound} for reports."""
     layer64 = float64_layer(case.layer, case.inputs)
     inputs64 = as_float64(case.inputs)
-    exact = evaluate(layer64, inputs64)
+    exact = evaluate(layer64, inputs64, case.mask)
     with np.errstate(all="ignore"):
-        bounds = layer_bound(layer64, inputs64, exact, FLOAT32, evaluate)
+        bounds = layer_bound(layer64, inputs64, exact, FLOAT32, evaluate, case.mask)
     assert bounds is not None, f"no float32 bound for {type(case.layer).__name__}"
     assert len(bounds) == len(exact)
     for b, y in zip(bounds, exact):
         assert b.shape == y.shape and np.all(np.isfinite(b)) and np.all(b > 0)
 
-    candidates = {"tf-keras float32": float32_output(case.layer, case.inputs)}
+    candidates = {"tf-keras float32": float32_output(case.layer, case.inputs, case.mask)}
     if case.alternatives is not None:
         rngs = [np.random.default_rng(seed) for seed in SEEDS]
         candidates.update(case.alternatives(case.layer, case.inputs, rngs))
@@ -283,6 +284,57 @@ def leaky_alternatives(layer, inputs, rngs):
             "relu form": [(np.maximum(x, 0) - alpha * np.maximum(-x, 0)).astype(F32)]}
 
 
+def bilinear_alternatives(layer, inputs, rngs):
+    """TensorFlow's bilinear kernel in float32: half-pixel source coordinates, then
+    top = a + (b - a) fx, bottom likewise, top + (bottom - top) fy; and the weighted-sum form
+    (1 - fx)(1 - fy) a + ... ; each op stored in float32."""
+    x = inputs[0].astype(F32)
+    sy, sx = layer.size
+
+    def axis(out_n, in_n):
+        c = ((np.arange(out_n, dtype=F32) + F32(0.5)) * F32(in_n / out_n) - F32(0.5)).astype(F32)
+        low = np.floor(c)
+        lo = np.clip(low, 0, in_n - 1).astype(int)
+        hi = np.clip(np.ceil(c), 0, in_n - 1).astype(int)
+        return lo, hi, (c - low).astype(F32)
+    (ylo, yhi, fy), (xlo, xhi, fx) = axis(x.shape[1] * sy, x.shape[1]), axis(x.shape[2] * sx, x.shape[2])
+    fy, fx = fy[None, :, None, None], fx[None, None, :, None]
+    a, b = x[:, ylo][:, :, xlo], x[:, ylo][:, :, xhi]
+    c, d = x[:, yhi][:, :, xlo], x[:, yhi][:, :, xhi]
+    top = (a + ((b - a) * fx).astype(F32)).astype(F32)
+    bottom = (c + ((d - c) * fx).astype(F32)).astype(F32)
+    lerp = (top + ((bottom - top) * fy).astype(F32)).astype(F32)
+    gx, gy = (F32(1) - fx).astype(F32), (F32(1) - fy).astype(F32)
+    weighted = ((a * gx * gy).astype(F32) + (b * fx * gy).astype(F32) + (c * gx * fy).astype(F32)
+                + (d * fx * fy).astype(F32)).astype(F32)
+    return {"lerp": [lerp], "weighted sum": [weighted]}
+
+
+def _masked_recurrent(factory):
+    """A recurrence behind a Keras mask: the kit's float64 recurrence with the mask applied
+    (masked steps keep the states, output the previous output); float32 the same way."""
+    def make(rng):
+        x = normal(rng, 2, 6, 3)
+        keep = np.ones((2, 6), bool)
+        keep[0, 4:] = False
+        keep[1, 1] = False
+        layer = built(factory(), [x], rng)
+        return Case(layer, [x], lambda layer, inputs, rngs: masked_alternatives(layer, inputs, rngs, keep), mask=keep)
+    return make
+
+
+def masked_alternatives(layer, inputs, rngs, keep):
+    config = layer.get_config()
+    out = {}
+    for s, rng in enumerate(rngs):
+        for mode in SUM_MODES:
+            out[f"{mode} seed{s}"] = [recurrence32(type(layer).__name__, layer.get_weights(), inputs[0], rng, mode,
+                                                   return_sequences=config["return_sequences"],
+                                                   activation=config["activation"],
+                                                   recurrent_activation=config["recurrent_activation"], mask=keep)]
+    return out
+
+
 def recurrent_alternatives(layer, inputs, rngs):
     config = layer.get_config()
     name = type(layer).__name__
@@ -325,7 +377,7 @@ def time_distributed_dense_alternatives(layer, inputs, rngs):
 # --- the cases: every layer type the registry or docs/verdicts-and-bounds.md names ---------
 
 ACTIVATION_NAMES = ["linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign",
-                    "swish", "silu", "hard_sigmoid", "exponential", "softmax"]
+                    "swish", "silu", "hard_sigmoid", "exponential", "softmax", "gelu"]
 
 
 def L():
@@ -508,6 +560,12 @@ CASES = {
     "Masking": _masked,
     "UpSampling1D": _simple(lambda: L().UpSampling1D(2), [(2, 3, 2)], exact=True),
     "UpSampling2D": _simple(lambda: L().UpSampling2D(2), [(1, 2, 3, 2)], exact=True),
+    "UpSampling2D-bilinear": _simple(lambda: L().UpSampling2D(2, interpolation="bilinear"), [(2, 3, 4, 2)],
+                                     bilinear_alternatives),
+    "UpSampling2D-bilinear-3x": _simple(lambda: L().UpSampling2D((3, 2), interpolation="bilinear"), [(1, 7, 5, 3)],
+                                        bilinear_alternatives, scale=4.0),
+    "LSTM-masked": _masked_recurrent(lambda: L().LSTM(3, return_sequences=True)),
+    "GRU-masked": _masked_recurrent(lambda: L().GRU(2, reset_after=False)),
 }
 
 
@@ -578,9 +636,6 @@ def test_every_registry_entry_has_a_case_here():
 # --- configurations the docs say get "no bound" ---------------------------------------
 
 NO_BOUND = {
-    "Dense-gelu": _simple(lambda: L().Dense(3, activation="gelu"), [(2, 4)]),
-    "Activation-gelu": _simple(lambda: L().Activation("gelu"), [(2, 4)]),
-    "UpSampling2D-bilinear": _simple(lambda: L().UpSampling2D(2, interpolation="bilinear"), [(1, 2, 2, 1)]),
     "Dot-normalize": _simple(lambda: L().Dot(axes=1, normalize=True), [(2, 4)] * 2),
     "GRU-reset-after": _simple(lambda: L().GRU(2, reset_after=True), [(2, 3, 2)]),
     "Softmax-two-axes": _simple(lambda: L().Softmax(axis=(1, 2)), [(2, 3, 3)]),
@@ -602,8 +657,9 @@ def test_an_exact_layer_allows_one_rounding_under_float16_storage_only():
                           FLOAT16.unit_roundoff * np.abs(y[0]) + FLOAT16.tiny)
 
 
-def test_a_masked_recurrence_gets_no_bound():
-    """With a mask, Keras skips steps the kit's own recurrence would run: no bound, not a wrong one."""
+def test_a_masked_recurrence_without_its_mask_gets_no_bound():
+    """With a mask, Keras skips steps: the kit's recurrence given no mask does not reproduce
+    the layer's output and says so (no bound), never a wrong bound; given the mask it does."""
     tf, _ = keras()
     rng = np.random.default_rng(5)
     x = normal(rng, 2, 5, 3)
@@ -616,6 +672,7 @@ def test_a_masked_recurrence_gets_no_bound():
     assert not np.allclose(masked[0], evaluate(layer64, x64)[0])
     assert layer_bound(layer64, x64, masked, FLOAT32, evaluate) is None
     assert layer_bound(layer64, x64, evaluate(layer64, x64), FLOAT32, evaluate) is not None
+    assert layer_bound(layer64, x64, masked, FLOAT32, evaluate, mask) is not None
 
 
 @pytest.mark.parametrize("name", list(NO_BOUND))

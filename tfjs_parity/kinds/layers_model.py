@@ -73,11 +73,13 @@ def check_tfjs_can_run(graph):
                     config.get("keepdims"):
                 raise KitError(f"{where}: keepdims=True, which tfjs-layers 4.22 ignores (its global pooling returns "
                                "[batch, channels], layers/pooling.js), so the layers after it would get another "
-                               "shape; pool without keepdims and Reshape after it")
+                               "shape; --as graph runs it as TensorFlow does (or pool without keepdims and "
+                               "Reshape after it)")
             if class_name == "Resizing":
                 raise KitError(f"{where}: tfjs-layers 4.22's Resizing computes its output shape without the batch "
                                "dimension ([height, width, shape[2]], layers/preprocessing/image_resizing.js), so the "
-                               "converted model fails in tfjs ('Shape mismatch'); resize the input before the model")
+                               "converted model fails in tfjs ('Shape mismatch'); --as graph runs it as TensorFlow "
+                               "does (or resize the input before the model)")
             if class_name == "ELU" and float(config.get("alpha", 1.0)) != 1.0:
                 raise KitError(f"{where}: alpha={config['alpha']}: tfjs-layers 4.22's ELU layer supports only 1.0")
             if class_name == "GRU" and config.get("reset_after"):
