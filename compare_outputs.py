@@ -2,7 +2,7 @@
 
     python compare_outputs.py [--out-dir results] [CAPTURE ...] [--full]
                               [--rtol R] [--atol A] [--max-ulp N] [--allow-mismatch]
-                              [--json FILE] [--html FILE] [--wait-for-captures]
+                              [--json FILE] [--html FILE] [--explain] [--wait-for-captures]
 
 With no CAPTURE files: prints the study's two blocks, tf.Keras Python vs tfjs Node and
 tf.Keras Python vs tfjs Browser, one line per tensor (how many values differ, their average
@@ -11,6 +11,10 @@ table of every capture against Python, a row per layer. With CAPTURE files: a bl
 each, then the table (the converted model and Python's capture are taken from the first
 CAPTURE's folder unless --out-dir says otherwise). Every capture records the id of the
 model it was made from: one made from another model is named stale, not compared.
+
+--explain (docs/explain.md) then reruns each capture with a mismatch with every relevant
+tfjs flag changed and on its runtime's other backends, names the change that avoids its
+first mismatch, and writes a standalone reproducer of that point to OUT_DIR/repro/.
 
 --full then judges every layer of every capture against the exact answer (the model in
 float64, keras_model_float64.json): metrics, a verdict (same bits, float32 rounding,
