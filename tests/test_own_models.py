@@ -1,6 +1,7 @@
 """Your own model: a zoo of user-like models (tests/zoo.py), each converted and run for real
 in TensorFlow Python, every Node backend and browser WebGL, and judged layer by layer."""
 import json
+import os
 import subprocess
 import sys
 
@@ -39,6 +40,45 @@ def test_every_layer_in_every_runtime_is_float32_rounding(zoo_runs, name):
             assert layer["bound_ratio"] <= 1 and layer["vs_float64"]["max_rel"] < 1e-3, (label, layer)
     for point in plan.points:  # every point appears in the printed report too
         assert f"\n{point.name[:19]}" in stdout
+
+
+SAME_LOCAL_REFERENCE = """
+import sys
+from pathlib import Path
+import numpy as np
+from tfjs_parity.capture import Capture
+from tfjs_parity.kinds.layers_model import local_reference
+from tfjs_parity.model import find_layer, load_keras
+from tfjs_parity.plan import PLAN_FILE, Plan
+from tfjs_parity.reference import LocalReference, float64_clone
+from tfjs_parity.verdict import FLOAT32
+out = Path(sys.argv[1])
+converted = out / "keras_converted"
+python = Capture.load(next(out.glob("keras_model_python.*")))
+exact = Capture.load(next(out.glob("keras_model_float64.*")))
+plan = Plan.load(converted / PLAN_FILE)
+fast = local_reference(converted, plan, exact)
+keras = load_keras()
+import tensorflowjs  # the way before: the converter's loader, then a float64 clone with its weights
+before = float64_clone(tensorflowjs.converters.load_keras_model(str(converted / "model.json")), keras)
+slow = LocalReference(before, keras, plan, exact, by_path=False)
+for (point, a, bounds_a), (_, b, bounds_b) in zip(fast.evaluate_capture(python, [FLOAT32]),
+                                                  slow.evaluate_capture(python, [FLOAT32])):
+    assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b)), point.name
+    assert (bounds_a["float32"] is None) == (bounds_b["float32"] is None), point.name
+print("same", len(plan.points))
+"""
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "text", "bilstm", "two_inputs", "mobilenet"])
+def test_the_float64_model_built_once_is_the_one_cloned_before(zoo_runs, name):
+    """The local reference's float64 model, built straight from the converted topology with
+    zero initializers (converted_float64), answers bit for bit as the float64 clone of the
+    converter's own loading did, at every point of the zoo model."""
+    out, _, _ = zoo_runs[name]
+    done = subprocess.run([sys.executable, "-c", SAME_LOCAL_REFERENCE, str(out)], cwd=ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
+    assert done.returncode == 0 and done.stdout.startswith("same"), done.stderr[-3000:]
 
 
 def test_nested_models_and_shared_layers_become_points_of_their_own(zoo_runs):

@@ -23,6 +23,7 @@ configuration: the layer then gets metrics and "no bound", never a guessed verdi
 entries would lose the shared helpers they are written in terms of.)
 """
 import math
+import weakref
 
 import numpy as np
 
@@ -250,12 +251,27 @@ def _kernel_layer(layer, inputs, outputs, u, evaluate):
         n = int(np.prod(kernel.shape[:-2])) * kernel.shape[-1]
     else:
         n = int(np.prod(kernel.shape[:-1]))
-    linear = _linear_copy(layer, weights, x.shape)
-    absolute = _linear_copy(layer, [np.abs(w) for w in weights], x.shape)
-    z = evaluate(linear, [x])[0]
-    scale = evaluate(absolute, [np.abs(x)])[0]
-    z_bound = gamma(n + 2, u) * scale
+    if activation_name(getattr(layer, "activation", None)) == "linear":
+        z = outputs[0]  # the layer's exact output is its pre-activation
+    else:
+        z = evaluate(_linear_copy(layer, weights, x.shape), [x])[0]
+    z_bound = gamma(n + 2, u) * absolute_scale(layer, weights, x, n, evaluate)
     return _activation_after(layer, z, outputs[0], u, z_bound)
+
+
+def absolute_scale(layer, weights, x, n, evaluate):
+    """S = the layer's linear part on |weights| and |x|, from above: computed in float32 (the
+    weights and inputs are float32 values, exactly), a sum of n + 1 non-negative terms within
+    gamma32(n + 2) of S below, so S32 / (1 - gamma32(n + 2)) is at least S; several times
+    faster than the same in float64, and the absolute copy is made once per layer."""
+    absolute = _ABSOLUTE.get(layer)
+    if absolute is None:
+        absolute = _ABSOLUTE[layer] = _linear_copy(layer, [np.abs(w).astype(np.float32) for w in weights], x.shape,
+                                                   dtype="float32")
+    return evaluate(absolute, [np.abs(x).astype(np.float32)])[0] / (1 - gamma(n + 2, 2.0 ** -24))
+
+
+_ABSOLUTE = weakref.WeakKeyDictionary()  # layer -> its float32 copy with |weights| and no activation
 
 
 def _activation_after(layer, z, y, u, z_bound):
@@ -264,9 +280,12 @@ def _activation_after(layer, z, y, u, z_bound):
     return None if bound is None else [bound]
 
 
-def _linear_copy(layer, weights, input_shape):
-    """The layer with `weights` and no activation, built for `input_shape`."""
+def _linear_copy(layer, weights, input_shape, dtype=None):
+    """The layer with `weights` and no activation, built for `input_shape` (in `dtype`, by
+    default the layer's)."""
     config = dict(layer.get_config(), name=f"{layer.name}_bound", activation="linear")
+    if dtype is not None:
+        config["dtype"] = dtype
     copy = type(layer).from_config(config)
     copy.build(input_shape)
     copy.set_weights(weights)

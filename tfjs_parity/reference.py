@@ -89,19 +89,40 @@ def load_reference_model(converted_dir):
             except Exception as error:  # Keras raises many kinds for a bad file
                 raise KitError(f"{path}: cannot load the Keras 3 source model ({error})") from None
     keras = load_keras()
-    with held_stderr():
-        import tensorflowjs
-        try:
-            model = tensorflowjs.converters.load_keras_model(str(converted_dir / "model.json"))
-        except Exception as error:  # the converter raises many kinds for a bad model
-            raise KitError(f"{converted_dir / 'model.json'}: cannot load as a Keras model ({error})") from None
-    return model, keras, plan, False
+    return converted_float64(converted_dir / "model.json", keras), keras, plan, False  # float64 already
+
+
+def converted_float64(model_json, keras):
+    """The converted layers model, built once straight in float64 from its topology (as the
+    converter's load_keras_model builds it, every dtype float64), with its initializers
+    zeros: LocalReference sets every weight from the float64 capture's (the model's true
+    weights), so drawing 25M random float64 numbers for ResNet50 first is only time."""
+    try:
+        topology = json.loads(model_json.read_text())["modelTopology"]
+        config = _zero_initialized(_as_float64(topology.get("model_config", topology)))
+        with held_stderr():
+            return keras.models.model_from_json(json.dumps(config))
+    except (KitError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # Keras raises many kinds for a bad model
+        raise KitError(f"{model_json}: cannot load as a Keras model ({error})") from None
+
+
+def _zero_initialized(config):
+    if isinstance(config, dict):
+        return {key: ({"class_name": "Zeros", "config": {}} if key.endswith("_initializer") and value is not None
+                      else _zero_initialized(value)) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_zero_initialized(value) for value in config]
+    return config
 
 
 class LocalReference:
     """Each capture point of a float64 model, callable on one runtime's own inputs to it."""
 
     def __init__(self, model, keras, plan, reference, by_path=True):
+        """`model`: the user's (cloned here in float64), or the converted model built in float64
+        (by_path False: converted_float64)."""
         """`reference`: the float64 capture, whose weights are the true ones (a runtime's own
         weights may be the very thing that is wrong)."""
         import tensorflow as tf
@@ -109,11 +130,20 @@ class LocalReference:
         self.plan, self.kind, self.reference = plan, kind_of(plan), reference
         self.exact_fed = {}  # id(capture) -> {point: the source whose exact answer fed it}
         self._decoded = {}  # id(capture) -> its inputs, decoded once (ResNet50's: 15 ms, at each of 176 points)
-        probe = self.kind.probe_model(float64_clone(model, keras), keras, plan, by_path)  # every layer built, as in the model
-        self.layers = probe.layers
+        if by_path:  # the Keras 3 original: cloned in float64 (the converted model is built so)
+            model = float64_clone(model, keras)
+        from .model import find_layer  # every layer built, as in the model
+        self.layers = {point.name: find_layer(model, point.path if by_path else [point.layer]) for point in plan.points}
+        given = set()
         for point in plan.points:
-            if point.weights and reference.weights(point.name):
-                self.layers[point.name].set_weights([np.asarray(w, np.float64) for w in reference.weights(point.name)])
+            layer, weights = self.layers[point.name], reference.weights(point.name)
+            if point.weights and weights:
+                layer.set_weights([np.asarray(w, np.float64) for w in weights])
+                given.add(id(layer))
+        for point in plan.points:  # a shared layer's weights come with its first call
+            if self.layers[point.name].weights and id(self.layers[point.name]) not in given:
+                raise KitError(f"{reference.label}: it holds no weights for layer {point.layer!r}; make it again "
+                               "with create_keras_model.py")
 
     def layer(self, point):
         return self.layers[point.name]

@@ -188,8 +188,8 @@ def judge(capture, python, reference, local, exact_fed=None, quantized=None):
                        "this runtime shaped differently")
         if verdict == Verdict.OVERFLOW:
             overflowed_points.add(point.name)
-        result.layers.append(LayerResult(point.name, measure(output, _joined(python.outputs(point.name))),
-                                         measure(output, exact), ratio, bound_rel, verdict, reason,
+        vs_python = _itself(output) if capture is python else measure(output, _joined(python.outputs(point.name)))
+        result.layers.append(LayerResult(point.name, vs_python, measure(output, exact), ratio, bound_rel, verdict, reason,
                                          str(weights_verdict), weights_reason))
     return result
 
@@ -211,6 +211,14 @@ def _ceiling(python, exact, point, precision):
         return None
     python_error = measure(_joined(python.outputs(point.name)), exact).max_rel
     return max(CEILING, CEILING_FACTOR * python_error) if np.isfinite(python_error) else CEILING
+
+
+def _itself(output):
+    """measure(output, output) without the arithmetic: Python's capture against itself."""
+    finite = np.isfinite(output)
+    magnitude = float(np.max(np.abs(output[finite]), initial=0.0))
+    average = 0.0 if output.size and np.all(finite) else float("nan")  # sum(|a - a|) / size: inf - inf, NaN, 0/0
+    return Metrics(int(np.sum(np.isnan(output))), average, 0.0, 0.0, 0.0, 0.0, 0, magnitude)
 
 
 def _unmeasured(size):

@@ -694,3 +694,20 @@ def test_the_fast_float64_twin_is_the_kit_s_float64_clone(name):
     assert type(fast) is type(kit) and fast.dtype == kit.dtype == "float64"
     assert all(np.array_equal(a, b) for a, b in zip(fast.get_weights(), kit.get_weights()))
     assert all(np.array_equal(a, b) for a, b in zip(evaluate(fast, inputs64), evaluate(kit, inputs64)))
+
+
+@pytest.mark.parametrize("name", ["Dense-tanh", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D",
+                                  "Conv2DTranspose", "Conv3D"])
+def test_the_float32_sum_of_absolute_terms_is_never_below_the_float64_one(name):
+    """_kernel_layer's S = |W||x| + |b| is taken in float32 (faster), divided by 1 - gamma32(n + 2):
+    never below the float64 S it stands for, and above it by a few parts in 10**4 at most."""
+    from tfjs_parity.bounds import _linear_copy, absolute_scale
+    case = CASES[name](np.random.default_rng(_seed(name)))
+    layer64 = float64_layer(case.layer, case.inputs)
+    x = as_float64(case.inputs)[0]
+    weights = layer64.get_weights()
+    scale64 = evaluate(_linear_copy(layer64, [np.abs(w) for w in weights], x.shape), [np.abs(x)])[0]
+    scale = absolute_scale(layer64, weights, x, int(np.prod(weights[0].shape[:-1])), evaluate)
+    assert scale.shape == scale64.shape
+    assert np.all(scale >= scale64)
+    assert np.all(scale <= scale64 * (1 + 1e-3))

@@ -115,3 +115,39 @@ def test_nan_and_infinity_are_never_hidden():
     assert m.max_abs == np.inf and m.nonfinite == 1 and m.magnitude == 70000.0
     m = measure(np.array([np.nan], np.float32), np.array([np.nan]))  # NaN in both: not this runtime's doing
     assert m.max_abs == 0.0 and m.nonfinite == 0 and m.different_values == 1  # the study's count keeps NaN != NaN
+
+
+def _measure_as_before(a, r):
+    """measure() as it was before its single-pass rewrite (the oracle: no metric may change)."""
+    from tfjs_parity.compare import Metrics, _nan_max, diff_arrays
+    with np.errstate(invalid="ignore"):
+        a = np.asarray(a, dtype=np.float64)
+        r = np.asarray(r, dtype=np.float64)
+    count, average = diff_arrays(a, r)
+    same = (a == r) | (np.isnan(a) & np.isnan(r))
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = np.where(same, 0.0, np.abs(a - r))
+        magnitude = float(np.max(np.abs(r[np.isfinite(r)]), initial=0.0))
+        spacing = np.spacing(np.abs(r).astype(np.float32)).astype(np.float64)
+        ulps = np.where(same, 0.0, error / spacing)
+    max_abs = _nan_max(error)
+    return Metrics(count, average, max_abs,
+                   max_abs / magnitude if magnitude > 0 else (0.0 if max_abs == 0 else float("inf")),
+                   _nan_max(ulps), float(np.median(ulps)) if ulps.size else 0.0,
+                   int(np.sum(~np.isfinite(a) & np.isfinite(r))), magnitude)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_measure_gives_the_metrics_it_always_gave(seed):
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0, 10, 200)
+    a = (r + rng.normal(0, 1e-6, 200) * (rng.random(200) < 0.7)).astype(np.float32)
+    if seed % 3 == 1:  # NaN, infinities, the same infinity on both sides
+        a[[3, 7, 11]] = [np.nan, np.inf, -np.inf]
+        r[[7, 12]] = [np.inf, np.nan]
+    if seed % 3 == 2:
+        a[:] = r  # bit-identical
+        r = r.astype(np.float32).astype(np.float64)
+        a = r.copy()
+    got, want = measure(a, r), _measure_as_before(a, r)
+    assert repr(got) == repr(want)

@@ -126,3 +126,11 @@ def test_the_worst_point_is_the_capture_s_verdict_and_the_gate_fails_on_it():
 @pytest.mark.parametrize("precision, u", [(FLOAT32, 2.0 ** -24), (FLOAT16, 2.0 ** -11)])
 def test_precisions_are_the_formats_unit_roundoffs(precision, u):
     assert precision.unit_roundoff == u and precision.largest == (3.4028234663852886e38 if u < 1e-5 else 65504.0)
+
+
+def test_python_against_itself_is_measure_of_itself_without_the_arithmetic():
+    from tfjs_parity.compare import measure
+    from tfjs_parity.verdict import _itself
+    for values in ([1.5, -2.0, 0.0], [1.0, float("nan"), float("inf"), -3.0], [], [float("-inf")]):
+        array = np.asarray(values, np.float64)
+        assert repr(_itself(array)) == repr(measure(array, array)), values
