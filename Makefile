@@ -19,17 +19,11 @@ run: setup
 	@$(PY) -m tfjs_parity.study
 
 # Every runtime and backend, plus WebGL with float16 textures (a phone GPU), and Firefox's
-# WebGL, WASM and CPU when Firefox is installed (make setup-firefox), in one table.
+# WebGL, WASM and CPU when Firefox is installed (make setup-firefox), in one table
+# (results/report.html and .json too). Every run starts up beside step 1 and then runs in
+# its turn, alone, so that each times its backends undisturbed (tfjs_parity/study.py).
 matrix: setup
-	@$(PY) create_keras_model.py
-	@$(PY) run_node.py --backend all
-	@$(PY) run_browser.py --backend all
-	@$(PY) run_browser.py --precision f16
-	@if $(PY) -c "from tfjs_parity.runners.firefox_runner import find_firefox; find_firefox()" 2>/dev/null; then \
-		$(PY) run_browser.py --browser firefox --backend webgl,wasm,cpu; \
-		else echo "(no Firefox: make setup-firefox adds its columns)"; fi
-	@echo
-	@$(PY) compare_outputs.py --html results/report.html --json results/report.json
+	@$(PY) -m tfjs_parity.study --matrix
 
 # The tests run Firefox too (a second engine: WebGL on Mesa's llvmpipe, not SwiftShader).
 test: setup setup-firefox

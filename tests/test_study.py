@@ -167,3 +167,54 @@ def test_an_error_a_library_makes_of_a_swallowed_signal_is_that_signal(tmp_path)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 128 + signal.SIGTERM and len(lines) == 1, done
     assert lines[0].startswith("terminated (SIGTERM)"), lines
+
+
+MATRIX_STEPS = [("run_node.py", "--backend", "all"), ("run_browser.py", "--backend", "all"),
+                ("run_browser.py", "--precision", "f16"),
+                ("run_browser.py", "--browser", "firefox", "--backend", "webgl,wasm,cpu")]
+
+
+def test_the_overlapped_matrix_gives_the_numbers_and_verdicts_of_its_steps_one_by_one(tmp_path):
+    """make matrix (python -m tfjs_parity.study --matrix): every capture bit for bit the one
+    the steps make run one after the other (make matrix's old way), the same verdicts; the
+    output in a fixed order, step by step, then the report."""
+    overlapped, one_by_one = tmp_path / "overlapped", tmp_path / "one_by_one"
+    done = check(run_module("tfjs_parity.study", "--matrix", "--out-dir", overlapped))
+    check(run_script("create_keras_model.py", "--out-dir", one_by_one))
+    for script, *args in MATRIX_STEPS:
+        check(run_script(script, "--out-dir", one_by_one, *args))
+    check(run_script("compare_outputs.py", "--out-dir", one_by_one, "--json", one_by_one / "report.json"))
+    names = sorted(p.name for p in overlapped.glob("keras_model_*.json"))
+    assert names == sorted(p.name for p in one_by_one.glob("keras_model_*.json")) and len(names) == 13, names
+    for name in names:
+        a, b = Capture.load(overlapped / name), Capture.load(one_by_one / name)
+        assert list(a.tensors) == list(b.tensors), name
+        for key in a.tensors:
+            assert all(x.tobytes() == y.tobytes() for x, y in zip(a.tensors[key], b.tensors[key])), (name, key)
+    import json
+    reports = [json.loads((folder / "report.json").read_text()) for folder in (overlapped, one_by_one)]
+    verdicts = [{c["label"]: [layer["verdict"] for layer in c["layers"]] for c in r["captures"]} for r in reports]
+    assert verdicts[0] == verdicts[1]
+    written = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("wrote ")]
+    order = ["keras_converted/", "keras_model_tfjs_node.json", "keras_model_tfjs_node_cpu.json",
+             "keras_model_tfjs_node_wasm.json", "keras_model_tfjs_browser.json", "keras_model_tfjs_browser_wasm.json",
+             "keras_model_tfjs_browser_cpu.json", "keras_model_tfjs_browser_webgpu.json",
+             "keras_model_tfjs_browser_webgl_f16.json", "keras_model_tfjs_firefox_webgl.json",
+             "keras_model_tfjs_firefox_wasm.json", "keras_model_tfjs_firefox_cpu.json"]
+    assert [Path(w).name + ("/" if w.endswith("/") else "") for w in written[:len(order)]] == order, written
+    assert "********** tf.Keras Python vs tfjs Browser **********" in done.stdout
+    assert done.stdout.rstrip().endswith(f"wrote {overlapped / 'report.html'} (open it in a browser)")
+    assert leftovers(overlapped) == []
+
+
+def test_a_failing_run_ends_the_matrix_with_its_line_and_no_report(tmp_path):
+    """No Node: the matrix stops at its first run, says why in one line, and the browsers and
+    step 4 waiting for their turn are stopped without a word."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    done = run_module("tfjs_parity.study", "--matrix", "--out-dir", tmp_path,
+                      env={"PATH": str(tmp_path / "nowhere"), "CHROME_PATH": os.environ.get("CHROME_PATH", chromium)})
+    assert done.returncode == 2, done
+    assert done.stderr.strip().splitlines() == ["error: Node.js (`node`) not found on PATH; install Node 18 or "
+                                                "newer, then run `make setup`"], done.stderr
+    assert not (tmp_path / "report.json").exists()
+    assert no_orphans_within(str(tmp_path)) == [] and no_orphans_within("tfjs_parity-chromium") == []

@@ -1,6 +1,6 @@
 """The original study in one command (`make run`): the four steps, overlapped where they can be.
 
-    python -m tfjs_parity.study [--out-dir results]
+    python -m tfjs_parity.study [--out-dir results] [--matrix]
 
 Step 1 (create_keras_model.py) builds and converts the model while steps 2 and 3 start up
 beside it: run_node.py and, BROWSER_AFTER seconds later, run_browser.py, both with
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import processes
+from . import KitError, processes
 from .cli import QUIET_STOP, Terminated, run_main
 from .files import make_dirs
 from .paths import DEFAULT_OUT_DIR, ROOT
@@ -31,13 +31,25 @@ BROWSER_AFTER = 1.0
 STOP_GRACE = 5.0  # seconds a step may take to stop cleanly (remove its staging, its browser)
 
 
+# make matrix: every run, one after the other (each measures its backends' speed: runs side by
+# side would time each other), all started up beside step 1 and waiting for their turn.
+MATRIX_RUNS = (("run_node.py", "--backend", "all"), ("run_browser.py", "--backend", "all"),
+               ("run_browser.py", "--precision", "f16"))
+FIREFOX_RUN = ("run_browser.py", "--browser", "firefox", "--backend", "webgl,wasm,cpu")  # cannot wait: started in turn
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
+    parser.add_argument("--matrix", action="store_true",
+                        help="make matrix: every runtime, backend and float16 mode (and Firefox when installed), "
+                             "then one table, an HTML and a JSON report in --out-dir")
     args = parser.parse_args()
     # here, not by whichever step starts first (a step that fails removes the folders it made)
     make_dirs(args.out_dir, "--out-dir")
     out = ["--out-dir", str(args.out_dir)]
+    if args.matrix:
+        return matrix(args.out_dir, out)
     steps = _Steps()
     try:
         waiting = [steps.start_waiting("run_node.py", *out)]
@@ -72,6 +84,61 @@ def main():
         steps.stop()
 
 
+def matrix(out_dir, out):
+    """Step 1, with every run of MATRIX_RUNS and step 4 started up beside it; then each run
+    in turn, its output shown whole as it ends (the order fixed), Firefox's after them, and
+    the report. A failing step ends it with its status, after its output; a signal stops
+    every step, as make run."""
+    from .runners.firefox_runner import find_firefox
+    try:
+        find_firefox()
+        firefox = True
+    except KitError:
+        firefox = False
+    steps = _Steps()
+    report = ["--html", str(out_dir / "report.html"), "--json", str(out_dir / "report.json")]
+    try:
+        waiting = [steps.start_waiting(MATRIX_RUNS[0][0], *out, *MATRIX_RUNS[0][1:])]
+        steps.start("create_keras_model.py", *out)
+        built = steps.wait(BROWSER_AFTER)
+        if built in (None, 0):  # step 1 is under way: the browsers and step 4 start up beside it
+            waiting += [steps.start_waiting(script, *out, *rest) for script, *rest in MATRIX_RUNS[1:]]
+            compare = steps.start_waiting("compare_outputs.py", *out, *report, wait="--wait-for-captures")
+        if built is None:
+            built = steps.wait()
+        if built != 0:
+            for child in waiting:
+                _tell(child, b"")
+            return _status("create_keras_model.py", built)
+        names = [script for script, *_ in MATRIX_RUNS]
+        for script, child in zip(names, waiting):
+            _tell(child, b"\n")
+            code = child.wait()
+            steps.show(child)
+            if code != 0:
+                return _status(script, code)  # the finally stops the steps still waiting
+        if firefox:
+            child = steps.start_waiting(FIREFOX_RUN[0], *out, *FIREFOX_RUN[1:], wait=None)
+            code = child.wait()
+            steps.show(child)
+            if code != 0:
+                return _status("run_browser.py --browser firefox", code)
+        else:
+            print("(no Firefox: make setup-firefox adds its columns)", flush=True)
+        print(flush=True)
+        _tell(compare, b"\n")
+        code = compare.wait()
+        steps.show(compare)
+        return _status("compare_outputs.py", code)
+    except (KeyboardInterrupt, Terminated):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        steps.stop()
+        raise
+    finally:
+        steps.stop()
+
+
 class _Steps:
     """The steps' processes: each the leader of its own process group (processes.start)."""
 
@@ -79,11 +146,12 @@ class _Steps:
         self.logs = {}  # waiting step -> (stdout file, stderr file)
         self.foreground = None  # the step whose output goes straight to the terminal
 
-    def start_waiting(self, script, *args):
-        """Start a step told to wait for the model, its output kept for show()."""
+    def start_waiting(self, script, *args, wait="--wait-for-model"):
+        """Start a step told to wait (for the model, or with `wait` its own option; None: a step
+        that starts at once), its output kept for show()."""
         logs = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
-        child = _start(_command(script, *args, "--wait-for-model"), stdin=subprocess.PIPE, stdout=logs[0],
-                       stderr=logs[1])
+        child = _start(_command(script, *args, *([wait] if wait else [])),
+                       stdin=subprocess.PIPE if wait else subprocess.DEVNULL, stdout=logs[0], stderr=logs[1])
         self.logs[child] = logs
         return child
 
