@@ -105,6 +105,14 @@ def study_way(out, folder):
     return wall, peak, size
 
 
+def sequential_matrix(out):
+    """Seconds of make matrix's runs as separate steps, one after the other (its old way)."""
+    from tfjs_parity.study import FIREFOX_RUN, MATRIX_RUNS
+    steps = [("create_keras_model.py",), *MATRIX_RUNS, FIREFOX_RUN,
+             ("compare_outputs.py", "--html", str(out / "r.html"), "--json", str(out / "r.json"))]
+    return sum(measure([PY, str(ROOT / script), "--out-dir", str(out), *rest])[0] for script, *rest in steps)
+
+
 def startups():
     """Seconds of the start-ups a run cannot avoid, each measured alone (best of 3), up to the
     moment it is ready: not the teardown after (Python's teardown of TensorFlow alone is 0.9 s)."""
@@ -209,6 +217,11 @@ def main():
     print("\nStart-ups: " + ", ".join(f"{k} {v:.2f} s" for k, v in ups.items()) + f"; sum {total:.2f} s")
     print(f"make run (warm, best of {len(make_times) - 1}): {min(make_times[1:]):.2f} s = "
           f"{min(make_times[1:]) / total:.2f}x the start-ups")
+    matrix_times = [measure(["make", "--no-print-directory", "-s", "matrix"])[0] for _ in range(2)]
+    one_by_one = sequential_matrix(folder / "matrix_one_by_one")
+    print(f"make matrix (warm, best of {len(matrix_times)}): {min(matrix_times):.2f} s = "
+          f"{min(matrix_times) / total:.2f}x the start-ups; its steps one by one: {one_by_one:.2f} s = "
+          f"{one_by_one / total:.2f}x (Firefox's own start-up not counted in the start-ups)")
     if not args.keep:
         import shutil
         shutil.rmtree(folder, ignore_errors=True)
