@@ -32,7 +32,8 @@ from .paths import NODE_MODULES
 REPRO_DIR = "repro"
 RESULT_PREFIX = "RESULT "  # repro.js's last line: the figures as JSON, for the kit's own run
 
-# The comparison both files make: one text, so the page and the script cannot disagree.
+# What both files do, the layer run and its answer checked: one text, so the page and the
+# script cannot disagree.
 CHECK_JS = r"""
 function check(c, backend, got) {
   let worst = {ratio: -1};
@@ -54,6 +55,16 @@ function check(c, backend, got) {
     `(TensorFlow Python: ${worst.tensorflow}) -- ${wrong ? 'WRONG: beyond float32 rounding' : 'correct within float32 rounding'}`;
   return {line, result: Object.assign({backend, wrong}, worst)};
 }
+
+async function run(tf, c, backend, weightData) {
+  for (const [name, value] of Object.entries(backend === c.backend ? c.flags : {})) tf.env().set(name, value);
+  if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} did not start`);
+  const model = await tf.loadLayersModel(tf.io.fromMemory({modelTopology: c.model.modelTopology,
+                                                          weightSpecs: c.model.weightSpecs, weightData}));
+  const inputs = c.inputs.map((t) => tf.tensor(t.data, t.shape, t.dtype));
+  const outputs = [].concat(model.predict(inputs.length === 1 ? inputs[0] : inputs));
+  return check(c, tf.getBackend(), await Promise.all(outputs.map((t) => t.data())));
+}
 """
 
 NODE_JS = """// Reproducer: layer {name!r} ({class_name}) of a tfjs {tfjs} model, alone, on backend {backend}.
@@ -66,15 +77,7 @@ const tf = backend === 'tensorflow' ? require('@tensorflow/tfjs-node') : require
 if (backend === 'wasm') require('@tensorflow/tfjs-backend-wasm');
 {check}
 async function main() {{
-  for (const [name, value] of Object.entries(backend === c.backend ? c.flags : {{}})) tf.env().set(name, value);
-  if (!(await tf.setBackend(backend))) throw new Error(`backend ${{backend}} did not start`);
-  const weightData = new Uint8Array(Buffer.from(c.model.weightData, 'base64')).buffer;
-  const model = await tf.loadLayersModel(tf.io.fromMemory({{modelTopology: c.model.modelTopology,
-                                                            weightSpecs: c.model.weightSpecs, weightData}}));
-  const inputs = c.inputs.map((t) => tf.tensor(t.data, t.shape, t.dtype));
-  const outputs = [].concat(model.predict(inputs.length === 1 ? inputs[0] : inputs));
-  const got = await Promise.all(outputs.map((t) => t.data()));
-  const {{line, result}} = check(c, tf.getBackend(), got);
+  const {{line, result}} = await run(tf, c, backend, new Uint8Array(Buffer.from(c.model.weightData, 'base64')).buffer);
   console.log(line);
   console.log('{prefix}' + JSON.stringify(result));
 }}
@@ -96,15 +99,8 @@ HTML = """<!doctype html>
   const c = await (await fetch('case.json')).json();
   const backend = new URLSearchParams(location.search).get('backend') || c.backend;
   tf.wasm.setWasmPaths('node_modules/@tensorflow/tfjs-backend-wasm/dist/');
-  for (const [name, value] of Object.entries(backend === c.backend ? c.flags : {{}})) tf.env().set(name, value);
-  if (!(await tf.setBackend(backend))) throw new Error(`backend ${{backend}} did not start`);
   const weightData = Uint8Array.from(atob(c.model.weightData), (ch) => ch.charCodeAt(0)).buffer;
-  const model = await tf.loadLayersModel(tf.io.fromMemory({{modelTopology: c.model.modelTopology,
-                                                            weightSpecs: c.model.weightSpecs, weightData}}));
-  const inputs = c.inputs.map((t) => tf.tensor(t.data, t.shape, t.dtype));
-  const outputs = [].concat(model.predict(inputs.length === 1 ? inputs[0] : inputs));
-  const got = await Promise.all(outputs.map((t) => t.data()));
-  const {{line, result}} = check(c, tf.getBackend(), got);
+  const {{line, result}} = await run(tf, c, backend, weightData);
   document.getElementById('result').textContent = line;
   console.log(line);
   window.reproResult = result;
