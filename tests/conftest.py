@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +17,18 @@ sys.path.insert(0, str(ROOT / "tests"))  # zoo.py, the user-like models
 from zoo import ZOO  # noqa: E402
 
 SMALL_MODEL = ["--depth", "3", "--units", "8"]  # the issue's small model: fast, same code paths
+
+
+def wait_for(condition, timeout=60.0, step=0.02):
+    """The condition's first true value within `timeout` seconds (else its last value): for
+    waiting on a state a program reports, never on a moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    return condition()
 
 
 def run_script(script, *args, env=None, timeout=600):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, run_script
+from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, run_script, wait_for
 from tfjs_parity.capture import Capture
 from tfjs_parity.runners.device_runner import DeviceSession, device_name, parse_listen
 
@@ -415,8 +415,8 @@ def test_an_upload_that_is_arriving_keeps_the_run_alive(session):
         before = session.server.last_request
         time.sleep(0.3)
         connection.sendall(bytes(4))  # half the piece, a moment later
-        time.sleep(0.3)
-        assert session.server.last_request > before
+        # the server's state, waited for: how soon it reads the bytes is the machine's business
+        assert wait_for(lambda: session.server.last_request > before, 10)
         connection.sendall(bytes(4))
         assert connection.recv(100).startswith(b"HTTP/1.0 204")
 
@@ -426,12 +426,13 @@ def test_idle_connections_beyond_the_limit_are_closed_at_once(session):
     host, port = session.server.netloc.split(":")
     idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(MAX_CONNECTIONS)]
     try:
-        time.sleep(0.3)
+        # every idle connection accepted and holding its slot: a state the server has, waited for
+        assert wait_for(lambda: session.server._httpd.connections._value == 0, 10)
         extra = socket.create_connection((host, int(port)), timeout=5)
         assert extra.recv(10) == b""  # closed by the kit, not left waiting
         extra.close()
     finally:
         for connection in idle:
             connection.close()
-    time.sleep(0.3)
+    assert wait_for(lambda: session.server._httpd.connections._value == MAX_CONNECTIONS, 10)
     assert request(session.server.url_of("/inference_in_browser.html"))[0] == 200  # and then served again

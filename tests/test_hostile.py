@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, run_script
+from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, run_script, wait_for
 from tfjs_parity.capture import Capture
 
 pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
@@ -44,15 +44,6 @@ def processes_mentioning(text):
         if text in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
-
-
-def wait_for(condition, timeout=60.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every)
-    return False
 
 
 def no_orphans_within(text, seconds=5.0):
