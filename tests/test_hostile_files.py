@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -23,18 +22,18 @@ PEAK_LIMIT_MIB = 1024
 
 
 def run_step_1(*args, tmp):
-    """(CompletedProcess-like, peak MiB) of create_keras_model.py with `args`, and the files
-    that appeared outside `tmp` in the system's temporary folder meanwhile."""
-    figures = tmp / "figures"
-    before = set(Path(tempfile.gettempdir()).iterdir())
+    """(CompletedProcess-like, peak MiB) of create_keras_model.py with `args`, and what the step
+    left in its temporary folder: a private one (TMPDIR), so that what other processes on the
+    machine write to /tmp meanwhile cannot count against the step."""
+    figures, private = tmp / "figures", tmp / "tmpdir"
+    private.mkdir()
     done = subprocess.run([sys.executable, "-c", LAUNCHER, str(figures), sys.executable,
                            str(ROOT / "create_keras_model.py"), *map(str, args), "--out-dir", str(tmp / "out")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TMPDIR=str(private)))
     _, peak_kib, code = figures.read_text().split()
     done.returncode = int(code)
-    appeared = {p for p in set(Path(tempfile.gettempdir()).iterdir()) - before
-                if not str(p).startswith(str(tmp)) and "pytest" not in p.name}
-    return done, int(peak_kib) / 1024, appeared
+    return done, int(peak_kib) / 1024, set(private.iterdir())
 
 
 def keras_file(path, config):
