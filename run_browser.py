@@ -75,8 +75,8 @@ def main():
         raise KitError("--chromium-arg is for Chromium; it does not apply with --device or --browser firefox")
     if args.idle_timeout is not None and not args.device:
         raise KitError("--idle-timeout is for --device")
-    if args.wait_for_model and (args.device or args.browser == "firefox"):
-        raise KitError("--wait-for-model is for Chromium runs; it does not apply with --device or --browser firefox")
+    if args.wait_for_model and args.device:
+        raise KitError("--wait-for-model is for Chromium and Firefox runs here; it does not apply with --device")
     # a device runs every backend it has, unless told; Chromium and Firefox here run WebGL
     backends = chosen_backends(args.backend or ("all" if args.device else "webgl"), browser_runner.BACKENDS)
     if args.precision == "f16" and backends != ["webgl"]:

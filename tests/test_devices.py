@@ -21,6 +21,7 @@ import pytest
 
 from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, run_script, wait_for
 from tfjs_parity.capture import Capture
+from tfjs_parity.plan import PLAN_FILE, Plan
 from tfjs_parity.runners.device_runner import DeviceSession, device_name, parse_listen
 
 pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
@@ -139,6 +140,28 @@ def _header(total_bytes, uploads):
     header = json.dumps({"a_output/0": {"dtype": "F32", "shape": [total_bytes // 4], "data_offsets": [0, total_bytes]},
                          "__metadata__": {"capture": capture}}).encode()
     return len(header).to_bytes(8, "little") + header
+
+
+def test_a_session_started_before_its_model_serves_it_and_takes_uploads_only_once_told(small_study, tmp_path):
+    """--wait-for-model in Firefox: the page and tfjs now, the page told to wait (wait=served);
+    the model's files, and uploads of it, only after serve_model(): a capture of the model
+    that was there before is refused meanwhile."""
+    out = copy_study(small_study, tmp_path, STUDY)
+    model_json = out / "keras_converted" / "model.json"
+    with DeviceSession(model_json, out, ["cpu"], {}, listen=(LISTEN, 0), later=True) as running:
+        assert "wait=served" in running.url
+        token = running.uploads.token
+        assert request(running.server.url_of("/inference_in_browser.html"))[0] == 200
+        assert request(running.server.url_of("/model/model.json"))[0] == 404
+        begin = f"{running.server.url}/{token}/upload/{token}/cpu/begin"
+        ours = Plan.load(out / "keras_converted" / PLAN_FILE).model_id
+        early = _header(8, type("Uploads", (), {"model_id": ours}))
+        status, said = request(begin, early)
+        assert status == 409 and b"not made yet" in said, said
+        running.serve_model()
+        assert request(running.server.url_of("/model/model.json"))[0] == 200
+        assert request(begin, _header(8, running.uploads))[0] == 204
+        assert running.uploads.model_id == ours
 
 
 def test_device_mode_refuses_what_was_not_asked_for(session):

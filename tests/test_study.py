@@ -20,8 +20,11 @@ from tfjs_parity.paths import find_capture
 pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
 
 
-def start_waiting(script, out, env=None):
-    return subprocess.Popen([sys.executable, str(ROOT / script), "--out-dir", str(out), "--wait-for-model"],
+FIREFOX = ("run_browser.py", "--browser", "firefox", "--backend", "webgl,cpu")
+
+
+def start_waiting(script, out, *args, env=None):
+    return subprocess.Popen([sys.executable, str(ROOT / script), "--out-dir", str(out), *args, "--wait-for-model"],
                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env=dict(os.environ, **(env or {})))
 
@@ -44,7 +47,7 @@ def test_steps_started_before_the_model_read_the_one_they_are_told_of(small_stud
     before the line would hold the old model's id, and compare would call it stale)."""
     out = copy_study(small_study, tmp_path / "results")
     old = model_id(out)
-    waiting = [start_waiting(script, out) for script in ("run_node.py", "run_browser.py")]
+    waiting = [start_waiting(script, out, *args) for script, *args in (("run_node.py",), ("run_browser.py",), FIREFOX)]
     try:
         check(run_script("create_keras_model.py", "--depth", "2", "--units", "5", "--out-dir", out))
         assert model_id(out) != old
@@ -55,27 +58,31 @@ def test_steps_started_before_the_model_read_the_one_they_are_told_of(small_stud
         for child in waiting:
             child.kill()
             child.wait()
-    for name in ("keras_model_tfjs_node.json", "keras_model_tfjs_browser.json"):
+    for name in ("keras_model_tfjs_node.json", "keras_model_tfjs_browser.json", "keras_model_tfjs_firefox_webgl.json",
+                 "keras_model_tfjs_firefox_cpu.json"):
         assert Capture.load(find_capture(out, name)).metadata["model_id"] == model_id(out)
     check(run_script("compare_outputs.py", "--out-dir", out))
     assert leftovers(out) == []
 
 
-@pytest.mark.parametrize("script", ["run_node.py", "run_browser.py"])
-def test_a_waiting_step_whose_stdin_ends_stops_with_one_line(tmp_path, script, request):
+@pytest.mark.parametrize("step", [("run_node.py",), ("run_browser.py",), FIREFOX], ids=["node", "chromium", "firefox"])
+def test_a_waiting_step_whose_stdin_ends_stops_with_one_line(tmp_path, step, request):
     """...and leaves nothing in TMPDIR but the kit's private profiles folder (Chromium, stopped
     without closing by itself, leaves its singleton folder there: the kit removes it)."""
     temp = Path(tempfile.mkdtemp(dir="/tmp"))  # short: Chromium's socket path must fit in 108 bytes
     request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
-    child = start_waiting(script, tmp_path / "out", env={"TMPDIR": str(temp)})
-    if script == "run_browser.py":  # its Chromium is up and waiting
-        assert wait_for(lambda: processes_mentioning(f".chromium-profile.~{child.pid}~"), 60)
+    child = start_waiting(*step[:1], tmp_path / "out", *step[1:], env={"TMPDIR": str(temp)})
+    browser = "firefox" if "firefox" in step else "chromium"
+    if step[0] == "run_browser.py":  # its browser is up and waiting
+        assert wait_for(lambda: processes_mentioning(f".{browser}-profile.~{child.pid}~"), 60)
     stdout, stderr = child.communicate("", timeout=120)
     done = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     assert_one_line_error(done, "--wait-for-model", "create_keras_model.py")
     assert no_orphans_within(f"~{child.pid}~") == []
     assert leftovers(tmp_path) == []
-    assert [p.name for p in temp.iterdir()] in ([], [f"tfjs_parity-chromium-{os.getuid()}"])
+    left = [p for p in temp.iterdir()]
+    assert [p.name for p in left] in ([], [f"tfjs_parity-{browser}-{os.getuid()}"]), left
+    assert all(list(p.iterdir()) == [] for p in left), left  # the profiles folder, empty
 
 
 def test_the_one_command_stops_every_step_when_step_1_dies(small_study, tmp_path):

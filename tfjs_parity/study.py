@@ -35,7 +35,7 @@ STOP_GRACE = 5.0  # seconds a step may take to stop cleanly (remove its staging,
 # side would time each other), all started up beside step 1 and waiting for their turn.
 MATRIX_RUNS = (("run_node.py", "--backend", "all"), ("run_browser.py", "--backend", "all"),
                ("run_browser.py", "--precision", "f16"))
-FIREFOX_RUN = ("run_browser.py", "--browser", "firefox", "--backend", "webgl,wasm,cpu")  # cannot wait: started in turn
+FIREFOX_RUN = ("run_browser.py", "--browser", "firefox", "--backend", "webgl,wasm,cpu")  # the last, when installed
 
 
 def main():
@@ -85,24 +85,24 @@ def main():
 
 
 def matrix(out_dir, out):
-    """Step 1, with every run of MATRIX_RUNS and step 4 started up beside it; then each run
-    in turn, its output shown whole as it ends (the order fixed), Firefox's after them, and
-    the report. A failing step ends it with its status, after its output; a signal stops
-    every step, as make run."""
+    """Step 1, with every run of MATRIX_RUNS (and FIREFOX_RUN, when Firefox is installed) and
+    step 4 started up beside it; then each run in turn, its output shown whole as it ends (the
+    order fixed), and the report. A failing step ends it with its status, after its output; a
+    signal stops every step, as make run."""
     from .runners.firefox_runner import find_firefox
     try:
         find_firefox()
-        firefox = True
+        runs = [*MATRIX_RUNS, FIREFOX_RUN]
     except KitError:
-        firefox = False
+        runs = list(MATRIX_RUNS)
     steps = _Steps()
     report = ["--html", str(out_dir / "report.html"), "--json", str(out_dir / "report.json")]
     try:
-        waiting = [steps.start_waiting(MATRIX_RUNS[0][0], *out, *MATRIX_RUNS[0][1:])]
+        waiting = [steps.start_waiting(runs[0][0], *out, *runs[0][1:])]
         steps.start("create_keras_model.py", *out)
         built = steps.wait(BROWSER_AFTER)
         if built in (None, 0):  # step 1 is under way: the browsers and step 4 start up beside it
-            waiting += [steps.start_waiting(script, *out, *rest) for script, *rest in MATRIX_RUNS[1:]]
+            waiting += [steps.start_waiting(script, *out, *rest) for script, *rest in runs[1:]]
             compare = steps.start_waiting("compare_outputs.py", *out, *report, wait="--wait-for-captures")
         if built is None:
             built = steps.wait()
@@ -110,20 +110,13 @@ def matrix(out_dir, out):
             for child in waiting:
                 _tell(child, b"")
             return _status("create_keras_model.py", built)
-        names = [script for script, *_ in MATRIX_RUNS]
-        for script, child in zip(names, waiting):
+        for run, child in zip(runs, waiting):
             _tell(child, b"\n")
             code = child.wait()
             steps.show(child)
             if code != 0:
-                return _status(script, code)  # the finally stops the steps still waiting
-        if firefox:
-            child = steps.start_waiting(FIREFOX_RUN[0], *out, *FIREFOX_RUN[1:], wait=None)
-            code = child.wait()
-            steps.show(child)
-            if code != 0:
-                return _status("run_browser.py --browser firefox", code)
-        else:
+                return _status(" ".join(run[:3]) if run is FIREFOX_RUN else run[0], code)  # the finally stops the rest
+        if runs[-1] is not FIREFOX_RUN:
             print("(no Firefox: make setup-firefox adds its columns)", flush=True)
         print(flush=True)
         _tell(compare, b"\n")

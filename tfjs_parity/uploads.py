@@ -25,6 +25,7 @@ MAX_HEADER_BYTES = 64 * 2 ** 20     # a safetensors header: names, shapes and th
 MAX_CAPTURE_BYTES = 16 * 2 ** 30    # far above any model's activations here; refuses a runaway page
 MAX_REQUEST_BYTES = 2 * 2 ** 30     # one request's body (a piece of a capture)
 PENDING_PER_SLOT = 4  # devices uploading without a whole capture yet, per --devices slot
+NO_MODEL_YET = object()  # model_id of a run whose model is not made yet: every upload is refused
 PENDING_SECONDS = 120  # a device silent this long is no longer counted as uploading (an abandoned upload)
 
 
@@ -200,6 +201,8 @@ class Uploads:
                                      f"{len(self.pending)} are uploading already")
 
     def _begin(self, name, body):
+        if self.model_id is NO_MODEL_YET:
+            raise UploadRefused(409, f"{name}: the model of this run is not made yet: wait for it, then reload the page")
         if len(body) < 8:
             raise UploadRefused(400, "a safetensors header starts with its 8-byte length")
         if int.from_bytes(body[:8], "little") != len(body) - 8:

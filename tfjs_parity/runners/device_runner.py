@@ -16,10 +16,10 @@ from .. import KitError
 from ..capture import Capture
 from ..steps import variant_of
 from ..server import PageServer
-from ..uploads import Uploads
+from ..uploads import NO_MODEL_YET, Uploads
 from .browser_runner import BACKENDS  # noqa: F401 (the page's backends, on any browser)
 from .chromium import one_line
-from .page import check_servable, read_upload, routes_for
+from .page import check_model, check_servable, check_tfjs_files, model_routes, page_routes, read_upload, routes_for
 
 NAME = "device"
 SCRIPT = "run_browser.py --device"
@@ -95,19 +95,41 @@ class DeviceSession:
     per device and backend (a repeat replaces), and the events devices cause. A context
     manager; the server is closed (every later request refused) when it ends."""
 
-    def __init__(self, model_json, staging, backends, page, listen=("127.0.0.1", 0), max_devices=MAX_DEVICES):
-        model_json = check_servable(model_json)
+    def __init__(self, model_json, staging, backends, page, listen=("127.0.0.1", 0), max_devices=MAX_DEVICES,
+                 later=False):
+        """`later`: the model is not there yet (--wait-for-model): the page and tfjs are served
+        now, the page waits started up (wait=served) and every upload is refused until
+        serve_model()."""
+        self.model_json = Path(model_json)
+        if later:
+            check_tfjs_files()
+            routes, limit, model_id = page_routes(), 0, NO_MODEL_YET
+        else:
+            model_json = check_servable(model_json)
+            routes, limit, model_id = routes_for(model_json), *self._model_limits(model_json)
         self.backends = list(backends)
-        # a capture holds what Python's holds, as float32: no device may send much more
-        self.uploads = Uploads(staging, self.backends, limit=expected_capture_bytes(model_json.parent.parent),
-                               repeatable=True, max_devices=max_devices, model_id=_model_id(model_json))
-        self.server = PageServer(routes_for(model_json), self.uploads, host=listen[0], port=listen[1],
-                                 roots=[model_json.parent.parent], prefix=f"/{self.uploads.token}",
+        self.uploads = Uploads(staging, self.backends, limit=limit, repeatable=True, max_devices=max_devices,
+                               model_id=model_id)
+        self.server = PageServer(routes, self.uploads, host=listen[0], port=listen[1],
+                                 roots=[self.model_json.parent.parent], prefix=f"/{self.uploads.token}",
                                  device_of=device_of, events=self.uploads.events)
         # only what differs from the page's defaults: a short URL makes a readable QR code
-        self.query = urlencode(dict({"backends": ",".join(self.backends)},
+        self.query = urlencode(dict({"backends": ",".join(self.backends)}, **({"wait": "served"} if later else {}),
                                     **{name: value for name, value in page.items() if PAGE_DEFAULTS.get(name) != value}),
                                safe=",")
+
+    @staticmethod
+    def _model_limits(model_json):
+        """(the most bytes an upload may take, the model's id): a capture holds what Python's
+        holds, as float32, so no device may send much more; every upload must be of this model."""
+        return expected_capture_bytes(model_json.parent.parent), _model_id(model_json)
+
+    def serve_model(self):
+        """The model is there now (made after the session started: `later`): what uploads may
+        be and the model's files, in that order, since the page reads the model once it is served."""
+        model_json = check_model(self.model_json)
+        self.uploads.limit, self.uploads.model_id = self._model_limits(model_json)
+        self.server.add_routes(model_routes(model_json))
 
     @property
     def url(self):

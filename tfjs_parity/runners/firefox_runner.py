@@ -11,7 +11,7 @@ import time
 
 from .. import KitError, processes
 from ..files import remove_stale_staging, staging_dir
-from .browser_runner import BACKENDS, PAGE_TIMEOUT  # noqa: F401 (BACKENDS: the page's, on any browser)
+from .browser_runner import BACKENDS, PAGE_TIMEOUT, NoModel  # noqa: F401 (BACKENDS: the page's, on any browser)
 from .chromium import LAUNCH_TIMEOUT, find_browser, one_line, profiles_folder
 from .device_runner import DeviceSession, page_parameters
 
@@ -24,13 +24,22 @@ def run(job):
     """Every backend of `job` in one Firefox, each page uploading its capture to a device
     session of one device, each capture saved as it arrives (job.save), so a stop or a crash
     loses none that arrived. Returns {} (everything is saved); KitError naming every backend
-    that did not arrive, or when Firefox died or the time ran out."""
+    that did not arrive, or when Firefox died or the time ran out.
+
+    With job.go (--wait-for-model): Firefox starts at once on a session that serves no model
+    yet; its first page starts tfjs and its backend, self-tests it and waits until the model is
+    served, which it is once go's line arrives (NoModel when stdin ends instead); the time
+    allowed counts from then."""
     if job.save is None:
         raise KitError("a Firefox run saves each capture as it arrives: its Job needs `save`")
     timeout = job.options.get("timeout", PAGE_TIMEOUT)
     launch_timeout = job.options.get("launch_timeout", LAUNCH_TIMEOUT)
-    session = DeviceSession(job.model_json, job.out_dir, job.backends, page_parameters(job), max_devices=1)
+    session = DeviceSession(job.model_json, job.out_dir, job.backends, page_parameters(job), max_devices=1,
+                            later=job.go is not None)
     with session, Firefox(session.url, launch_timeout) as browser:
+        if job.go is not None:
+            _wait_for_the_model(job.go, browser)
+            session.serve_model()
         outcomes = session.wait(NAME, job.flags, job.save, devices=1, idle_timeout=timeout,
                                 deadline=time.monotonic() + launch_timeout + timeout * len(job.backends),
                                 alive=browser.exited)
@@ -40,6 +49,18 @@ def run(job):
     if failed:
         raise KitError("in Firefox: " + "; ".join(failed))
     return {}
+
+
+def _wait_for_the_model(go, browser):
+    """--wait-for-model: Firefox started, its first page started up and waiting (wait=served)
+    until the line arrives; NoModel when stdin ends instead, KitError when Firefox dies meanwhile."""
+    while not go.arrived():
+        ended = browser.exited()
+        if ended:
+            raise KitError(f"in Firefox, waiting for the model: {ended}")
+        time.sleep(0.01)
+    if not go.wait():
+        raise NoModel(str(go.missing()))
 
 
 # Firefox makes no calls home: every service that would is off, and whatever is left goes to
