@@ -425,6 +425,9 @@ def gate(results, rtol=None, atol=None, max_ulp=None, allow_mismatch=False):
                             + no_mismatch)
 
 
+JUDGES = 2  # captures judged at once (judge_all)
+
+
 def judge_all(converted_dir, python, reference, captures, unquantized=None):
     """RuntimeResults for Python and every capture, each judged point by point.
 
@@ -443,9 +446,18 @@ def judge_all(converted_dir, python, reference, captures, unquantized=None):
         check_layout(reference, unquantized)
     quantized = Quantized(plan, unquantized) if plan.quantization else None
     local = kind_of(plan).local_reference(converted_dir, plan, reference)
-    results = []
     for capture in [python, *captures]:
+        local.exact_fed.setdefault(id(capture), {})
+
+    def judged(capture):
         precisions = [FLOAT32] + ([FLOAT16] if storage_precision(capture) is FLOAT16 else [])
-        results.append(judge(capture, python, reference, local.evaluate_capture(capture, precisions),
-                             local.exact_fed.setdefault(id(capture), {}), quantized))
-    return results
+        return judge(capture, python, reference, local.evaluate_capture(capture, precisions),
+                     local.exact_fed[id(capture)], quantized)
+    # two captures at once: TensorFlow and numpy leave the GIL while they compute, and each
+    # capture's judgement is its own (the float64 layers are only read); the order is kept
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(max_workers=JUDGES, thread_name_prefix="judge")
+    try:
+        return list(pool.map(judged, [python, *captures]))
+    finally:  # a Ctrl-C or a failure does not wait for the other judgement to finish
+        pool.shutdown(wait=False, cancel_futures=True)
