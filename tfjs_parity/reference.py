@@ -93,19 +93,38 @@ def load_reference_model(converted_dir):
 
 
 def converted_float64(model_json, keras):
-    """The converted layers model, built once straight in float64 from its topology (as the
-    converter's load_keras_model builds it, every dtype float64), with its initializers
-    zeros: LocalReference sets every weight from the float64 capture's (the model's true
-    weights), so drawing 25M random float64 numbers for ResNet50 first is only time."""
+    """The converted layers model's layers, each made straight in float64 from its config in
+    the topology (as the converter's load_keras_model makes them, every dtype float64), with
+    its initializers zeros: LocalReference sets every weight from the float64 capture's (the
+    model's true weights), so drawing 25M random float64 numbers for ResNet50 first is only
+    time. They are not wired into a model: LocalReference calls each on its own inputs and
+    builds each from the shapes it is fed, as Keras would (wiring ResNet50's traced every
+    layer on symbolic tensors: 0.7 s)."""
     try:
         topology = json.loads(model_json.read_text())["modelTopology"]
         config = _zero_initialized(_as_float64(topology.get("model_config", topology)))
         with held_stderr():
-            return keras.models.model_from_json(json.dumps(config))
+            layers = config.get("config", {}).get("layers") if isinstance(config.get("config"), dict) else None
+            if not isinstance(layers, list):  # an older layout: built as a model
+                return keras.models.model_from_json(json.dumps(config))
+            return FlatLayers({layer["config"]["name"]: keras.layers.deserialize(
+                {"class_name": layer["class_name"], "config": layer["config"]}) for layer in layers})
     except (KitError, KeyboardInterrupt):
         raise
     except Exception as error:  # Keras raises many kinds for a bad model
         raise KitError(f"{model_json}: cannot load as a Keras model ({error})") from None
+
+
+class FlatLayers:
+    """A flat model's layers by name, unwired (converted_float64); get_layer as a model's."""
+
+    def __init__(self, layers):
+        self._layers = layers
+
+    def get_layer(self, name):
+        if name not in self._layers:
+            raise ValueError(f"no layer {name!r} in the converted model")
+        return self._layers[name]
 
 
 def _zero_initialized(config):
@@ -134,6 +153,13 @@ class LocalReference:
             model = float64_clone(model, keras)
         from .model import find_layer  # every layer built, as in the model
         self.layers = {point.name: find_layer(model, point.path if by_path else [point.layer]) for point in plan.points}
+        for point in plan.points:  # unwired layers (converted_float64) built from what they are fed
+            layer = self.layers[point.name]
+            if not layer.built:
+                specs = [tf.TensorSpec([None, *np.shape(a)[1:]], tf.as_dtype(np.asarray(a).dtype))
+                         for a in self.point_inputs(point, reference)]
+                with held_stderr():
+                    layer._maybe_build(specs[0] if len(specs) == 1 else specs)  # what Layer.__call__ does first
         given = set()
         for point in plan.points:
             layer, weights = self.layers[point.name], reference.weights(point.name)
