@@ -174,7 +174,7 @@ def main():
         for script, extra in steps:
             wall, peak, _ = measure([PY, str(ROOT / script), "--out-dir", str(out), *extra])
             rows.append((name, f"{script} {' '.join(a for a in extra if a.startswith('--full'))}".strip(), wall, peak))
-            print(f"  {rows[-1][0]:<10} {rows[-1][1]:<30} {wall:7.1f} s {peak:7.0f} MiB", file=sys.stderr)
+            print(f"  {rows[-1][0]:<14} {rows[-1][1]:<30} {wall:7.1f} s {peak:7.0f} MiB", file=sys.stderr)
         from tfjs_parity.capture import Capture
         for path in capture_files(out):
             capture = Capture.load(path)
@@ -194,24 +194,24 @@ def main():
         make_times.append(measure(["make", "--no-print-directory", "-s", "run"])[0])
 
     print("Per step (wall time; peak memory of the step's largest process):")
-    print(f"{'model':<10} {'step':<30} {'wall s':>8} {'peak MiB':>9}")
+    print(f"{'model':<14} {'step':<30} {'wall s':>8} {'peak MiB':>9}")
     for name, step, wall, peak in rows:
-        print(f"{name:<10} {step:<30} {wall:8.1f} {peak:9.0f}")
+        print(f"{name:<14} {step:<30} {wall:8.1f} {peak:9.0f}")
     print("\nThe model as shipped, per runtime (its own prediction: cold = load + first, warm = median;"
           " tf.memory() after it ran):")
-    print(f"{'model':<10} {'runtime':<18} {'cold ms':>9} {'warm ms':>9} {'x python':>9} {'MiB':>8} {'GPU MiB':>8}")
+    print(f"{'model':<14} {'runtime':<18} {'cold ms':>9} {'warm ms':>9} {'x python':>9} {'MiB':>8} {'GPU MiB':>8}")
     for name, label, cold, warm, held, gpu in shipped:
         python = next(w for n, lab, _, w, _, _ in shipped if n == name and lab.startswith("python"))
-        print(f"{name:<10} {label:<18} {_figure(cold, '9.1f')} {warm:9.2f} {warm / python:8.2g}x "
+        print(f"{name:<14} {label:<18} {_figure(cold, '9.1f')} {warm:9.2f} {warm / python:8.2g}x "
               f"{_figure(held and held / 2 ** 20, '8.1f')} {_figure(gpu and gpu / 2 ** 20, '8.1f')}")
     print("\nCapture sizes:")
-    print(f"{'model':<10} {'file':<48} {'MB':>8} {'raw f32 MB':>10} {'ratio':>6}")
+    print(f"{'model':<14} {'file':<48} {'MB':>8} {'raw f32 MB':>10} {'ratio':>6}")
     for name, file, size, raw in sizes:
-        print(f"{name:<10} {file:<48} {size / 1e6:8.2f} {raw / 1e6:10.2f} {size / raw:6.3f}")
+        print(f"{name:<14} {file:<48} {size / 1e6:8.2f} {raw / 1e6:10.2f} {size / raw:6.3f}")
     print("\nCompare (study blocks + table) against the study's way (2 JSON files of nested lists + numpy):")
-    print(f"{'model':<10} {'JSON MB':>8} {'study s':>8} {'study MiB':>9} {'kit s':>7} {'kit MiB':>8} {'faster':>7}")
+    print(f"{'model':<14} {'JSON MB':>8} {'study s':>8} {'study MiB':>9} {'kit s':>7} {'kit MiB':>8} {'faster':>7}")
     for name, wall, peak, size, kit_wall, kit_peak in ways:
-        print(f"{name:<10} {size / 1e6:8.1f} {wall:8.2f} {peak:9.0f} {kit_wall:7.2f} {kit_peak:8.0f} "
+        print(f"{name:<14} {size / 1e6:8.1f} {wall:8.2f} {peak:9.0f} {kit_wall:7.2f} {kit_peak:8.0f} "
               f"{wall / kit_wall:6.1f}x")
     total = sum(ups.values())
     print("\nStart-ups: " + ", ".join(f"{k} {v:.2f} s" for k, v in ups.items()) + f"; sum {total:.2f} s")
