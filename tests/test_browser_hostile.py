@@ -163,12 +163,12 @@ def test_chromium_or_the_page_dying_mid_run_is_one_line_at_once(converted, tmp_p
                    and f"--type={victim}" in command and "--top-chrome-webui" not in command]
         os.kill(browser if victim == "browser" else max(helpers, key=cpu_time), signal.SIGKILL)
         stopped = time.monotonic()
-        stdout, stderr = run.communicate(timeout=60)
+        stdout, stderr = run.communicate(timeout=300)
     finally:
         if run.poll() is None:
             run.kill()
             run.communicate()
-    assert time.monotonic() - stopped < 10  # not the page's --timeout (300 s)
+    assert time.monotonic() - stopped < 150  # at once, not at the page's --timeout (300 s)
     said = {"browser": "backend cpu: Chromium exited with status -9 (killed by SIGKILL)",
             "renderer": "backend cpu: the page crashed (its renderer process died)",
             "gpu-process": "error: "}[victim]  # tfjs's own error or the lost WebGL context, whichever comes first
@@ -194,12 +194,13 @@ def test_a_chromium_that_exits_at_once_is_one_line_in_seconds(converted, tmp_pat
     out = fresh_copy(converted, tmp_path)
     executable = "/bin/false" if body is None else str(fake_chromium(tmp_path, body))
     started = time.monotonic()
-    run = start_run(out, env={"CHROME_PATH": executable})
-    stdout, stderr = run.communicate(timeout=60)
+    # a launch timeout far beyond the run: Chromium's death is noticed at once, not at the timeout
+    run = start_run(out, "--launch-timeout", "300", env={"CHROME_PATH": executable})
+    stdout, stderr = run.communicate(timeout=600)
     elapsed = time.monotonic() - started
     assert_one_line_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr),
                           f"CHROME_PATH={executable}", f"exited at once with status {status}", said)
-    assert elapsed < 10, elapsed  # Python's start included; Chromium's death is noticed at once
+    assert elapsed < 150, elapsed  # Python's start included
     assert list(browser_chromium.profiles_folder().glob(f".chromium-profile.~{run.pid}~*")) == []
 
 
@@ -215,7 +216,7 @@ def test_a_chromium_that_never_starts_is_stopped_at_the_launch_timeout(converted
     assert run.returncode == 2 and len(stderr.strip().splitlines()) == 1, stderr
     assert stderr.startswith(f"error: CHROME_PATH={executable} did not start within 2 s"), stderr
     assert "its last output: starting" in stderr and "--launch-timeout" in stderr
-    assert 2 <= elapsed < 12, elapsed
+    assert 2 <= elapsed < 60, elapsed  # waited for the 2 s, and stopped then (the message says which limit)
     assert wait_for(lambda: not [c for _, c in processes().values() if f"sleep {tag}" in c], 5)
 
 
@@ -243,8 +244,8 @@ def test_the_page_time_limit_is_an_option_and_quotes_only_the_page(converted, tm
     # DEBUG=true makes tfjs log every kernel: the page's own console has plenty to say
     started = time.monotonic()
     done = run_script("run_browser.py", "--out-dir", out, "--flag", "DEBUG=true", "--timeout", "2",
-                      "--repeat", "100000", "--budget", "30")
-    assert time.monotonic() - started < 25
+                      "--repeat", "100000", "--budget", "300")
+    assert time.monotonic() - started < 150  # stopped at the 2 s limit, not at the 300 s budget
     assert_one_line_error(done, "backend webgl: the page did not finish within 2 s (--timeout)",
                           "its console said: ")
     # what it quotes is tfjs's own kernel log ("%c<kernel> %c<time>ms"); which kernels the last
