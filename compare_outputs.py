@@ -62,7 +62,8 @@ def main():
     parser.add_argument("--explain", action="store_true",
                         help="for each capture with a mismatch: rerun its runtime with each relevant tfjs flag "
                              "changed and on its other backends, say which change avoids the first mismatching "
-                             "point, and write a standalone reproducer of it to OUT_DIR/repro/ (implies --full)")
+                             "point, and write a standalone reproducer of it to OUT_DIR/repro/ (implies --full; "
+                             "docs/explain.md)")
     parser.add_argument("--wait-for-captures", action="store_true",
                         help="start up now, and read the captures only once a line arrives on stdin: to start "
                              "beside the steps that make them, told when they are done (make run does)")
@@ -167,11 +168,13 @@ def explain_mismatches(out_dir, python, exact, results, captures, unquantized):
     a reproducer of its first mismatching point (repro.py), printed as they come."""
     from tfjs_parity.explain import explain, explanation_lines, remove
     from tfjs_parity.files import staging_dir
-    from tfjs_parity.repro import write_repro
+    from tfjs_parity.repro import check_repro_dir, write_repro
     explanations = []
     mismatched = [(r, c) for r, c in zip(results[1:], captures) if r.first("mismatch") is not None]
     if not mismatched:
         print("\nexplain: no capture has a mismatch; nothing to explain")
+    else:
+        check_repro_dir(out_dir)  # before the trials, not after them
     for result, capture in mismatched:
         workdir = staging_dir(out_dir, "explain")
         try:

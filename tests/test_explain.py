@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, check, run_script
+from conftest import ROOT, assert_one_line_error, check, run_script
 from test_own_models import build_with_tf_keras
 
 pytestmark = pytest.mark.slow
@@ -90,6 +90,28 @@ def test_the_reproducer_reproduces_alone_with_plain_node_and_tfjs(depthwise, tmp
     assert wrong["expected"] == pytest.approx(expected[wrong["index"]], rel=0, abs=0)
     line, right = run("cpu")
     assert not right["wrong"] and right["ratio"] <= 1 and "correct within float32 rounding" in line
+
+
+def test_a_file_where_the_repro_folder_goes_is_refused_before_the_trials_and_a_second_explain_says_replaced(depthwise, tmp_path):
+    out, _, _ = depthwise
+    mine = tmp_path / "out"
+    shutil.copytree(out, mine, ignore=lambda folder, names: [n for n in names if "browser" in n or n in
+                                                             ("repro", "explained.json")])
+    (mine / "repro").write_text("mine\n")
+    before = sorted(p.name for p in mine.iterdir())
+    done = run_script("compare_outputs.py", "--out-dir", mine, "--explain")
+    assert_one_line_error(done, f"cannot write {mine / 'repro'}", "a file is in the way")
+    assert (mine / "repro").read_text() == "mine\n"
+    assert sorted(p.name for p in mine.iterdir()) == before
+    assert "explain node/wasm" not in done.stdout  # refused before the trials ran, not after them
+    # a second --explain over a reproducer the user added to (npm install) says it replaced it
+    (mine / "repro").unlink()
+    shutil.copytree(out / "repro" / "dw-node-wasm", mine / "repro" / "dw-node-wasm")
+    (mine / "repro" / "dw-node-wasm" / "node_modules").mkdir()
+    stdout, _ = explained(mine)
+    assert f"repro: replaced (the earlier one and anything added to it, node_modules too, is gone) " \
+           f"{mine / 'repro' / 'dw-node-wasm'}/" in stdout
+    assert not (mine / "repro" / "dw-node-wasm" / "node_modules").exists()
 
 
 def test_the_browser_reproducer_runs_in_chromium(depthwise):

@@ -159,7 +159,9 @@ def write_error(path, error):
     hint = {errno.ENOSPC: " (the disk is full: free some space and run again)",
             errno.EROFS: " (a read-only filesystem: choose another --out-dir)",
             errno.EACCES: " (no permission: choose another --out-dir)",
-            errno.ENAMETOOLONG: " (a file name too long for this filesystem)"}.get(error.errno, "")
+            errno.ENAMETOOLONG: " (a file name too long for this filesystem)",
+            errno.EEXIST: " (a file is in the way of the folder: move it or choose another --out-dir)",
+            errno.ENOTDIR: " (a file is in the way of a folder: move it or choose another --out-dir)"}.get(error.errno, "")
     return KitError(f"cannot write {shown_path(path)}: {reason}{hint}")
 
 

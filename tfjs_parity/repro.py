@@ -17,6 +17,7 @@ still reproduces in isolation; a bug that needs its context is worth knowing too
 Layers models only: a graph model's point gets no reproducer yet (said in one line).
 """
 import base64
+import errno
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import KitError
-from .files import atomic_write_text, exchange_or_replace_dir, staging_dir
+from .files import atomic_write_text, exchange_or_replace_dir, staging_dir, write_error
 from .paths import NODE_MODULES
 
 REPRO_DIR = "repro"
@@ -264,7 +265,7 @@ def write_repro(out_dir, python, exact, capture, point_name, workdir):
     try:
         case = build_case(out_dir, exact, capture, point_name, workdir)
     except KitError as error:
-        return {"folder": None, "line": f"repro: none written for {point_name} of {capture.label}: {error}"}
+        return {"folder": None, "line": f"  repro: none written for {point_name} of {capture.label}: {error}"}
     staged = staging_dir(workdir, "repro")
     values = dict(name=case["layer"]["name"], class_name=case["layer"]["class_name"], backend=case["backend"],
                   tfjs=case["tfjs"], runtime=case["runtime"], prefix=RESULT_PREFIX, check=CHECK_JS.strip())
@@ -296,9 +297,32 @@ def write_repro(out_dir, python, exact, capture, point_name, workdir):
     if healthy and "failed" not in healthy:
         verdict += f"; cpu gives {'a wrong' if healthy['wrong'] else 'the right'} answer"
     flags = case["flags"]
-    flags_text = (", flags " + ", ".join(f"{k}={v}" for k, v in flags.items())) if flags else ""
+    flags_text = (", flags " + ", ".join(f"{k}={json.dumps(v)}" for k, v in flags.items())) if flags else ""  # as tfjs spells them
     (staged / "README.md").write_text(README.format(**values, flags_text=flags_text, seen=seen))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_repro_dir(out_dir)
+    try:
+        target.parent.mkdir(exist_ok=True)
+    except OSError as error:
+        raise write_error(target.parent, error) from None
+    replaced = target.exists()
     exchange_or_replace_dir(staged, target)
+    done = "replaced (the earlier one and anything added to it, node_modules too, is gone)" if replaced else "wrote"
     return {"folder": str(target), "isolated": isolated, "healthy": healthy,
-            "line": f"  repro: wrote {target}/: {verdict}"}
+            "line": f"  repro: {done} {target}/: {verdict}"}
+
+
+def check_repro_dir(out_dir):
+    """Raise the one-line KitError write_error gives when OUT_DIR/repro cannot be a folder (a
+    file in the way, a read-only out-dir): --explain checks it before any trial runs, so that
+    minutes of trials are not lost to it at the end."""
+    folder = Path(out_dir) / REPRO_DIR
+    try:
+        if folder.is_dir():
+            probe = tempfile.mkdtemp(dir=folder, prefix=".write-check-")
+            os.rmdir(probe)
+        elif folder.exists() or folder.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
+        elif not os.access(folder.parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as error:
+        raise write_error(folder, error) from None
