@@ -168,13 +168,13 @@ def explain_mismatches(out_dir, python, exact, results, captures, unquantized):
     a reproducer of its first mismatching point (repro.py), printed as they come."""
     from tfjs_parity.explain import explain, explanation_lines, remove
     from tfjs_parity.files import staging_dir
-    from tfjs_parity.repro import check_repro_dir, write_repro
+    from tfjs_parity.repro import check_before, write_repro
     explanations = []
     mismatched = [(r, c) for r, c in zip(results[1:], captures) if r.first("mismatch") is not None]
     if not mismatched:
         print("\nexplain: no capture has a mismatch; nothing to explain")
     else:
-        check_repro_dir(out_dir)  # before the trials, not after them
+        check_before(out_dir, mismatched)  # the reproducers' folders, before the trials, not after them
     for result, capture in mismatched:
         workdir = staging_dir(out_dir, "explain")
         try:

@@ -24,6 +24,7 @@ DEPTHWISE_6629 = (
 def explained(out, *extra, env=None):
     done = check(run_script("compare_outputs.py", "--out-dir", out, "--explain", "--json", out / "explained.json",
                             *extra, env=env))
+    assert "ydf.readthedocs" not in done.stderr  # a library's banner, held back with the converter's notes
     document = json.loads((out / "explained.json").read_text())
     return done.stdout, {e["capture"]: e for e in document.get("explanations", [])}
 
@@ -112,6 +113,33 @@ def test_a_file_where_the_repro_folder_goes_is_refused_before_the_trials_and_a_s
     assert f"repro: replaced (the earlier one and anything added to it, node_modules too, is gone) " \
            f"{mine / 'repro' / 'dw-node-wasm'}/" in stdout
     assert not (mine / "repro" / "dw-node-wasm" / "node_modules").exists()
+
+
+def test_a_file_where_the_reproducer_folder_goes_is_refused_before_the_trials(depthwise, tmp_path):
+    out, _, _ = depthwise
+    mine = tmp_path / "out"
+    shutil.copytree(out, mine, ignore=lambda folder, names: [n for n in names if "browser" in n or n in
+                                                             ("repro", "explained.json")])
+    (mine / "repro").mkdir()
+    (mine / "repro" / "dw-node-wasm").write_text("my notes\n")
+    done = run_script("compare_outputs.py", "--out-dir", mine, "--explain")
+    assert_one_line_error(done, f"cannot write {mine / 'repro' / 'dw-node-wasm'}", "a file is in the way")
+    assert "explain node/wasm" not in done.stdout
+    assert (mine / "repro" / "dw-node-wasm").read_text() == "my notes\n"
+    assert sorted(p.name for p in (mine / "repro").iterdir()) == ["dw-node-wasm"]
+
+
+def test_a_graph_model_writes_no_reproducer_so_a_file_at_repro_does_not_stop_its_explanation(tmp_path):
+    model = build_with_tf_keras(tmp_path, DEPTHWISE_6629, "dw.h5")
+    out = tmp_path / "out"
+    check(run_script("create_keras_model.py", "--model", model, "--as", "graph", "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "wasm,cpu", "--repeat", "1"))
+    (out / "repro").write_text("mine\n")
+    stdout, explanations = explained(out)
+    assert list(explanations) == ["node/wasm"], stdout
+    assert trials(explanations["node/wasm"])["backend cpu"]["workaround"] is True
+    assert "\n  repro: none written for " in stdout and "a graph model's node gets none yet" in stdout
+    assert (out / "repro").read_text() == "mine\n"
 
 
 def test_the_browser_reproducer_runs_in_chromium(depthwise):

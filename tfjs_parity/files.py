@@ -136,7 +136,11 @@ def exchange_or_replace_dir(new, target):
         if not _exchange(new, target):
             aside = target.parent / (staging_prefix(target.name) + "old")
             os.rename(target, aside)
-            os.rename(new, target)
+            try:
+                os.rename(new, target)
+            except OSError:
+                os.rename(aside, target)  # the old one back where it was, not hidden
+                raise
             new = aside
     except OSError as error:
         raise write_error(target, error) from None
@@ -161,7 +165,9 @@ def write_error(path, error):
             errno.EACCES: " (no permission: choose another --out-dir)",
             errno.ENAMETOOLONG: " (a file name too long for this filesystem)",
             errno.EEXIST: " (a file is in the way of the folder: move it or choose another --out-dir)",
-            errno.ENOTDIR: " (a file is in the way of a folder: move it or choose another --out-dir)"}.get(error.errno, "")
+            errno.ENOTDIR: " (a file is in the way of a folder: move it or choose another --out-dir)",
+            errno.EPERM: " (not permitted: an immutable file or folder? choose another --out-dir)",
+            errno.EXDEV: " (across filesystems: a link to another disk? choose another --out-dir)"}.get(error.errno, "")
     return KitError(f"cannot write {shown_path(path)}: {reason}{hint}")
 
 

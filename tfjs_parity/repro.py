@@ -20,6 +20,7 @@ import base64
 import errno
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -27,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from . import KitError
-from .files import atomic_write_text, exchange_or_replace_dir, staging_dir, write_error
+from .files import (atomic_write_text, exchange_or_replace_dir, remove_stale_staging, staging_dir,
+                    staging_prefix, write_error)
 from .paths import NODE_MODULES
 
 REPRO_DIR = "repro"
@@ -157,10 +159,12 @@ def _one_layer_model(local, point, arrays, weights, keras):
 def _tfjs_model(model, folder):
     """The converter's tfjs layers model of `model`: {modelTopology, weightSpecs, weightData}."""
     import warnings
-    from tensorflowjs.converters import save_keras_model
     from .model import held_stderr
     with held_stderr(), warnings.catch_warnings():  # the converter's HDF5 notes: it saves and loads one
         warnings.simplefilter("ignore")
+        # imported here, under held_stderr: tensorflow_decision_forests, which the converter
+        # imports, prints a banner to stderr on import
+        from tensorflowjs.converters import save_keras_model
         save_keras_model(model, str(folder))
     document = json.loads((folder / "model.json").read_text())
     data = b"".join((folder / path).read_bytes() for group in document["weightsManifest"] for path in group["paths"])
@@ -259,14 +263,29 @@ def _run_repro(folder, case):
 def write_repro(out_dir, python, exact, capture, point_name, workdir):
     """Write OUT_DIR/repro/<name>/ for `point_name` of `capture` and run it: {"folder",
     "isolated" (repro.js's result on the capture's backend under Node, or None), "healthy"
-    (on cpu), "line" (what the report says)}."""
-    name = folder_name(capture, point_name)
-    target = Path(out_dir) / REPRO_DIR / name
+    (on cpu), "line" (what the report says)}. The folder is staged inside OUT_DIR/repro, so
+    that moving it in is a rename on one filesystem wherever OUT_DIR/repro points."""
+    target = repro_target(out_dir, capture, point_name)
     try:
         case = build_case(out_dir, exact, capture, point_name, workdir)
     except KitError as error:
         return {"folder": None, "line": f"  repro: none written for {point_name} of {capture.label}: {error}"}
-    staged = staging_dir(workdir, "repro")
+    check_repro_dirs(out_dir, [target])
+    try:
+        target.parent.mkdir(exist_ok=True)
+    except OSError as error:
+        raise write_error(target.parent, error) from None
+    remove_stale_staging(target.parent)
+    staged = staging_dir(target.parent, "repro")
+    try:
+        return _write_staged(staged, target, case)
+    finally:  # gone already once moved in; what an interrupted or failed one left, or a link it replaced
+        if staged.is_symlink():
+            staged.unlink()
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _write_staged(staged, target, case):
     values = dict(name=case["layer"]["name"], class_name=case["layer"]["class_name"], backend=case["backend"],
                   tfjs=case["tfjs"], runtime=case["runtime"], prefix=RESULT_PREFIX, check=CHECK_JS.strip())
     (staged / "case.json").write_text(json.dumps(case))
@@ -299,11 +318,6 @@ def write_repro(out_dir, python, exact, capture, point_name, workdir):
     flags = case["flags"]
     flags_text = (", flags " + ", ".join(f"{k}={json.dumps(v)}" for k, v in flags.items())) if flags else ""  # as tfjs spells them
     (staged / "README.md").write_text(README.format(**values, flags_text=flags_text, seen=seen))
-    check_repro_dir(out_dir)
-    try:
-        target.parent.mkdir(exist_ok=True)
-    except OSError as error:
-        raise write_error(target.parent, error) from None
     replaced = target.exists()
     exchange_or_replace_dir(staged, target)
     done = "replaced (the earlier one and anything added to it, node_modules too, is gone)" if replaced else "wrote"
@@ -311,18 +325,30 @@ def write_repro(out_dir, python, exact, capture, point_name, workdir):
             "line": f"  repro: {done} {target}/: {verdict}"}
 
 
-def check_repro_dir(out_dir):
-    """Raise the one-line KitError write_error gives when OUT_DIR/repro cannot be a folder (a
-    file in the way, a read-only out-dir): --explain checks it before any trial runs, so that
-    minutes of trials are not lost to it at the end."""
+def repro_target(out_dir, capture, point_name):
+    return Path(out_dir) / REPRO_DIR / folder_name(capture, point_name)
+
+
+def check_before(out_dir, mismatched):
+    """--explain's check before any trial runs (minutes of them are not lost to it at the end):
+    the reproducer folders that `mismatched` [(RuntimeResult, Capture)] will get can be written."""
+    from .paths import CONVERTED_DIR
+    from .plan import PLAN_FILE, Plan
+    if Plan.load(Path(out_dir) / CONVERTED_DIR / PLAN_FILE).kind != "layers":
+        return  # a graph model's point gets no reproducer: nothing will be written
+    check_repro_dirs(out_dir, [repro_target(out_dir, c, r.first("mismatch").layer) for r, c in mismatched])
+
+
+def check_repro_dirs(out_dir, targets):
+    """Raise write_error's one-line KitError where OUT_DIR/repro, or one of the reproducer
+    folders `targets` in it, cannot be written: a file (or a link to none) in the way, a
+    read-only or immutable folder."""
     folder = Path(out_dir) / REPRO_DIR
+    in_the_way = [p for p in [folder, *targets] if os.path.lexists(p) and not p.is_dir()]
+    if in_the_way:
+        raise write_error(in_the_way[0], FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST)))
+    where = folder if folder.is_dir() else Path(out_dir)
     try:
-        if folder.is_dir():
-            probe = tempfile.mkdtemp(dir=folder, prefix=".write-check-")
-            os.rmdir(probe)
-        elif folder.exists() or folder.is_symlink():
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
-        elif not os.access(folder.parent, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        os.rmdir(tempfile.mkdtemp(dir=where, prefix=staging_prefix("write-check")))
     except OSError as error:
         raise write_error(folder, error) from None

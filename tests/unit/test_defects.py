@@ -77,3 +77,18 @@ def test_the_exact_layers_are_keras_classes():
     keras = load_keras()
     classes = {name for name, value in inspect.getmembers(keras.layers) if inspect.isclass(value)}
     assert sorted(name for name in REGISTRY if name not in classes) == []
+
+
+def test_a_folder_that_cannot_be_moved_in_puts_the_old_one_back(tmp_path, monkeypatch):
+    """exchange_or_replace_dir where the filesystem cannot exchange: the old folder is moved
+    aside first; when the new one then cannot be moved in (another filesystem, found by a
+    hostile tester), the old one must come back, not stay hidden under a staging name."""
+    from tfjs_parity import files
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    target = tmp_path / "repro"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine\n")
+    with pytest.raises(KitError, match="cannot write"):
+        files.exchange_or_replace_dir(tmp_path / "not-there", target)
+    assert (target / "notes.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repro"]
