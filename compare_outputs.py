@@ -167,7 +167,7 @@ def explain_mismatches(out_dir, python, exact, results, captures, unquantized):
     """--explain: for every capture with a mismatch, the changes that avoid it (explain.py) and
     a reproducer of its first mismatching point (repro.py), printed as they come."""
     from tfjs_parity.explain import explain, explanation_lines, remove
-    from tfjs_parity.files import staging_dir
+    from tfjs_parity.files import remove_stale_staging, staging_dir
     from tfjs_parity.repro import check_before, write_repro
     explanations = []
     mismatched = [(r, c) for r, c in zip(results[1:], captures) if r.first("mismatch") is not None]
@@ -175,6 +175,7 @@ def explain_mismatches(out_dir, python, exact, results, captures, unquantized):
         print("\nexplain: no capture has a mismatch; nothing to explain")
     else:
         check_before(out_dir, mismatched)  # the reproducers' folders, before the trials, not after them
+    remove_stale_staging(out_dir)  # a killed --explain's working folder
     for result, capture in mismatched:
         workdir = staging_dir(out_dir, "explain")
         try:

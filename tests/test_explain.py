@@ -109,7 +109,13 @@ def test_a_file_where_the_repro_folder_goes_is_refused_before_the_trials_and_a_s
     (mine / "repro").unlink()
     shutil.copytree(out / "repro" / "dw-node-wasm", mine / "repro" / "dw-node-wasm")
     (mine / "repro" / "dw-node-wasm" / "node_modules").mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid: the owner of what a killed --explain left behind
+    for folder in (mine, mine / "repro"):
+        (folder / f".explain.~{dead.pid}~left").mkdir()
     stdout, _ = explained(mine)
+    assert [p.name for p in mine.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in (mine / "repro").iterdir() if p.name.startswith(".")] == []
     assert f"repro: replaced (the earlier one and anything added to it, node_modules too, is gone) " \
            f"{mine / 'repro' / 'dw-node-wasm'}/" in stdout
     assert not (mine / "repro" / "dw-node-wasm" / "node_modules").exists()
