@@ -316,7 +316,8 @@ def _write_staged(staged, target, case):
     if healthy and "failed" not in healthy:
         verdict += f"; cpu gives {'a wrong' if healthy['wrong'] else 'the right'} answer"
     flags = case["flags"]
-    flags_text = (", flags " + ", ".join(f"{k}={json.dumps(v)}" for k, v in flags.items())) if flags else ""  # as tfjs spells them
+    # as tfjs spells them: false, not Python's False
+    flags_text = (", flags " + ", ".join(f"{k}={json.dumps(v)}" for k, v in flags.items())) if flags else ""
     (staged / "README.md").write_text(README.format(**values, flags_text=flags_text, seen=seen))
     replaced = target.exists()
     exchange_or_replace_dir(staged, target)
