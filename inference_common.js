@@ -39,22 +39,44 @@
 
   const SPECIAL = {[NAN]: NaN, [INFINITY]: Infinity, [MINUS_INFINITY]: -Infinity, [MINUS_ZERO]: -0};
 
-  async function encodeTensor(tensor) {
-    if (tensor.dtype === 'int32') return {dtype: 'int32', shape: tensor.shape, data: Array.from(await tensor.data())};
-    return {dtype: 'float32', shape: tensor.shape, data: Array.from(await tensor.data(), encodeNumber)};
+  // A tensor's values as its declared dtype holds them. tfjs 4.22's cpu and WebGL backends
+  // implement Cast (int32 or bool -> float32) by sharing the source's data, so `data()` of a
+  // float32 tensor can be an Int32Array or a Uint8Array: its bytes read as float32 are garbage
+  // (9 -> 1.26e-44). Converted by value, never by bytes.
+  const TYPED = {float32: Float32Array, int32: Int32Array};
+
+  function asDeclared(tensor, data) {
+    const Type = TYPED[tensor.dtype] || (tensor.dtype === 'bool' ? Int32Array : null);
+    if (Type === null || data instanceof Type) return data;
+    return Type.from(data);
   }
 
-  function decodeTensor(tf, obj) {
-    const dtype = obj.dtype === 'int32' ? 'int32' : 'float32';
+  async function valuesOf(tensor) {
+    return asDeclared(tensor, await tensor.data());
+  }
+
+  async function encodeTensor(tensor) {
+    if (tensor.dtype === 'int32' || tensor.dtype === 'bool') {  // a bool as 0 and 1 (the plan says it is one)
+      return {dtype: 'int32', shape: tensor.shape, data: Array.from(await valuesOf(tensor))};
+    }
+    return {dtype: 'float32', shape: tensor.shape, data: Array.from(await valuesOf(tensor), encodeNumber)};
+  }
+
+  function decodeTensor(tf, obj, as) {
+    const dtype = as === 'bool' ? 'bool' : obj.dtype === 'int32' ? 'int32' : 'float32';
     const values = obj.data.map((v) => (typeof v === 'string' ? SPECIAL[v] : v));
     return tf.tensor(values, obj.shape, dtype);
   }
 
   // The inputs file: {input name: tensor}; from before named inputs, one bare tensor.
   function decodeInputs(tf, document, plan) {
-    if (document && Array.isArray(document.shape)) return {[plan.inputs[0].name]: decodeTensor(tf, document)};
+    const fed = {};  // what each input is fed as: a bool input's file holds 0 and 1
+    for (const spec of plan.inputs) fed[spec.name] = spec.dtype;
+    if (document && Array.isArray(document.shape)) {
+      return {[plan.inputs[0].name]: decodeTensor(tf, document, fed[plan.inputs[0].name])};
+    }
     const inputs = {};
-    for (const [name, obj] of Object.entries(document)) inputs[name] = decodeTensor(tf, obj);
+    for (const [name, obj] of Object.entries(document)) inputs[name] = decodeTensor(tf, obj, fed[name]);
     return inputs;
   }
 
@@ -140,7 +162,7 @@
   // under Node) makes the second run differ, as a backend that is not repeatable would.
   async function repeatCheck(tf, probe, feed, first, plan, runs, perturb) {
     const firstBits = [];
-    for (const tensor of first) firstBits.push(new Uint32Array((await tensor.data()).slice().buffer));
+    for (const tensor of first) firstBits.push(new Uint32Array((await valuesOf(tensor)).slice().buffer));
     let firstDifference = null;
     for (let run = 1; run < runs && firstDifference === null; run += 1) {
       const again = await probe.predict(feed);
@@ -148,7 +170,7 @@
         let position = 0;
         for (const point of plan.points) {
           for (let i = position; i < position + point.outputs && firstDifference === null; i += 1) {
-            const values = (await again[i].data()).slice();
+            const values = (await valuesOf(again[i])).slice();
             if (perturb && run === 1 && i === 0 && values.length) values[0] = values[0] + 1;
             const bits = new Uint32Array(values.buffer);
             if (bits.length !== firstBits[i].length || bits.some((b, k) => b !== firstBits[i][k])) {
@@ -325,7 +347,7 @@
       while (next < order.length && (reads.length === 0 ||
              (reads.length < READ_AHEAD && reading + order[next].bytes <= READ_AHEAD_BYTES))) {
         const item = order[next++];
-        const data = item.tensor.data();
+        const data = valuesOf(item.tensor);
         data.catch(() => {});  // a failure is raised where it is awaited, in order, not as "unhandled"
         reads.push(Object.assign({data}, item));
         reading += item.bytes;
