@@ -145,11 +145,16 @@ def load_user_model(path, parse_graph=True):
 def load_converted_layers_model(path, parse_graph=True):
     """A tfjs layers model.json (its weight files beside it, checked by read_model_json): the
     tf-keras model it describes, so Python runs that very model."""
+    from .kinds.graph_model import read_model_json
+    from .quantization import decoded_weights
     keras = load_keras()
+    document = read_model_json(path)  # a model.json without a `format` (tfjs 1.x's) is told by its content
     with held_stderr():
-        import tensorflowjs
-        try:
-            model = tensorflowjs.converters.load_keras_model(str(path))
+        from tensorflowjs.converters import keras_tfjs_loader
+        try:  # the weights decoded as tfjs decodes them (integer min and scale included)
+            entries = [entry for group in decoded_weights(Path(path).parent, document["weightsManifest"])
+                       for entry in group]
+            model = keras_tfjs_loader._deserialize_keras_model(document["modelTopology"], entries)
         except Exception as error:  # the converter raises many kinds for a model it cannot read
             message = " ".join(str(error).split())
             raise KitError(f"--model {path}: cannot load it as a tfjs layers model ({message[:300]})") from None

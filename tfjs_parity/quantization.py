@@ -78,12 +78,59 @@ def manifest_quantization(manifest):
     return found
 
 
+# bytes per value of each dtype a weightsManifest names (tfjs-core's DTYPE_VALUE_SIZE_MAP)
+STORED = {"float32": np.float32, "int32": np.int32, "bool": np.uint8, "uint8": np.uint8, "uint16": np.uint16,
+          "float16": np.float16}
+
+
 def decoded_weights(folder, manifest):
-    """The weights of a converted model in `folder`, as the converter's reader decodes them
-    (dequantized): [[{"name", "data"}, ...] per group of `manifest`]."""
-    from tensorflowjs.read_weights import decode_weights
-    buffers = [b"".join((Path(folder) / name).read_bytes() for name in group["paths"]) for group in manifest]
-    return decode_weights(manifest, buffers)
+    """The weights of a converted model in `folder`, decoded as tfjs decodes them (tfjs-core's
+    io_utils decodeWeight), bit for bit: [[{"name", "data"}, ...] per group of `manifest`].
+    Each group's files are one buffer, its weights one after another. uint8/uint16 values are
+    v * scale + min in double precision (JavaScript's numbers), then float32 (or, for an int32
+    weight, Math.round: half up); float16 widened exactly; bool as 0/1. The converter's Python
+    reader is not used: under NumPy 2 it computes in the codes' own dtype and fails on the
+    integer min and scale older converters wrote ("Python integer -1 out of bounds for uint8")."""
+    groups = []
+    for group in manifest:
+        buffer = b"".join((Path(folder) / name).read_bytes() for name in group["paths"])
+        offset, entries = 0, []
+        for weight in group["weights"]:
+            data, offset = _decode_weight(weight, buffer, offset)
+            entries.append({"name": weight["name"], "data": data})
+        groups.append(entries)
+    return groups
+
+
+def _decode_weight(weight, buffer, offset):
+    """(the weight's values, the offset after them) from `buffer` at `offset`."""
+    name, dtype = weight["name"], weight.get("dtype", "float32")
+    shape = weight.get("shape", [])
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise ValueError(f"weight {name!r} has shape {str(shape)[:60]}, not a list of sizes")
+    if dtype not in ("float32", "int32", "bool"):
+        raise ValueError(f"weight {name!r} has dtype {str(dtype)[:20]!r}; tfjs decodes float32, int32 and bool")
+    q = weight.get("quantization")
+    stored = STORED[q["dtype"] if q else dtype]
+    size = int(np.prod(shape, dtype=np.int64))
+    end = offset + size * np.dtype(stored).itemsize
+    if end > len(buffer):
+        raise ValueError(f"weight {name!r} needs bytes {offset:,} to {end:,} of its group's files, which hold "
+                         f"{len(buffer):,}")
+    codes = np.frombuffer(buffer, stored, size, offset)
+    if q is None:
+        data = codes.astype(bool) if dtype == "bool" else codes.copy()
+    elif q["dtype"] == "float16":
+        if dtype != "float32":
+            raise ValueError(f"weight {name!r}: float16 quantization of a {dtype} weight (tfjs refuses it)")
+        data = codes.astype(np.float32)
+    else:
+        if dtype == "bool":
+            raise ValueError(f"weight {name!r}: {q['dtype']} quantization of a bool weight (tfjs refuses it)")
+        values = codes.astype(np.float64) * float(q["scale"]) + float(q["min"])
+        data = np.floor(values + 0.5).astype(np.int32) if dtype == "int32" else values.astype(np.float32)
+    return data.reshape(shape), end
 
 
 def quantize_converted(model_dir, qmap):
