@@ -53,6 +53,9 @@ def main():
                              "copy a value; constants and inputs are captured as weights and inputs)")
     parser.add_argument("--input", type=Path, metavar="FILE",
                         help="the input for --model: .npy (one input) or .npz (an array per input name)")
+    parser.add_argument("--input-shape", action="append", type=input_shape, metavar="NAME=D0,D1,...",
+                        help="graph models: the shape of input NAME, batch first (1,224,224,3), for an input whose "
+                             "shape or rank the model does not say, or has free dimensions; repeat per input")
     parser.add_argument("--input-seed", type=seed32, default=0, metavar="N",
                         help="seed of the random input used with --model when no --input is given (default 0)")
     parser.add_argument("--input-count", type=positive_int, metavar="N",
@@ -94,6 +97,13 @@ def main():
     from tfjs_parity.quantization import is_quantized, parse as parse_quantize
     args.qmap = parse_quantize(args.quantize)
     source_kind = model_source_kind(args.model)
+    args.input_shapes = dict(args.input_shape or ())
+    if len(args.input_shapes) != len(args.input_shape or ()):
+        raise KitError("--input-shape: an input is given twice; give each input's shape once")
+    if args.input_shapes and (args.input or not args.model):
+        raise KitError("--input-shape sets the shape of --model's random input; "
+                       + ("--input gives the arrays, shapes included" if args.input else "the study's input is "
+                          "a vector of ones"))
     if args.signature is not None and source_kind != "saved_model":
         raise KitError("--signature picks a signature of a SavedModel that is not a Keras model; "
                        f"--model {args.model or '(the study)'} is not one")
@@ -101,6 +111,9 @@ def main():
     if kind == "layers" and source_kind == "saved_model":
         raise KitError(f"--model {args.model}: a SavedModel that is not a Keras model has no layers; it converts "
                        "only as a graph model (--as graph)")
+    if args.input_shapes and kind != "graph":
+        raise KitError("--input-shape is for graph models (a layers model's inputs say their shapes); give "
+                       "--input to choose the free dimensions of a layers model's input")
     if args.keep_plumbing and kind != "graph":
         raise KitError("--keep-plumbing is for graph models (--as graph): a layers model's points are its layers")
     if kind == "layers" and source_kind == "graph_json":
@@ -188,11 +201,28 @@ def stage(args, source_kind, kind, run_dir, summary_folder=None):
                  f"{paths.CONVERTED_DIR}/probe_plan.json lists them)")
     if plan.quantization:
         what += f"; {len(plan.quantization['weights'])} weights quantized ({plan.quantization['given']})"
+    for change in (plan.source.get("normalized") or {}).get("changes", ()):  # an older converter's graph
+        what += (f"; {change['attr']} of {change['nodes']} {change['op']} node(s) "
+                 f"{change['action'].replace(':', ' as', 1) if change['action'].startswith('derived') else change['action']}"
+                 " for TensorFlow (tfjs reads none of it)")
     line = (f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} {what}), "
             f"{', '.join(map(str, written[:-1]))} and {written[-1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
     if summary_folder is not None:
         sandbox.summary_written(summary_folder, line)
     return line
+
+
+def input_shape(text):
+    """--input-shape NAME=D0,D1,... -> (NAME, [D0, D1, ...])."""
+    name, equals, dims = text.rpartition("=")
+    try:
+        shape = [int(d) for d in dims.split(",")] if dims.strip() else []
+    except ValueError:
+        shape = None
+    if not equals or not name or shape is None or any(d < 1 or d > 2 ** 31 - 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r}: expected NAME=D0,D1,... with whole sizes of at least 1 "
+                                         "(batch first: image=1,224,224,3)")
+    return name, shape
 
 
 def model_source_kind(path):
@@ -306,14 +336,14 @@ def convert_as_graph(args, source_kind, model_dir):
             predictions = source.model.predict_on_batch([feed[name] for name in names] if len(names) > 1
                                                         else feed[names[0]])
             return list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
-    graph = graph_model.read_graph_model(model_dir)
+    graph = graph_model.read_graph_model(model_dir, args.model if source_kind == "graph_json" else None)
     unquantized_graph = None
     if args.qmap:  # the converted graph read back before and after quantization: the original weights kept
         from tfjs_parity.quantization import quantize_converted
         quantize_converted(model_dir, args.qmap)
         graph, unquantized_graph = graph_model.read_graph_model(model_dir), graph
     graph_model.check_tfjs_can_run(graph)
-    specs = graph_model.specs(graph)
+    specs = graph_model.specs(graph, args.input_shapes)
     feed, origin = model_inputs_for(args, specs, graph_source, integer_high)
     described = {"format": origin_format, "signature": args.signature or "serving_default"} \
         if source_kind == "saved_model" else {"format": origin_format}

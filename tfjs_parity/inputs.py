@@ -15,6 +15,9 @@ from .user_files import check_declared_array, npy_header
 MAX_INPUT_BYTES = 256 * 2 ** 20
 FLOAT_RANGE = (-1.0, 1.0)   # random float inputs: uniform, like normalised data
 INTEGER_RANGE = 10          # random integer inputs that feed no Embedding: 0..9
+# random inputs of a narrower declared type (a graph model's: tfjs feeds them as int32): its whole
+# range, an image's 0..255 for uint8; [low, high)
+DECLARED_RANGE = {"uint8": (0, 256), "int8": (-128, 128), "int16": (-2 ** 15, 2 ** 15), "uint16": (0, 2 ** 16)}
 
 
 def specs(graph):
@@ -48,15 +51,25 @@ def random_inputs(specs, graph, seed, integer_high=None, count=None):
             raise KitError(f"--input-count {count}: input {spec.name!r} takes a batch of exactly {spec.shape[0]}")
         if count and count > 1 and not spec.shape:
             raise KitError(f"--input-count {count}: input {spec.name!r} is a scalar, which holds one input")
+        if spec.shape is None:
+            raise KitError(f"input {spec.name!r}: the model does not say its shape (not even its rank); give it with "
+                           f"--input-shape {spec.name}=1,... or give an input with --input")
         shape = [(count or 1) if spec.shape[0] is None else spec.shape[0]] + spec.shape[1:] if spec.shape else []
         if any(d is None for d in shape):
             raise KitError(f"input {spec.name!r} has shape {_shape(spec.shape)} with a free dimension besides the "
-                           "batch: give an input of the length you use with --input")
-        if spec.dtype == "int32":
+                           f"batch: give the shape you use with --input-shape {spec.name}=..., or an input with "
+                           "--input")
+        if spec.declared in DECLARED_RANGE:
+            result[spec.name] = rng.integers(*DECLARED_RANGE[spec.declared], size=shape).astype(np.int32)
+        elif spec.dtype == "int32":
             high = min(_vocabularies(graph, spec.name), default=min(integer_high or INTEGER_RANGE, INTEGER_RANGE))
             result[spec.name] = rng.integers(0, high, size=shape).astype(np.int32)
+        elif spec.dtype == "bool":
+            result[spec.name] = rng.integers(0, 2, size=shape).astype(np.int32)  # fed as bool: 0 and 1
         else:
-            result[spec.name] = rng.uniform(*FLOAT_RANGE, size=shape).astype(np.float32)
+            values = rng.uniform(*FLOAT_RANGE, size=shape)
+            # a float16 input holds float16 values: TensorFlow feeds those, tfjs the same as float32
+            result[spec.name] = (values.astype(np.float16) if spec.declared == "float16" else values).astype(np.float32)
     return result
 
 
@@ -141,22 +154,32 @@ def check_input_file(path):
 
 def _checked(array, spec, path):
     where = f"--input {path}: input {spec.name!r}"
-    expected = f"expected shape {_shape(spec.shape)} {spec.dtype}"
-    if array.ndim != len(spec.shape) or any(want is not None and got != want
-                                            for got, want in zip(array.shape[1:], spec.shape[1:])):
+    expected = f"expected shape {_shape(spec.shape)} {spec.declared or spec.dtype}"
+    if spec.shape is not None and (array.ndim != len(spec.shape) or
+                                   any(want is not None and got != want
+                                       for got, want in zip(array.shape[1:], spec.shape[1:]))):
         raise KitError(f"{where} has shape {list(array.shape)}, {expected}")
-    if array.shape[0] < 1:
+    if array.ndim and array.shape[0] < 1:
         raise KitError(f"{where} has an empty batch, {expected}")
+    if spec.dtype == "bool":
+        if not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer)) or \
+                (array.size and (array.min() < 0 or array.max() > 1)):
+            raise KitError(f"{where} is {array.dtype}, {expected} (booleans, or integers 0 and 1)")
+        return array.astype(np.int32)
     if spec.dtype == "int32":
         if not np.issubdtype(array.dtype, np.integer):
-            raise KitError(f"{where} is {array.dtype}, {expected} (token ids, for an Embedding)")
-        if array.size and (array.min() < -2**31 or array.max() >= 2**31):
-            raise KitError(f"{where} holds values beyond int32")
+            raise KitError(f"{where} is {array.dtype}, {expected}" + ("" if spec.declared else
+                                                                     " (token ids, for an Embedding)"))
+        low, high = DECLARED_RANGE.get(spec.declared, (-2 ** 31, 2 ** 31))
+        if array.size and (array.min() < low or array.max() >= high):
+            raise KitError(f"{where} holds values beyond {spec.declared or 'int32'} ({low} to {high - 1})")
         return array.astype(np.int32)
     if not np.issubdtype(array.dtype, np.floating):
         raise KitError(f"{where} is {array.dtype}, {expected}")
     with np.errstate(over="ignore"):
         as_float32 = array.astype(np.float32)  # what Keras feeds a float32 model; every runtime sees these values
+        if spec.declared == "float16":  # what TensorFlow feeds a float16 input: tfjs is fed the same values
+            as_float32 = as_float32.astype(np.float16).astype(np.float32)
     overflowed = int(np.sum(np.isinf(as_float32) & np.isfinite(array)))
     if overflowed:
         raise KitError(f"{where} holds {overflowed} value(s) beyond float32's range (|x| > 3.4e38), which would "
@@ -165,4 +188,6 @@ def _checked(array, spec, path):
 
 
 def _shape(shape):
+    if shape is None:
+        return "(any)"
     return "(" + ", ".join("batch" if i == 0 else ("any" if d is None else str(d)) for i, d in enumerate(shape)) + ")"

@@ -22,8 +22,10 @@ PLAN_SCHEMA = 1
 @dataclass
 class Input:
     name: str
-    shape: list      # with the batch dimension as null
-    dtype: str
+    shape: list      # with the batch dimension as null; None: the model does not say (its rank either)
+    dtype: str       # what every runtime feeds: float32, int32 or bool (tfjs's dtypes)
+    declared: str = ""  # the model's own dtype when tfjs feeds another (uint8, int8, int16, float16: fed as
+                        # int32 or float32, as tfjs's converter feeds them), else ""
 
 
 @dataclass
@@ -69,7 +71,8 @@ class Plan:
             if spec.name not in inputs:
                 raise KitError(f"{where}: its metadata holds no input {spec.name!r}")
             shape = list(inputs[spec.name].shape)
-            if len(shape) != len(spec.shape) or any(s is not None and s != d for s, d in zip(spec.shape, shape)):
+            if spec.shape is not None and (len(shape) != len(spec.shape) or
+                                           any(s is not None and s != d for s, d in zip(spec.shape, shape))):
                 raise KitError(f"{where}: input {spec.name!r} has shape {shape}, the model takes {spec.shape}")
 
     def point(self, name):

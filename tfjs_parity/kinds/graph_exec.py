@@ -215,15 +215,106 @@ def rewritten(graph_def, float64):
         if not _unfuse(out, node, dtype, not float64, ranks):
             out.node.add().CopyFrom(node)
     if float64:
+        flows = flow_nodes(graph_def)[1]
         for node in out.node:
-            _to_float64(node)
+            _to_float64(node, keep_float=node.name in flows)
             if node.op == "Cast" and node.input and node.input[0].endswith("/kit_float32"):
                 node.attr["SrcT"].type = DT_FLOAT  # what a FLOAT_OUTPUT op gives, whatever it is fed
     return out
 
 
-def _to_float64(node):
+def normalize(graph_def):
+    """Make each node of a converted GraphDef what TensorFlow's op registry asks of it today,
+    in place, as tfjs reads it (tfjs reads none of these attributes): older converters wrote
+    _FusedConv2D and _FusedMatMul without `TArgs`, which TensorFlow 2.19 requires; it is
+    [T] * num_args (the fused op's extra inputs, its bias and PReLU's alpha, are of its type).
+    A missing attribute with a default takes the op definition's default; an attribute the
+    op does not define is dropped (names starting with '_' are TensorFlow's own and stay).
+    Ops TensorFlow does not have (tfjs's Prelu, FusedDepthwiseConv2dNative) are left to the
+    rewrites. Returns what was changed, [{op, attr, action, nodes, first}], for the plan; a
+    required attribute that cannot be derived is a KitError naming the node, op and attribute."""
+    from tensorflow.core.framework import attr_value_pb2
+    from tensorflow.python.framework import op_def_registry
+    changes = {}
+
+    def note(node, attr, action):
+        entry = changes.setdefault((node.op, attr, action), {"op": node.op, "attr": attr, "action": action,
+                                                             "nodes": 0, "first": node.name})
+        entry["nodes"] += 1
+    for node in graph_def.node:
+        definition = op_def_registry.get(node.op)
+        if definition is None:
+            continue
+        known = {attr.name: attr for attr in definition.attr}
+        for name in list(node.attr):
+            if name not in known and not name.startswith("_"):
+                del node.attr[name]
+                note(node, name, "dropped: the op does not define it")
+        for name, attr in known.items():
+            if name in node.attr:
+                continue
+            if name == "TArgs" and "T" in node.attr:
+                count = node.attr["num_args"].i if "num_args" in node.attr else max(len(data_inputs(node)) - 2, 0)
+                node.attr[name].CopyFrom(attr_value_pb2.AttrValue(
+                    list=attr_value_pb2.AttrValue.ListValue(type=[node.attr["T"].type] * count)))
+                note(node, name, "derived: [T] * num_args")
+            elif attr.HasField("default_value"):
+                node.attr[name].CopyFrom(attr.default_value)
+                note(node, name, "the op's default")
+            else:
+                raise KitError(f"node {node.name!r} ({node.op}) has no attribute {name!r}, which TensorFlow requires "
+                               "and the kit cannot derive, so the graph cannot run in TensorFlow")
+    return list(changes.values())
+
+
+# Ops whose output is their input passed on, typed by their attr T: a TensorArray's flow
+# keeps its float32 type through them (carried into a loop, out of it, through a branch).
+PASSING = frozenset({"Identity", "Snapshot", "StopGradient", "Enter", "RefEnter", "Exit", "RefExit", "Switch",
+                     "RefSwitch", "Merge", "RefMerge", "NextIteration", "RefNextIteration"})
+
+
+def flow_nodes(graph_def):
+    """(producers, passing): the nodes whose float32 outputs only carry a value an op's
+    definition fixes (a TensorArray's `flow`: TensorArrayV3's second output, the output of
+    TensorArrayWriteV3 and TensorArrayScatterV3, ...), not a number of the model; and those
+    passing such a value on (Enter, Merge, NextIteration, Exit, Identity). A flow's type is the
+    op's, not the model's precision: the float64 rewrite keeps the passing nodes' float32, and
+    no point captures either."""
+    from tensorflow.python.framework import op_def_registry
+    nodes = {node.name: node for node in graph_def.node}
+    fixed = {}  # node -> the indices of its outputs whose float32 type its op definition fixes
+    for node in graph_def.node:
+        definition = op_def_registry.get(node.op)
+        if definition is None or not node.op.startswith("TensorArray"):  # (a resize's float output is a value)
+            continue
+        indices = [k for k, arg in enumerate(definition.output_arg)
+                   if arg.type == DT_FLOAT and not arg.type_attr and not arg.number_attr]
+        if indices:
+            fixed[node.name] = set(indices)
+    producers = {name for name in fixed
+                 if all(arg.type and not arg.type_attr and not arg.number_attr and not arg.type_list_attr
+                        for arg in op_def_registry.get(nodes[name].op).output_arg)}
+    flows, changed = set(), True
+    while changed:  # to a fixed point: a loop's Merge reads its NextIteration, after it in no order
+        changed = False
+        for node in graph_def.node:
+            if node.op not in PASSING or node.name in flows:
+                continue
+            for text in data_inputs(node):
+                source, index = split_tensor(text)
+                if index in fixed.get(source, ()) or (source in flows and source in nodes):
+                    flows.add(node.name)
+                    changed = True
+                    break
+    return producers, flows
+
+
+def _to_float64(node, keep_float=False):
     import tensorflow as tf
+    if keep_float:
+        node.attr.pop("_output_shapes", None)
+        node.device = ""
+        return
     for key in node.attr:
         value = node.attr[key]
         if value.type == DT_FLOAT:

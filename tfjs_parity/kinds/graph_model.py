@@ -35,7 +35,12 @@ FORMAT = "graph-model"
 PLUMBING = frozenset({"Const", "Identity", "Snapshot", "StopGradient", "Placeholder", "PlaceholderWithDefault",
                       "NoOp"})
 PASS_THROUGH = frozenset({"Identity", "Snapshot", "StopGradient"})
-DTYPES = {"DT_FLOAT": "float32", "DT_INT32": "int32", "DT_INT64": "int32"}  # tfjs holds int64 as int32
+# A graph input's dtype -> (what tfjs feeds it, the declared dtype when that is another): tfjs's
+# converter feeds integers as int32 and float16 and float64 as float32 (its parseDtypeParam).
+DTYPES = {"DT_FLOAT": ("float32", ""), "DT_HALF": ("float32", "float16"), "DT_DOUBLE": ("float32", "float64"),
+          "DT_INT32": ("int32", ""), "DT_INT64": ("int32", "int64"), "DT_INT16": ("int32", "int16"),
+          "DT_INT8": ("int32", "int8"), "DT_UINT8": ("int32", "uint8"), "DT_UINT16": ("int32", "uint16"),
+          "DT_BOOL": ("bool", "")}
 MAX_WEIGHT_BYTES = 4 * 2 ** 30
 
 
@@ -47,6 +52,7 @@ class GraphModel:
     signature: dict
     constants: dict                 # Const node name -> its value (as the weight files hold it, dequantized)
     quantized: dict = field(default_factory=dict)  # weight name -> its quantization (quantization.py)
+    normalized: list = field(default_factory=list)  # what graph_exec.normalize filled in or dropped
     nodes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -150,11 +156,11 @@ def read_model_json(path, flag="--model"):
         raise KitError(f"{where}: not a tfjs model.json (no modelTopology)")
     fmt = document.get("format")
     if fmt not in (FORMAT, "layers-model"):
-        is_graph = isinstance(document["modelTopology"], dict) and "node" in document["modelTopology"]
-        if not is_graph:
-            raise KitError(f"{where}: a model.json of format {fmt!r}, neither a tfjs graph model nor a layers "
-                           "model")
-        document["format"] = FORMAT
+        found = format_by_content(document["modelTopology"])
+        if found is None:
+            raise KitError(f"{where}: a model.json of format {fmt!r} whose modelTopology is neither a GraphDef (a "
+                           "'node' list) nor a Keras model config, so neither a tfjs graph model nor a layers model")
+        document["format"] = found
     manifest = document.setdefault("weightsManifest", [])
     if not isinstance(manifest, list):
         raise KitError(f"{where}: its weightsManifest is not a list")
@@ -187,15 +193,36 @@ def read_model_json(path, flag="--model"):
     return document
 
 
-def read_graph_model(folder):
-    """The GraphModel converted in `folder` (model.json and its weight files)."""
+def format_by_content(topology):
+    """A model.json's format told by its modelTopology, as tfjs's loaders tell it (they read no
+    `format` key, and tfjs 1.x's converter wrote none): a GraphDef has a 'node' list, a Keras
+    model a 'model_config' (or is the config itself: 'class_name' and 'config'); else None."""
+    if not isinstance(topology, dict):
+        return None
+    if isinstance(topology.get("node"), list):
+        return FORMAT
+    config = topology.get("model_config", topology)
+    if isinstance(config, dict) and isinstance(config.get("class_name"), str) and isinstance(config.get("config"),
+                                                                                              (dict, list)):
+        return "layers-model"
+    return None
+
+
+def read_graph_model(folder, shown=None):
+    """The GraphModel converted in `folder` (model.json and its weight files); `shown`: the
+    path errors name (the user's model.json, not the folder step 1 stages a copy in)."""
     import tensorflow as tf
     from google.protobuf.json_format import ParseDict, ParseError
     from tensorflow.core.framework import graph_pb2
     from ..quantization import decoded_weights, manifest_quantization
     folder = Path(folder)
-    document = read_model_json(folder / "model.json", flag="the converted model")
-    where = folder / "model.json"
+    where = f"--model {shown}" if shown else folder / "model.json"
+    try:
+        document = read_model_json(folder / "model.json", flag="the converted model")
+    except KitError as error:
+        if shown:
+            raise KitError(str(error).replace(f"the converted model {folder / 'model.json'}", where)) from None
+        raise
     if document.get("format") != FORMAT:
         raise KitError(f"{where}: a {document.get('format')}, not a graph model")
     try:
@@ -203,6 +230,7 @@ def read_graph_model(folder):
     except (ParseError, TypeError, ValueError) as error:
         raise KitError(f"{where}: its modelTopology is not a GraphDef ({' '.join(str(error).split())[:200]})") \
             from None
+    normalized = graph_exec.normalize(graph_def)
     if graph_def.library.function:
         raise KitError(f"{where}: the graph holds functions (control flow: If/While as functions); the kit "
                        "captures graphs without them (convert without --control_flow_v2)")
@@ -222,11 +250,13 @@ def read_graph_model(folder):
         raise KitError(f"{where}: its signature is not a map of inputs and outputs")
     return GraphModel(folder, graph_def, signature, {name: value for name, value in constants.items()
                                                      if isinstance(value, np.ndarray)},
-                      manifest_quantization(manifest))
+                      manifest_quantization(manifest), normalized)
 
 
-def specs(graph):
-    """[plan.Input] of the graph's inputs: its signature's, else its Placeholders."""
+def specs(graph, shapes=None):
+    """[plan.Input] of the graph's inputs: its signature's, else its Placeholders. `shapes`:
+    --input-shape's {name: [dims]}, for inputs whose shape the model does not say (or to fix
+    its free dimensions); an input of unknown shape without one has shape None."""
     from ..plan import Input
     entries = list((graph.signature.get("inputs") or {}).values())
     if not entries:
@@ -239,13 +269,24 @@ def specs(graph):
         name = split_tensor(entry["name"])[0]
         dtype = entry.get("dtype", "DT_FLOAT")
         if dtype not in DTYPES:
-            raise KitError(f"the model's input {name!r} is {dtype.removeprefix('DT_').lower()}; the kit feeds float32 "
-                           "and integer inputs only")
+            raise KitError(f"the model's input {name!r} is {str(dtype).removeprefix('DT_').lower()[:20]}, which the "
+                           "kit cannot feed (it feeds every number type tfjs does: float16/32/64, int8/16/32/64, "
+                           "uint8/16 and bool)")
         shape = entry.get("tensorShape") or {}
-        if shape.get("unknownRank"):  # an empty shape is a scalar's
-            raise KitError(f"the model's input {name!r} has no known shape; the kit needs its rank")
-        dims = [None if int(d.get("size", 0)) < 0 else int(d.get("size", 0)) for d in shape.get("dim", [])]
-        result.append(Input(name, dims, DTYPES[dtype]))
+        dims = None if shape.get("unknownRank") else \
+            [None if int(d.get("size", 0)) < 0 else int(d.get("size", 0)) for d in shape.get("dim", [])]
+        if shapes and name in shapes:
+            given = shapes[name]
+            if dims is not None and (len(given) != len(dims) or any(d is not None and d != g
+                                                                    for d, g in zip(dims, given))):
+                raise KitError(f"--input-shape {name}={','.join(map(str, given))}: the model's input {name!r} has "
+                               f"shape {['?' if d is None else d for d in dims]}")
+            dims = list(given)
+        result.append(Input(name, dims, *DTYPES[dtype]))
+    unknown = set(shapes or ()) - {spec.name for spec in result}
+    if unknown:
+        raise KitError(f"--input-shape {sorted(unknown)[0]}=...: the model has no input of that name; its inputs are "
+                       f"{', '.join(spec.name for spec in result)}")
     if not result:
         raise KitError("the graph has no inputs")
     return result
@@ -369,7 +410,7 @@ def make_plan(graph, specs_, described, session=None, keep_plumbing=False):
     if functional is not None:
         raise KitError(f"node {functional.name!r} is control flow as a function ({functional.op}); convert without "
                        "--control_flow_v2")
-    inside = inside_control_flow(graph)
+    inside = inside_control_flow(graph).union(*graph_exec.flow_nodes(graph.graph_def))  # a TensorArray's flow
     session = session or tensorflow_session(graph)
     referenced = {}
     for node in graph.graph_def.node:
@@ -415,6 +456,11 @@ def make_plan(graph, specs_, described, session=None, keep_plumbing=False):
                                         else {}))
     if not points:
         raise KitError("the graph computes no float tensor: nothing to capture")
+    if graph.normalized:
+        described = dict(described, normalized={
+            "changes": graph.normalized,
+            "why": "what TensorFlow requires of each node today, as older converters did not write it (tfjs reads "
+                   "none of it): the graph TensorFlow runs, the same computation"})
     if inside:
         computing = sorted(n for n in inside if graph.nodes[n].op not in CONTROL_FLOW | PLUMBING)
         described = dict(described, control_flow={
