@@ -51,8 +51,47 @@
     return Type.from(data);
   }
 
-  async function valuesOf(tensor) {
-    return asDeclared(tensor, await tensor.data());
+  // `point`: the plan's point the tensor is an output of, named when tfjs hands back fewer
+  // values than the tensor's shape holds (tfjs 4.22's cpu Cumsum along axis -1 gives none).
+  async function valuesOf(tensor, point) {
+    const data = asDeclared(tensor, await tensor.data());
+    if (data.length !== tensor.size) {
+      const shape = `[${tensor.shape.map(String).join(', ')}]`;
+      const error = new Error(Number.isInteger(tensor.size)
+        ? `tfjs gave ${data.length} values for an output of shape ${shape} (${tensor.size} values)`
+        : `tfjs gave an output of shape ${shape}, which is no shape, holding ${data.length} values`);
+      error.point = point;
+      throw error;
+    }
+    return data;
+  }
+
+  // The plan's point of each output tensor, in the probe's order.
+  function owners(plan) {
+    const list = [];
+    for (const point of plan.points) for (let k = 0; k < point.outputs; k += 1) list.push(point);
+    return list;
+  }
+
+  // A run that failed, with where: the point tfjs failed at (error.point), else the one the
+  // kind finds by executing the plan point by point (a graph model: node by node), when it can.
+  async function located(tf, kind, model, plan, feed, error) {
+    const message = String((error && error.message) || error);
+    let point = error && error.point;
+    if (!point && kind.locate && feed && !/memory access|RuntimeError|unreachable/.test(message)) {
+      try {  // (after a WASM trap the module's memory is not sound: the runner asks a fresh run, locate mode)
+        const found = await kind.locate(tf, model, plan, feed);
+        point = found && found.point;
+      } catch (ignored) {
+        point = null;
+      }
+    }
+    return failedAt(kind, point, message);
+  }
+
+  function failedAt(kind, point, message) {
+    const unit = kind.unit || 'layer';
+    return new Error(point ? `failed at ${unit} ${point.layer} (${point.class_name}): ${message}` : `failed: ${message}`);
   }
 
   async function encodeTensor(tensor) {
@@ -162,7 +201,10 @@
   // under Node) makes the second run differ, as a backend that is not repeatable would.
   async function repeatCheck(tf, probe, feed, first, plan, runs, perturb) {
     const firstBits = [];
-    for (const tensor of first) firstBits.push(new Uint32Array((await valuesOf(tensor)).slice().buffer));
+    const owner = owners(plan);
+    for (const [i, tensor] of first.entries()) {
+      firstBits.push(new Uint32Array((await valuesOf(tensor, owner[i])).slice().buffer));
+    }
     let firstDifference = null;
     for (let run = 1; run < runs && firstDifference === null; run += 1) {
       const again = await probe.predict(feed);
@@ -170,7 +212,7 @@
         let position = 0;
         for (const point of plan.points) {
           for (let i = position; i < position + point.outputs && firstDifference === null; i += 1) {
-            const values = (await valuesOf(again[i])).slice();
+            const values = (await valuesOf(again[i], point)).slice();
             if (perturb && run === 1 && i === 0 && values.length) values[0] = values[0] + 1;
             const bits = new Uint32Array(values.buffer);
             if (bits.length !== firstBits[i].length || bits.some((b, k) => b !== firstBits[i][k])) {
@@ -233,26 +275,39 @@
     const model = await options.loadModel(kind);
     const loadMs = performance.now() - loadStart;
     const inputs = await options.loadInputs(plan);
-    // Timed first, as shipped: the model's own prediction (its outputs only, as a user calls
-    // it), cold (load and first prediction) apart from warm, before the probe runs anything.
-    const budgetMs = 1000 * (options.budgetSeconds || 10);
-    const shipped = kind.shipped(tf, model);
-    const timing = await timePredictions(tf, shipped, feedOf(shipped, inputs), options.repeat || 10, budgetMs);
-    Object.assign(timing, {of: 'the model as shipped: its own prediction, outputs only', load_ms: loadMs,
-                           cold_ms: loadMs + timing.warmup_ms});
-    const memory = memoryOf(tf);
     const probe = kind.probe(tf, model, plan);
     const feed = feedOf(probe, inputs);
-    const predictions = await probe.predict(feed);
-    const entries = [];  // [{key, tensors}] in plan order
-    let position = 0;
-    for (const point of plan.points) {
-      if (point.weights) entries.push({key: point.name + WEIGHTS_SUFFIX, tensors: probe.weightsOf(point)});
-      entries.push({key: point.name + OUTPUT_SUFFIX, tensors: predictions.slice(position, position + point.outputs)});
-      position += point.outputs;
+    if (options.locate) {  // locate mode: a fresh run only finds the point a failed run failed at
+      const found = kind.locate ? await kind.locate(tf, model, plan, feed) : null;
+      throw found ? failedAt(kind, found.point, found.message)
+        : new Error('failed: no point fails when executed alone (the failure needs the whole run)');
     }
-    const repeat = await repeatCheck(tf, probe, feed, predictions, plan, options.repeatCheck || 2,
-                                     options.perturbRepeat);
+    const budgetMs = 1000 * (options.budgetSeconds || 10);
+    let timing;
+    let memory;
+    let predictions;
+    let repeat;
+    const entries = [];  // [{key, tensors}] in plan order
+    try {  // a failure here is the model's on this backend: said with the point it failed at
+      // Timed first, as shipped: the model's own prediction (its outputs only, as a user calls
+      // it), cold (load and first prediction) apart from warm, before the probe runs anything.
+      const shipped = kind.shipped(tf, model);
+      timing = await timePredictions(tf, shipped, feedOf(shipped, inputs), options.repeat || 10, budgetMs);
+      Object.assign(timing, {of: 'the model as shipped: its own prediction, outputs only', load_ms: loadMs,
+                             cold_ms: loadMs + timing.warmup_ms});
+      memory = memoryOf(tf);
+      predictions = await probe.predict(feed);
+      let position = 0;
+      for (const point of plan.points) {
+        if (point.weights) entries.push({key: point.name + WEIGHTS_SUFFIX, tensors: probe.weightsOf(point)});
+        entries.push({key: point.name + OUTPUT_SUFFIX, tensors: predictions.slice(position, position + point.outputs)});
+        position += point.outputs;
+      }
+      repeat = await repeatCheck(tf, probe, feed, predictions, plan, options.repeatCheck || 2, options.perturbRepeat);
+    } catch (error) {
+      if (predictions) tf.dispose(predictions);
+      throw await located(tf, kind, model, plan, feed, error);
+    }
     const planted = await plantFault(tf, plan, entries, options.plantedFault);
     const encodedInputs = {};
     for (const [name, tensor] of Object.entries(inputs)) encodedInputs[name] = await encodeTensor(tensor);

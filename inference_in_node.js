@@ -7,6 +7,8 @@
 //
 // --wait: start up (tfjs-node, the backend, its self-test), then read the model only once a
 // line arrives on stdin (run_node.py --wait-for-model: make run starts this beside step 1).
+// --locate: capture nothing; find the point a failed run failed at, each executed alone, and
+// say it as the error (run_node.py asks, when a run failed without saying where: a WASM trap).
 //
 // Writes a safetensors capture (tfjs_parity/capture.py documents it), one tensor at a time:
 // a capture never passes through one big string. Prints `progress K/N` lines on stderr.
@@ -19,7 +21,7 @@ const common = require('./inference_common.js');
 
 const USAGE = 'usage: node inference_in_node.js --model MODEL_JSON --out CAPTURE.safetensors ' +
   '[--backend tensorflow|cpu|wasm] [--flags JSON] [--metadata JSON] [--repeat N] [--budget SECONDS] ' +
-  '[--repeat-check N] [--wait]';
+  '[--repeat-check N] [--wait] [--locate]';
 const BACKENDS = common.wire.backends.node;  // tfjs_parity/wire.json: Python's list too
 
 function fail(message) {
@@ -39,8 +41,8 @@ function parseArgs(argv) {
       console.log(USAGE);
       process.exit(0);
     }
-    if (flag === '--wait') {
-      args.wait = true;
+    if (flag === '--wait' || flag === '--locate') {
+      args[flag.slice(2)] = true;
       continue;
     }
     if (!keys[flag]) fail(`unknown argument ${flag}\n${USAGE}`);
@@ -131,6 +133,7 @@ async function main() {
     perturbRepeat: process.env.TFJS_PARITY_UNREPEATABLE === '1',
     plantedFault: process.env.TFJS_PARITY_PLANTED_FAULT || '',
     budgetSeconds: args.budget,
+    locate: args.locate,
     ready: args.wait ? async () => { await lineOnStdin(); checkModel(); } : null,
     loadModel: (kind) => kind.load(tf, `file://${modelPath}`),
     loadPlan: async () => readJson(common.wire.files.plan, 'what to capture'),

@@ -169,8 +169,8 @@ def test_chromium_or_the_page_dying_mid_run_is_one_line_at_once(converted, tmp_p
             run.kill()
             run.communicate()
     assert time.monotonic() - stopped < 150  # at once, not at the page's --timeout (300 s)
-    said = {"browser": "backend cpu: Chromium exited with status -9 (killed by SIGKILL)",
-            "renderer": "backend cpu: the page crashed (its renderer process died)",
+    said = {"browser": "browser/cpu: Chromium exited with status -9 (killed by SIGKILL)",
+            "renderer": "browser/cpu: the page crashed (its renderer process died)",
             "gpu-process": "error: "}[victim]  # tfjs's own error or the lost WebGL context, whichever comes first
     assert_one_line_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr), said)
     assert wait_for(lambda: not leftovers_of(browser, marker), 5), leftovers_of(browser, marker)
@@ -246,7 +246,7 @@ def test_the_page_time_limit_is_an_option_and_quotes_only_the_page(converted, tm
     done = run_script("run_browser.py", "--out-dir", out, "--flag", "DEBUG=true", "--timeout", "2",
                       "--repeat", "100000", "--budget", "300")
     assert time.monotonic() - started < 150  # stopped at the 2 s limit, not at the 300 s budget
-    assert_one_line_error(done, "backend webgl: the page did not finish within 2 s (--timeout)",
+    assert_one_line_error(done, "browser/webgl: the page did not finish within 2 s (--timeout)",
                           "its console said: ")
     # what it quotes is tfjs's own kernel log ("%c<kernel> %c<time>ms"); which kernels the last
     # lines name depends on where the page was when the limit struck, so no kernel is named here

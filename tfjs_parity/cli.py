@@ -65,8 +65,8 @@ def run_main(main):
             stop_if_asked()
             raise
         stop_if_asked()
-    except KitError as error:
-        _exit_with_line(f"error: {error}", EXIT_KIT_ERROR)
+    except KitError as error:  # BackendsFailed: 3 when some backends' captures were saved (steps.py)
+        _exit_with_line(f"error: {error}", getattr(error, "status", EXIT_KIT_ERROR))
     except KeyboardInterrupt:
         _exit_interrupted("interrupted (Ctrl-C)", EXIT_INTERRUPTED)
     except Terminated as signal_:

@@ -219,7 +219,7 @@ def save_results(results, out_dir, runtime, flags, requested_format=None, varian
                 except (KitError, OSError) as error:  # this backend's failure; the others are still saved
                     result = error if isinstance(error, KitError) else KitError(f"cannot save {backend}: {error}")
             if isinstance(result, KitError):
-                failures.append(str(result))
+                failures.append(failure_line(runtime, backend, result))
                 continue
             timing = result.metadata.get("timing", {})
             print(f"wrote {path} ({result.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
@@ -233,8 +233,25 @@ def save_results(results, out_dir, runtime, flags, requested_format=None, varian
             if isinstance(staged, SafetensorsTensors) and staged.path.name.startswith("."):
                 staged.path.unlink(missing_ok=True)  # a capture refused above, or one saved as JSON
     if failures:
-        unique = list(dict.fromkeys(failures))
-        raise KitError(unique[0] if len(unique) == 1 else "; ".join(unique))
+        raise BackendsFailed(failures, saved=len(results) - len(failures))
+
+
+class BackendsFailed(KitError):
+    """Some backends of a run failed: one 'error:' line each ('node/cpu: failed at node X
+    (Op): ...'), after the others were saved. Exit status 3 when any backend was saved (the
+    step did part of its work), 2 when none was."""
+
+    def __init__(self, lines, saved):
+        super().__init__("\nerror: ".join(dict.fromkeys(lines)))
+        self.status = 3 if saved else 2
+
+
+def failure_line(runtime, backend, error):
+    """'<runtime>/<backend>: <what happened>': the line a failed backend gets."""
+    text = str(error)
+    for prefix in (f"backend {backend}: ", "in the browser: ", "in Firefox: "):
+        text = text.removeprefix(prefix)
+    return f"{runtime}/{backend}: {text}"
 
 
 def save_capture(capture, json_path, requested_format=None):

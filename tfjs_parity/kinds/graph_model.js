@@ -84,5 +84,34 @@
     };
   }
 
-  return {name: 'graph', load, shipped, probe};
+  // The first point (in plan order) whose node fails alone, each executed by itself, and its
+  // error: {point, message}, where a failed run failed when tfjs did not say; null if none
+  // does within `budgetMs` (a slow backend: the search stops). After a WASM trap the module's
+  // memory is no longer sound: run it in a fresh process or page (locate mode).
+  async function locate(tf, model, plan, feed, budgetMs = 60000) {
+    const execute = executor(model);
+    const map = feedMap(plan.inputs.map((input) => input.name), feed);
+    const start = performance.now();
+    for (const point of plan.points) {
+      if (performance.now() - start > budgetMs) return null;
+      let outputs;
+      try {
+        outputs = await execute(map, [`${point.layer}:0`]);
+        for (const tensor of outputs) {
+          const got = (await tensor.data()).length;
+          if (got !== tensor.size) return {point, message: `tfjs gave ${got} values for an output of shape [${tensor.shape.map(String).join(', ')}]`};
+        }
+      } catch (error) {
+        return {point, message: String((error && error.message) || error)};
+      }
+      try {  // a kernel that wrote beyond its memory (a WASM trap) can fail only here
+        tf.dispose(outputs);
+      } catch (error) {
+        return {point, message: String((error && error.message) || error)};
+      }
+    }
+    return null;
+  }
+
+  return {name: 'graph', unit: 'node', load, shipped, probe, locate};
 }));

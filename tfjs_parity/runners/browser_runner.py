@@ -156,6 +156,9 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout, model_r
             except NoModel:
                 raise
             except KitError as error:
+                if str(error).startswith("failed: ") and chromium.exited() is None:
+                    # it could not say where (a WASM trap): a fresh page finds the point (locate mode)
+                    error = await _locate(chromium, browser, server, page, backend, timeout) or error
                 results[backend] = error
                 if chromium.exited():  # the browser is gone: the other backends cannot run
                     for other in backends:
@@ -169,6 +172,20 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout, model_r
         with contextlib.suppress(Exception):
             await asyncio.wait_for(browser.disconnect(), 2)
     return results
+
+
+async def _locate(chromium, browser, server, page, backend, timeout):
+    """KitError('failed at node X (Op): ...') from a fresh page in locate mode (each point
+    executed alone, from the first), or None when it finds none."""
+    import pyppeteer
+    query = urlencode(dict(page, backend=backend, locate=1))
+    try:
+        await _capture_page(chromium, browser, f"{server.url}/inference_in_browser.html?{query}", backend, timeout)
+    except KitError as error:
+        return error if str(error).startswith("failed at ") else None
+    except (pyppeteer.errors.PyppeteerError, ConnectionError, OSError):
+        return None
+    return None
 
 
 async def _capture_page(chromium, browser, url, backend, timeout, model_ready=None):
@@ -221,7 +238,8 @@ async def _capture_page(chromium, browser, url, backend, timeout, model_ready=No
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(page.close(), 5)
     if not result.get("ok"):
-        raise KitError(f"in the browser: {one_line(str(result.get('error')))}")
+        said = one_line(str(result.get("error")))  # the run's own 'failed at node X (Op): ...', else tfjs's words
+        raise KitError(said if said.startswith("failed") else f"in the browser: {said}")
 
 
 class _PageCrashed(Exception):

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -88,8 +89,15 @@ def _run_one(node, job, backend, go=None):
                 child.stderr.close()
         if timed_out.is_set():
             raise KitError(f"{NODE_SCRIPT.name} on backend {backend} did not finish within {timeout} s")
+        if child.returncode < 0:  # a crash of Node itself (an abort in a native kernel, a signal)
+            said = _last_error_line("".join(lines))
+            raise KitError(f"{NODE_SCRIPT.name} crashed ({signal.Signals(-child.returncode).name})"
+                           + ("" if said == "(no output)" else f"; its last words: {said}"))
         if child.returncode != 0:
-            raise KitError(f"{NODE_SCRIPT.name} failed: {_last_error_line(''.join(lines))}")
+            said = _last_error_line("".join(lines))  # the run's own 'failed at node X (Op): ...', else tfjs's words
+            if said.startswith("failed: "):  # it could not say where (a WASM trap): a fresh Node finds the point
+                said = _locate(node, job, backend, timeout) or said
+            raise KitError(said if said.startswith("failed") else f"{NODE_SCRIPT.name} failed: {said}")
         capture = read_safetensors(out)
     except BaseException:
         Path(out).unlink(missing_ok=True)
@@ -98,6 +106,24 @@ def _run_one(node, job, backend, go=None):
         Path(out).unlink(missing_ok=True)
         raise KitError(f"asked Node for backend {backend} but the capture says {capture.metadata.get('backend')}")
     return capture
+
+
+def _locate(node, job, backend, timeout):
+    """'failed at node X (Op): ...' from a fresh Node in locate mode (each point executed
+    alone, from the first), or None when it finds none within `timeout`."""
+    command = [node, str(NODE_SCRIPT), "--model", str(job.model_json), "--out", os.devnull, "--backend", backend,
+               "--flags", json.dumps(job.flags or {}), "--locate"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    child = processes.start(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, errors="replace", env=env)
+    try:
+        _, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        processes.stop(child)
+    said = _last_error_line(stderr)
+    return said if said.startswith("failed at ") else None
 
 
 def _release(go, child, watchdog):
