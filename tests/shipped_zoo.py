@@ -12,7 +12,10 @@ files as older tfjs converters wrote them, and graphs with what real shipped mod
   - unknown_rank/model.json: a graph model with an input of unknown rank (a recurrent
     state, as exported), fed by --input or --input-shape;
   - map_fn/model.json: a `tf.map_fn` loop, whose TensorArray carries a float32 flow value
-    that must stay float32 in the float64 rewrite.
+    that must stay float32 in the float64 rewrite;
+  - cumsum/model.json: a running sum along the last axis, after a node every backend runs:
+    tfjs 4.22's wasm traps on it ("memory access out of bounds") and its cpu backend gives
+    no values at all, while the tensorflow backend is right: one run, two failing backends.
 
     python tests/shipped_zoo.py OUT_DIR [NAME ...]
 
@@ -29,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn")
+SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum")
 INTEGER_SCALE = np.array([-1.0, 0.0, 2.0, 7.0], np.float32)  # held as uint8 codes with min -1, scale 1
 
 
@@ -165,6 +168,21 @@ def build_map_fn(out):
     tf.compat.v1.enable_control_flow_v2()
     ops = {n["op"] for n in json.loads((out / "model.json").read_text())["modelTopology"]["node"]}
     assert "TensorArrayV3" in ops, f"the converter wrote no TensorArray for map_fn: {sorted(ops)}"
+
+
+def build_cumsum(out):
+    import tensorflow as tf
+    r = rng()
+
+    class Running(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(r.uniform(-1, 1, (5, 5)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([2, 3, 5], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.math.cumsum(tf.tanh(tf.matmul(x, self.w)), axis=-1)}
+    module = Running()
+    convert(module, module.serve, out)
 
 
 if __name__ == "__main__":

@@ -224,3 +224,33 @@ def test_the_kits_weight_decoder_gives_tfjs_decoders_bits_for_every_encoding(tmp
         mine = ours[name].astype(np.int32) if ours[name].dtype == bool else ours[name]
         assert mine.dtype == (np.float32 if dtype == "float32" else np.int32), name
         assert mine.tobytes() == base64.b64decode(encoded), name
+
+
+# --- one backend's failure is that backend's ------------------------------------------------
+
+def test_backends_that_fail_mid_run_are_named_with_their_node_and_the_others_are_saved(shipped, tmp_path):
+    """tfjs 4.22's Cumsum along axis -1: the cpu backend gives an output of no shape, wasm
+    traps ('memory access out of bounds', which names no node: a fresh run finds it), WebGL's
+    shader does not compile; tfjs-node's tensorflow backend is right. Step 1 says so before
+    anything runs; each failing backend is its own line naming the node; the others are saved,
+    nothing half-written stays, and the status says some failed (3) or all did (2)."""
+    out = tmp_path / "cumsum"
+    created = check(run_script("create_keras_model.py", "--model", shipped["cumsum"], "--out-dir", out,
+                               "--repeat", "1"))
+    node_name = "'StatefulPartitionedCall/Cumsum' (Cumsum)"
+    assert f"foreseen: tfjs's cpu, wasm, webgl backends will fail at node {node_name}" in created.stdout
+    done = run_script("run_node.py", "--out-dir", out, "--backend", "all", "--repeat", "1")
+    assert done.returncode == 3, done
+    lines = done.stderr.strip().splitlines()
+    assert [line.split(": failed at node ")[0] for line in lines] == ["error: node/cpu", "error: node/wasm"], lines
+    assert all("StatefulPartitionedCall/Cumsum (Cumsum): " in line for line in lines), lines
+    assert "memory access out of bounds" in lines[1] or "values for an output" in lines[1], lines
+    assert "node/tensorflow" in done.stdout and (out / "keras_model_tfjs_node.json").is_file()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    done = run_script("run_browser.py", "--out-dir", out, "--backend", "webgl,wasm", "--repeat", "1")
+    assert done.returncode == 2, done  # none saved
+    lines = done.stderr.strip().splitlines()
+    assert [line.split(": failed at node ")[0] for line in lines] == ["error: browser/webgl", "error: browser/wasm"]
+    assert all("StatefulPartitionedCall/Cumsum (Cumsum): " in line for line in lines), lines
+    done = check(run_script("compare_outputs.py", "--out-dir", out, "--full"))
+    assert "node/tensorflow" in done.stdout

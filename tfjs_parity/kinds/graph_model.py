@@ -335,6 +335,45 @@ def check_tfjs_can_run(graph):
                            f"not apply, so the model fails in tfjs{hint}")
 
 
+# tfjs 4.22 kernels known to fail on what a graph holds, by backend (each measured: tests
+# test_shipped_models.py and test_graph_models.py run them and see the failure named).
+
+
+def foreseen_failures(graph):
+    """{backend: ["node 'X' (Op): why it fails there", ...]}: what step 1 can tell before
+    anything runs. The runs still run (a newer tfjs may run it) and name the node they fail at."""
+    import tensorflow as tf
+    found = {}
+
+    def value(tensor):
+        node = graph.nodes.get(split_tensor(tensor)[0])
+        return tf.make_ndarray(node.attr["value"].tensor) if node is not None and node.op == "Const" else None
+    for node in graph.graph_def.node:
+        inputs = data_inputs(node)
+        fused = graph_exec.fused_ops(node)
+        why = []
+        if node.op in ("_FusedConv2D", "_FusedMatMul", "FusedDepthwiseConv2dNative") and fused and \
+                fused[0] in ("BiasAdd", "Add") and len(inputs) > 2:
+            bias = value(inputs[2])
+            if bias is not None and bias.ndim != 1:
+                kernel = {"_FusedConv2D": "FusedConv2D", "_FusedMatMul": "FusedMatMul"}.get(node.op, "FusedDepthwiseConv2D")
+                why.append((("wasm",), f"its fused bias has rank {bias.ndim}, and tfjs 4.22's wasm takes rank 1 only "
+                                       f"('{kernel} only supports rank-1 bias but got rank {bias.ndim}')"))
+        if node.op.startswith("BatchMatMul") and node.attr["T"].type == 3:  # DT_INT32
+            why.append((("wasm",), "an int32 BatchMatMul, which tfjs 4.22's wasm refuses ('BatchMatMul for non "
+                                   "non-float32 tensors not yet supported')"))
+        if node.op in ("Cumsum", "Cumprod") and len(inputs) > 1:
+            axis = value(inputs[1])
+            if axis is not None and axis.size == 1 and int(axis) < 0:
+                why.append((("cpu", "wasm", "webgl"), f"a negative axis ({int(axis)}), which tfjs 4.22's {node.op} "
+                            "does not wrap (an output of no shape; WebGL's shader does not compile); tfjs-node's "
+                            "tensorflow backend is right"))
+        for backends, text in why:
+            for backend in backends:
+                found.setdefault(backend, []).append(f"node {node.name!r} ({node.op}): {text}")
+    return found
+
+
 def _resolve(graph, tensor):
     """The tensor `tensor` really is, through Identity-like plumbing: (node, index)."""
     node, index = split_tensor(tensor)
