@@ -76,3 +76,21 @@ def test_wasm_adds_a_fused_bias_first_a_correct_float32_order_within_the_documen
     assert wasm["block1a"]["bit_identical_to_wasm_in_graph"]
     assert "bias first, column-major taps (XNNPACK)" in wasm["block1a"]["bit_identical_to"]
     assert wasm["synth_1x1"]["max_err_over_kit_bound"] > 1  # what the first bound called a mismatch
+
+
+def test_cumsum_along_a_negative_axis_is_broken_on_cpu_and_wasm_and_right_on_tensorflow():
+    """tests/repro/cumsum_negative_axis.js: tf.cumsum(x, -1) of a [2, 3, 5] tensor, as a converted
+    graph's Cumsum holds it. cpu and wasm give an output of shape [undefined, 2, 3] holding no
+    values (why step 1 foresees it, and why the kit checks every output's length against its
+    shape); axis 2 is right on both, and tfjs-node's tensorflow backend is right either way:
+    tfjs is wrong, not the kit."""
+    done = subprocess.run(["node", str(ROOT / "tests" / "repro" / "cumsum_negative_axis.js")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {(row["backend"], row["axis"]): row for row in map(json.loads, done.stdout.splitlines())}
+    assert set(rows) == {(b, a) for b in BACKENDS for a in (2, -1)}
+    for backend in BACKENDS:
+        assert rows[backend, 2]["max_abs_diff"] == 0 and rows[backend, 2]["shape"] == ["2", "3", "5"]
+    assert rows["tensorflow", -1]["max_abs_diff"] == 0
+    for backend in ("cpu", "wasm"):
+        assert rows[backend, -1]["shape"] == ["undefined", "2", "3"] and rows[backend, -1]["values"] == 0
