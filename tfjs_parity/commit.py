@@ -2,12 +2,11 @@
 (the converted model swapped in whole, then each capture renamed), so a run killed at any
 moment leaves whole files, and a capture of another model is named stale by its model id."""
 import hashlib
-import shutil
 from pathlib import Path
 
 from .capture import remove_other_formats
 from .cli import stop_if_asked
-from .files import commit_file, exchange_or_replace_dir, failpoint
+from .files import commit_file, exchange_or_replace_dir, failpoint, remove_tree
 
 def model_id(folder):
     """A short hash of every file in `folder` (names and bytes): the same model and inputs
@@ -38,4 +37,4 @@ def commit_run(run_dir, out_dir, model_name):
                 remove_other_formats(out_dir / staged.name)
                 failpoint(f"{staged.name} committed")
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir)

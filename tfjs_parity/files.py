@@ -6,10 +6,10 @@ import contextlib
 import errno
 import os
 import re
-import shutil
 import signal
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from . import KitError
@@ -42,6 +42,76 @@ def staging_dir(parent, name):
     return path
 
 
+def remove_tree(path):
+    """Remove `path` (a folder and everything in it, or a file or link) without recursion and
+    without long paths: a folder's subfolders are first moved up beside it (renamed in place),
+    so a tree nested thousands deep (which shutil.rmtree and os.walk meet with RecursionError
+    or ENAMETOOLONG) goes like a flat one. Links are removed, never followed. Errors are
+    ignored, as shutil.rmtree(ignore_errors=True) does; returns whether `path` is gone."""
+    path = os.fspath(path)
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+            return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    parent, base = os.path.split(os.path.abspath(path))
+    pending, emptied, moved = [path], [], 0
+    while pending:
+        folder = pending.pop()
+        emptied.append(folder)
+        try:
+            with os.scandir(folder) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        for entry in listed:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    moved += 1  # beside the tree, a name of ours: its depth is gone
+                    flat = os.path.join(parent, f".{base}.~{os.getpid()}~up{moved}")
+                    os.rename(entry.path, flat)
+                    pending.append(flat)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
+    for folder in reversed(emptied):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+    return not os.path.lexists(path)
+
+
+def walk_bounded(top, max_entries=100_000):
+    """(relative path, is a folder, lstat) of every entry under `top`, links not followed, no
+    recursion: at most `max_entries` (then one more item, (None, None, None), says there were
+    more); a folder that cannot be listed (too deep for a path) is yielded and not entered."""
+    stack, seen = [""], 0
+    while stack:
+        relative = stack.pop()
+        try:
+            with os.scandir(os.path.join(top, relative) if relative else top) as entries:
+                listed = sorted(entries, key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in listed:
+            seen += 1
+            if seen > max_entries:
+                yield None, None, None
+                return
+            name = os.path.join(relative, entry.name) if relative else entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            folder = stat.S_ISDIR(info.st_mode)
+            yield name, folder, info
+            if folder:
+                stack.append(name)
+
+
 def remove_stale_staging(folder):
     """Remove staging entries in `folder` whose owner process is gone (a run killed with
     SIGKILL, a crash): nothing of a running step is touched."""
@@ -52,11 +122,7 @@ def remove_stale_staging(folder):
     for entry in entries:
         match = _STAGING.match(entry.name)
         if match and not _alive(int(match[1])):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+            remove_tree(entry.path)  # a tree a sandboxed model left, however deep
 
 
 def _alive(pid):
@@ -102,9 +168,16 @@ def failpoint(name):
     """How the tests reach a chosen moment of a step, whatever the machine's speed.
     TFJS_PARITY_KILL_AT=name: die here with SIGKILL (between two renames of a commit, say).
     TFJS_PARITY_PAUSE_AT=name: create the file TFJS_PARITY_PAUSED names, then wait here for
-    a signal (a test waits for the file, then interrupts the step at this very moment)."""
+    a signal (a test waits for the file, then interrupts the step at this very moment).
+    TFJS_PARITY_HOLD_AT=name: create that file, then go on once it is removed (a test acts
+    meanwhile: what a sandboxed model's code could have done at this moment)."""
     if os.environ.get("TFJS_PARITY_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("TFJS_PARITY_HOLD_AT") == name:
+        held = Path(os.environ["TFJS_PARITY_PAUSED"])
+        held.touch()
+        while held.exists():
+            time.sleep(0.05)
     if os.environ.get("TFJS_PARITY_PAUSE_AT") == name:
         Path(os.environ["TFJS_PARITY_PAUSED"]).touch()
         while True:
@@ -144,7 +217,7 @@ def exchange_or_replace_dir(new, target):
             new = aside
     except OSError as error:
         raise write_error(target, error) from None
-    shutil.rmtree(new, ignore_errors=True)
+    remove_tree(new)
 
 
 def _exchange(a, b):
