@@ -23,13 +23,12 @@ nothing is committed. --trust-model runs it without the sandbox (docs/guarantees
 import argparse
 import hashlib
 import os
-import shutil
 import sys
 from pathlib import Path
 
 from tfjs_parity import KitError, paths, sandbox
 from tfjs_parity.cli import int64, positive_int, run_main, seed32
-from tfjs_parity.files import failpoint, staging_dir, writable_out_dir
+from tfjs_parity.files import failpoint, remove_tree, staging_dir, writable_out_dir
 from tfjs_parity.quantization import UNQUANTIZED_CAPTURE
 from tfjs_parity.sandbox import DEFAULT_TIMEOUT
 from tfjs_parity.steps import add_format_argument, add_timing_arguments, format_note, positive_float, save_capture
@@ -78,8 +77,9 @@ def main():
     confine.add_argument("--sandbox-timeout", type=positive_float, metavar="SECONDS",
                          help=f"stop the sandboxed step after this long (default {DEFAULT_TIMEOUT})")
     confine.add_argument("--sandbox-memory", type=positive_int, metavar="MIB",
-                         help="stop the sandboxed step once its processes hold more resident memory than this "
-                              "(default: the memory available when the step starts)")
+                         help="stop the sandboxed step once its processes hold more resident memory than this, "
+                              "counting what it wrote to its /tmp, /var/tmp and /dev/shm (default: the memory "
+                              "available when the step starts)")
     parser.add_argument("--in-sandbox", type=Path, help=argparse.SUPPRESS)  # the child the sandbox runs
     add_timing_arguments(parser)
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
@@ -152,7 +152,7 @@ def main():
     try:
         line = stage(args, source_kind, kind, run_dir)
     except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir)
         raise
     commit_run(run_dir, args.out_dir, paths.CONVERTED_DIR)
     print(line)
@@ -168,9 +168,9 @@ def run_sandboxed(args):
         line = sandbox.run(folder, sys.argv[1:], readable,
                            args.sandbox_memory or sandbox.default_memory_mib(),
                            args.sandbox_timeout or DEFAULT_TIMEOUT)
-        commit_run(folder / sandbox.RUN, args.out_dir, paths.CONVERTED_DIR)
+        commit_run(sandbox.vetted_run(folder), args.out_dir, paths.CONVERTED_DIR)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
     print(line)
 
 
@@ -191,7 +191,7 @@ def stage(args, source_kind, kind, run_dir, summary_folder=None):
             result.metadata.update(model=described, model_id=plan.model_id)
         written = [args.out_dir / save_capture(result, run_dir / name, args.format).name for result, name in results]
     except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir)
         raise
     note = format_note(capture, written[0], args.format)
     what = "capture points" if kind == "layers" else "graph nodes captured"
@@ -215,6 +215,7 @@ def stage(args, source_kind, kind, run_dir, summary_folder=None):
                  f"{reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
     if summary_folder is not None:
         sandbox.summary_written(summary_folder, line)
+        failpoint("summary written")
     return line
 
 

@@ -5,6 +5,7 @@ import argparse
 import atexit
 import math
 import os
+import re
 import signal
 import sys
 
@@ -49,6 +50,26 @@ def stop_if_asked():
         raise Terminated(_asked_to_stop)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+MESSAGE_LIMIT = 4000  # characters of one error line: a model's text can be megabytes
+
+
+def safe_text(text, limit=MESSAGE_LIMIT):
+    """`text` as a terminal may show it: every control character but newline and tab escaped
+    (ESC as \\x1b: no colour, no cursor move, no line a model's name makes look like the
+    kit's), at most `limit` characters. Every error line passes here (a model's node names,
+    op names and file names reach them)."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit:,} more characters)"
+
+
+def error_lines(error):
+    """The 'error:' lines of a KitError: one, or one per failed backend (steps.BackendsFailed),
+    each with its newlines escaped too, so a model's text cannot start a line of its own."""
+    lines = getattr(error, "lines", None) or [str(error)]
+    return "\n".join("error: " + safe_text(line).replace("\n", "\\n") for line in lines)
+
+
 def run_main(main):
     """Call main(); print an expected failure as one 'error:' line and exit non-zero."""
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with Ctrl-C ignored
@@ -66,7 +87,7 @@ def run_main(main):
             raise
         stop_if_asked()
     except KitError as error:  # BackendsFailed: 3 when some backends' captures were saved (steps.py)
-        _exit_with_line(f"error: {error}", getattr(error, "status", EXIT_KIT_ERROR))
+        _exit_with_line(error_lines(error), getattr(error, "status", EXIT_KIT_ERROR))
     except KeyboardInterrupt:
         _exit_interrupted("interrupted (Ctrl-C)", EXIT_INTERRUPTED)
     except Terminated as signal_:

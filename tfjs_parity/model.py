@@ -7,6 +7,7 @@ scripts that build or run a Keras model need it.
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ def load_user_model(path, parse_graph=True):
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise KitError(f"--model {path}: a folder but not a SavedModel (no saved_model.pb)")
+        _refuse_saved_lambda(path)
         keras, keras3 = load_keras(), False
     elif path.suffix == ".keras":
         _refuse_lambda(path, _keras_file_config(path))
@@ -184,6 +186,28 @@ def _h5_config(path):
     if config is None:
         raise KitError(f"--model {path}: an HDF5 file without a model_config (weights only?); save the whole model")
     return config.decode() if isinstance(config, bytes) else config
+
+
+# A Lambda layer's entry in a tf-keras SavedModel's keras_metadata.pb (each layer's metadata is
+# JSON, as json.dumps writes it, inside the protobuf), with or without the spaces
+_SAVED_LAMBDA = re.compile(rb'"class_name":\s*"Lambda"')
+
+
+def _refuse_saved_lambda(path):
+    """A tf-keras SavedModel's Lambda layer runs its (marshalled) Python when tf-keras loads
+    it, in the sandbox or not: refused before anything loads, by a scan of the layers' metadata
+    (bounded), as for .keras and .h5 files."""
+    metadata = path / "keras_metadata.pb"
+    if not metadata.is_file():
+        return
+    size = metadata.stat().st_size
+    if size > 4 * MAX_CONFIG_BYTES:
+        raise KitError(f"--model {path}: its keras_metadata.pb is {size:,} bytes, more than the "
+                       f"{4 * MAX_CONFIG_BYTES:,} the kit reads")
+    if _SAVED_LAMBDA.search(metadata.read_bytes()):
+        raise KitError(f"--model {path}: a Lambda layer, whose Python code runs when the SavedModel loads and "
+                       "which tfjs cannot run; rewrite it as a layer or as operations on tensors, and convert "
+                       "with --as graph")
 
 
 def _refuse_lambda(path, config_text):

@@ -19,31 +19,46 @@ and runs it is a child process under bubblewrap (`bwrap`, Debian's `bubblewrap`)
   TensorFlow, which reserves far more address space than it uses; a cgroup is not writable
   for most users).
 
-The child is step 1 itself (create_keras_model.py --in-sandbox FOLDER): it stages the run
-in FOLDER/run and its summary line in FOLDER/summary.txt; the kit commits the run as
-without the sandbox. A signal to the kit stops the sandbox with it (processes.py: its own
-process group, killed on every exit); the child stays quiet (cli.QUIET_STOP), the kit
+The child is step 1 itself (create_keras_model.py --in-sandbox FOLDER, a flag only the kit
+can use: the child must hold the token the kit wrote in FOLDER, passed in its environment):
+it stages the run in FOLDER/run and its summary line in FOLDER/summary.txt; the kit commits
+the run as without the sandbox. A signal to the kit stops the sandbox with it (processes.py:
+its own process group, killed on every exit); the child stays quiet (cli.QUIET_STOP), the kit
 says the one line.
+
+**What comes out is as untrusted as what goes in**: the model's code runs in the child, and
+can leave anything in FOLDER. The kit reads only regular files it expects (opened without
+following links, never a FIFO or a device, each within a size bound: `read_child_file`),
+commits only the files it lists itself, each a regular file (`vetted_run`), prints the
+summary with its control characters escaped, and walks and removes FOLDER without
+recursion (files.walk_bounded, files.remove_tree). /dev inside is read-only: a write there is
+refused and named like /tmp's. What the sandbox writes to disk is bounded like its memory.
 """
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import KitError, processes
-from .cli import QUIET_STOP
-from .files import shown_path, staging_dir
-from .paths import ROOT
+from .cli import QUIET_STOP, safe_text
+from .files import shown_path, staging_dir, walk_bounded
+from .paths import CONVERTED_DIR, ROOT
 
 DEFAULT_TIMEOUT = 1800  # seconds: ResNet50 as a graph with --full takes well under a minute here
 WATCH_EVERY = 0.25  # seconds between two readings of the sandbox's memory
 TEMP_ROOTS = {"/tmp": "root-tmp", "/var/tmp": "root-var-tmp", "/dev/shm": "root-dev-shm"}
-RUN, TMP, SUMMARY, LOG, STARTED = "run", "tmp", "summary.txt", "log", "started"
+RUN, TMP, SUMMARY, LOG, STARTED, TOKEN = "run", "tmp", "summary.txt", "log", "started", "token"
+TOKEN_ENV = "TFJS_PARITY_SANDBOX_TOKEN"  # the child's proof that the kit started it (--in-sandbox)
+SUMMARY_LIMIT = 64 * 1024  # bytes of the child's summary the kit reads
+RUN_LIMIT = 64 * 2 ** 30  # bytes of a staged run the kit commits at most
+MAX_ENTRIES = 100_000  # entries of the sandbox's folder the kit walks at most
 BREAK = "TFJS_PARITY_SANDBOX_BREAK"  # failpoint: bwrap is given a bind it cannot make, and fails to start
 TRUST_HINT = "--trust-model runs the model without a sandbox (only for a model you trust)"
 LOG_TAIL = 64 * 1024
@@ -81,27 +96,33 @@ def run(folder, step_args, readable, memory_mib, timeout):
     bwrap = bwrap_path()
     command = [bwrap, *_mounts(folder, readable),
                "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--chdir", os.getcwd()]
-    env = dict(os.environ, TMPDIR=str(folder / TMP), KERAS_HOME=_keras_home(folder), **{QUIET_STOP: "1"})
+    token = secrets.token_hex(16)
+    descriptor = os.open(folder / TOKEN, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(token)
+    env = dict(os.environ, TMPDIR=str(folder / TMP), KERAS_HOME=_keras_home(folder),
+               **{QUIET_STOP: "1", TOKEN_ENV: token})
     command += ["--", sys.executable, str(ROOT / "create_keras_model.py"), *step_args, "--in-sandbox", str(folder)]
     with open(folder / LOG, "wb") as log:
         child = processes.start(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    why = _watch(child, memory_mib, timeout)
-    processes.stop(child)  # anything left in its group
-    started = (folder / STARTED).exists()
+    why = _watch(child, memory_mib, timeout, folder)
+    processes.stop(child)  # anything left in its group (the sandbox's pid namespace died with its pid 1)
+    started = _is_regular(folder / STARTED)
     text = _tail(folder / LOG)
     if not started:
         reason = next((line for line in text.splitlines() if line.startswith("bwrap:")), text.strip()[-300:])
         raise KitError(f"cannot sandbox --model: the sandbox did not start ({reason or 'bwrap failed'}); {TRUST_HINT}")
     written = writes_outside(folder, readable)
+    shown = ", ".join(written[:5]) + (f" and {len(written) - 5} more" if len(written) > 5 else "")
+    if why:  # stopped: why first, what it wrote meanwhile after
+        raise KitError(why + (f" (it had tried to write {shown}, outside the run: nothing was written there)"
+                              if written else ""))
     if written:
-        shown = ", ".join(written[:5]) + (f" and {len(written) - 5} more" if len(written) > 5 else "")
         raise KitError(f"the model tried to write {shown} (outside the run): refused by the sandbox; "
                        "nothing was written outside the run and nothing was committed")
-    if why:
-        raise KitError(why)
     code = child.returncode
     if code == 0:
-        return (folder / SUMMARY).read_text(encoding="utf-8")
+        return safe_text(read_child_file(folder, SUMMARY, SUMMARY_LIMIT).decode("utf-8", "replace"))
     last = text.strip().splitlines()[-1] if text.strip() else ""
     if code == 2 and last.startswith("error: "):
         line = last.removeprefix("error: ")
@@ -141,11 +162,12 @@ def _mounts(folder, readable):
     for root, name in TEMP_ROOTS.items():
         if root == "/dev/shm" or (os.path.isdir(root) and not os.path.islink(root)):
             mounts += ["--bind", str(folder / name), root]
+    mounts += ["--remount-ro", "/dev"]  # bwrap's /dev is a tmpfs in memory: nothing beyond its devices
     for path in _bound(readable):
         mounts += ["--ro-bind", path, path]
     mounts += ["--bind", str(folder), str(folder)]
     paused = os.environ.get("TFJS_PARITY_PAUSED")
-    if paused and os.environ.get("TFJS_PARITY_PAUSE_AT"):  # the tests' failpoint: its file is written inside
+    if paused and (os.environ.get("TFJS_PARITY_PAUSE_AT") or os.environ.get("TFJS_PARITY_HOLD_AT")):  # the tests' failpoint: its file is written inside
         parent = str(Path(paused).resolve().parent)
         mounts += ["--bind", parent, parent]
     if os.environ.get(BREAK):
@@ -157,13 +179,14 @@ def _bound(readable):
     """The folders among `readable` (a file's own folder: a model.json's weights are beside it)
     that live in a temporary root and so must be bound into the sandbox's empty one."""
     found = []
-    for path in readable:
-        path = Path(path).resolve()
-        if not path.exists():
-            continue
-        folder = str(path if path.is_dir() else path.parent)
-        if _root_of(folder):
-            found.append(folder)
+    for given in readable:
+        given = Path(os.path.abspath(given))
+        for path in (given, given.resolve()):  # a link in /tmp is seen where the user named it, and its target
+            if not path.exists():
+                continue
+            folder = str(path if path.is_dir() and not path.is_symlink() else path.parent)
+            if _root_of(folder):
+                found.append(folder)
     return sorted(set(found))
 
 
@@ -189,27 +212,42 @@ def writes_outside(folder, readable):
     found = []
     for root, name in TEMP_ROOTS.items():
         base = folder / name
-        for here, dirs, files in os.walk(base):
-            seen = root + here[len(str(base)):]
-            for entry in sorted(files):
-                found.append(f"{seen}/{entry}")
-            if not dirs and not files and seen not in ours and seen != root:
+        children = set()  # folders holding something: only an empty one is named itself
+        entries = list(walk_bounded(base, MAX_ENTRIES))
+        for relative, is_folder, _ in entries:
+            if relative is None:
+                found.append(f"{root}/... (more than {MAX_ENTRIES:,} entries)")
+                break
+            children.add(os.path.dirname(relative))
+        for relative, is_folder, _ in entries:
+            if relative is None:
+                break
+            seen = f"{root}/{relative}"
+            if not is_folder:
+                found.append(seen)
+            elif relative not in children and seen not in ours:
                 found.append(seen + "/")
-    return [str(shown_path(p)) for p in sorted(found)]
+    return [safe_text(str(shown_path(p)), 300) for p in sorted(found)]
 
 
-def _watch(child, memory_mib, timeout):
-    """Wait for the sandbox to end; kill it past `timeout` seconds or `memory_mib` MiB of
-    resident memory (all its processes). Returns why it was killed, or None."""
+def _watch(child, memory_mib, timeout, folder):
+    """Wait for the sandbox to end; kill it past `timeout` seconds, or `memory_mib` MiB of
+    resident memory (all its processes) plus what it wrote to its /tmp, /var/tmp and /dev/shm
+    (folders of its own on disk: shared memory and temporary files count as memory would), or
+    RUN_LIMIT bytes or MAX_ENTRIES entries in its folder; checked once more when it has ended,
+    so a model faster than a reading is bounded too. Returns why it was stopped, or None."""
     import psutil
     deadline = time.monotonic() + timeout
+    next_walk, temporary, peak = 0.0, 0, 0  # bytes in its temporary folders as last walked; peak memory
+    too_much = (f"the model used more than {memory_mib:,} MiB in the sandbox (--sandbox-memory): stopped; nothing "
+                "was committed")  # memory: its resident memory and what it wrote to /tmp, /var/tmp and /dev/shm
     while True:
         try:
             child.wait(WATCH_EVERY)
-            return None
+            ended = True
         except subprocess.TimeoutExpired:
-            pass
-        if time.monotonic() > deadline:
+            ended = False
+        if not ended and time.monotonic() > deadline:
             processes.stop(child)
             return (f"the model did not finish within {timeout:g} s in the sandbox (--sandbox-timeout): "
                     "stopped; nothing was committed")
@@ -219,20 +257,131 @@ def _watch(child, memory_mib, timeout):
             for process in [tree, *tree.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
                     rss += process.memory_info().rss
-        if rss > memory_mib * 2 ** 20:
+        peak = max(peak, rss)
+        if ended or time.monotonic() >= next_walk:  # what it wrote: a walk of its folder, once a second at most
+            started = time.monotonic()
+            temporary, written, entries = _written(folder)
+            next_walk = time.monotonic() + max(1.0, 4 * (time.monotonic() - started))
+            if entries > MAX_ENTRIES or written > RUN_LIMIT:
+                processes.stop(child)
+                what = f"more than {MAX_ENTRIES:,} files" if entries > MAX_ENTRIES else f"more than {RUN_LIMIT:,} bytes"
+                return f"the model wrote {what} in the sandbox: stopped; nothing was committed"
+        if (peak if ended else rss) + temporary > memory_mib * 2 ** 20:
             processes.stop(child)
-            return (f"the model used more than {memory_mib:,} MiB in the sandbox (--sandbox-memory): stopped; "
-                    "nothing was committed")
+            return too_much
+        if ended:
+            return None
+
+
+def _written(folder):
+    """(bytes in the sandbox's temporary folders, bytes in all, entries) of its folder."""
+    temporary, written, entries = 0, 0, 0
+    temporary_roots = tuple(TEMP_ROOTS.values())
+    for relative, _, info in walk_bounded(folder, MAX_ENTRIES):
+        if info is None:
+            return temporary, written, MAX_ENTRIES + 1
+        entries += 1
+        written += info.st_blocks * 512
+        if relative.split(os.sep, 1)[0] in temporary_roots:
+            temporary += info.st_blocks * 512
+    return temporary, written, entries
 
 
 def _tail(path):
-    with open(path, "rb") as f:
-        f.seek(max(0, os.path.getsize(path) - LOG_TAIL))
-        return f.read().decode("utf-8", "replace")
+    """The last LOG_TAIL bytes of the child's log, if it is still the regular file the kit made."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    with os.fdopen(descriptor, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return ""
+        f.seek(max(0, info.st_size - LOG_TAIL))
+        return f.read(LOG_TAIL).decode("utf-8", "replace")
+
+
+def _is_regular(path):
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_child_file(folder, name, limit):
+    """The bytes of `folder/name`, a file the sandboxed child wrote: opened without following a
+    link, refused unless a regular file of at most `limit` bytes (a FIFO would block the kit,
+    a sparse file of gigabytes fill its memory). KitError saying what it found."""
+    try:
+        descriptor = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise KitError(f"the sandboxed step left no readable {name} ({os.strerror(error.errno)}): refused; "
+                       "nothing was committed") from None
+    with os.fdopen(descriptor, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            what = "not a regular file" if not stat.S_ISREG(info.st_mode) else f"{info.st_size:,} bytes"
+            raise KitError(f"the sandboxed step left a {name} that is {what}: refused (the model's code runs "
+                           "there and may have made it); nothing was committed")
+        return f.read(limit)
+
+
+def vetted_run(folder):
+    """FOLDER/run, once every entry in it is what step 1 stages: the converted model's folder
+    (regular files only, plain names) and capture files, each a regular file with one link,
+    RUN_LIMIT bytes in all. KitError naming the first that is not (a link, a FIFO, a device, a
+    folder where a file belongs, a name the kit does not write): nothing is committed."""
+    from .paths import CAPTURE_SUFFIXES
+    run_dir = Path(folder) / RUN
+    try:
+        top = os.lstat(run_dir)
+    except OSError:
+        top = None
+    if top is None or not stat.S_ISDIR(top.st_mode):
+        raise KitError("the sandboxed step left no run folder of its own (a link or a file in its place): refused; "
+                       "nothing was committed")
+    total = 0
+    for relative, is_folder, info in walk_bounded(run_dir, MAX_ENTRIES):
+        if relative is None:
+            raise KitError(f"the sandboxed step left more than {MAX_ENTRIES:,} files: refused; nothing was committed")
+        parts = relative.split(os.sep)
+        expected = (is_folder and relative == CONVERTED_DIR) or (
+            not is_folder and stat.S_ISREG(info.st_mode) and info.st_nlink == 1
+            and (len(parts) == 2 and parts[0] == CONVERTED_DIR
+                 or len(parts) == 1 and parts[0].startswith("keras_model_") and parts[0].endswith(CAPTURE_SUFFIXES)))
+        if not expected:
+            kind = ("a link" if stat.S_ISLNK(info.st_mode) else "a folder" if is_folder else
+                    "a file with other links" if stat.S_ISREG(info.st_mode) and info.st_nlink > 1 else
+                    "a file" if stat.S_ISREG(info.st_mode) else "a FIFO or device")
+            raise KitError(f"the sandboxed step left {kind} the kit does not write, {safe_text(relative, 120)}: "
+                           "refused (the model's code runs there); nothing was committed")
+        total += info.st_size
+        if total > RUN_LIMIT:
+            raise KitError(f"the sandboxed step's run holds more than {RUN_LIMIT:,} bytes: refused; nothing was "
+                           "committed")
+    if not _is_dir(run_dir / CONVERTED_DIR):
+        raise KitError("the sandboxed step left no converted model: refused; nothing was committed")
+    return run_dir
+
+
+def _is_dir(path):
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def started_inside(folder):
-    """The child's first act: the sandbox is up (bwrap made every mount and started it)."""
+    """The child's first act: the sandbox is up (bwrap made every mount and started it). Only
+    a child the kit started may act as one: it holds the token the kit wrote in `folder`."""
+    given = os.environ.get(TOKEN_ENV, "")
+    try:
+        held = read_child_file(folder, TOKEN, 256).decode("ascii", "replace")
+    except KitError:
+        held = ""
+    if not given or not held or not secrets.compare_digest(given, held):
+        raise KitError("--in-sandbox is the kit's own flag for the sandboxed step, not for a command line: run "
+                       "create_keras_model.py --model PATH (the kit starts the sandbox itself)")
     (Path(folder) / STARTED).touch()
 
 

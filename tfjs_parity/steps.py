@@ -242,7 +242,8 @@ class BackendsFailed(KitError):
     step did part of its work), 2 when none was."""
 
     def __init__(self, lines, saved):
-        super().__init__("\nerror: ".join(dict.fromkeys(lines)))
+        self.lines = list(dict.fromkeys(lines))
+        super().__init__("; ".join(self.lines))
         self.status = 3 if saved else 2
 
 
