@@ -59,6 +59,10 @@ def random_inputs(specs, graph, seed, integer_high=None, count=None):
             raise KitError(f"input {spec.name!r} has shape {_shape(spec.shape)} with a free dimension besides the "
                            f"batch: give the shape you use with --input-shape {spec.name}=..., or an input with "
                            "--input")
+        if int(np.prod(shape, dtype=np.float64)) * 4 > MAX_INPUT_BYTES:
+            raise KitError(f"input {spec.name!r} of shape {shape} is {int(np.prod(shape, dtype=np.float64)) * 4:,} "
+                           f"bytes, more than the {MAX_INPUT_BYTES:,} an input may be (every runtime captures every "
+                           f"layer's output for it): give a smaller one with --input or --input-shape")
         if spec.declared in DECLARED_RANGE:
             result[spec.name] = rng.integers(*DECLARED_RANGE[spec.declared], size=shape).astype(np.int32)
         elif spec.dtype == "int32":

@@ -199,8 +199,8 @@ def adopt_weights(source_json, model_dir):
 
 def is_quantized(model_json):
     """Whether the (checked) model.json's weights manifest says its weights are quantized."""
-    document = json.loads(Path(model_json).read_text())
-    return bool(manifest_quantization(document.get("weightsManifest") or []))
+    from .kinds.graph_model import read_model_json
+    return bool(manifest_quantization(read_model_json(model_json).get("weightsManifest") or []))
 
 
 def plan_section(qmap, weights, points, outputs):

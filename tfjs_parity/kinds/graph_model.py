@@ -13,6 +13,7 @@ point's output, a constant, or a tensor the graph computes itself from those (a 
 """
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ DTYPES = {"DT_FLOAT": ("float32", ""), "DT_HALF": ("float32", "float16"), "DT_DO
           "DT_INT8": ("int32", "int8"), "DT_UINT8": ("int32", "uint8"), "DT_UINT16": ("int32", "uint16"),
           "DT_BOOL": ("bool", "")}
 MAX_WEIGHT_BYTES = 4 * 2 ** 30
+MAX_CONTAINERS = 2_000_000  # JSON objects and arrays in a model.json
 
 
 @dataclass
@@ -147,11 +149,18 @@ def read_model_json(path, flag="--model"):
         raise KitError(f"{where}: {path.stat().st_size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a model.json "
                        "may hold")
     text = path.read_bytes()
+    if text.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) or (len(text) > 1 and b"\0" in text[:2]):
+        raise KitError(f"{where}: not UTF-8 JSON (a byte order mark, or UTF-16); tfjs's converter writes UTF-8: "
+                       "save it as UTF-8 without a BOM")
+    containers = text.count(b"{") + text.count(b"[")  # before any parse: what parsing it would build
+    if containers > MAX_CONTAINERS:
+        raise KitError(f"{where}: {containers:,} JSON objects and arrays, more than the {MAX_CONTAINERS:,} a "
+                       "model.json may hold (a 900-node graph holds about 20,000)")
     check_json_depth(text, where=where)
     try:
-        document = json.loads(text)
+        document = json.loads(text.decode("utf-8"))
     except ValueError:
-        raise KitError(f"{where}: not JSON") from None
+        raise KitError(f"{where}: not JSON (UTF-8)") from None
     if not isinstance(document, dict) or "modelTopology" not in document:
         raise KitError(f"{where}: not a tfjs model.json (no modelTopology)")
     fmt = document.get("format")
@@ -174,7 +183,8 @@ def read_model_json(path, flag="--model"):
         if not isinstance(paths, list) or not isinstance(group.get("weights", []), list):
             raise KitError(f"{where}: its weightsManifest is not a list of {{paths, weights}} groups")
         for name in paths:
-            if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (".", ".."):
+            if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (".", "..") \
+                    or len(name.encode("utf-8", "surrogatepass")) > 255 or "\0" in name:
                 raise KitError(f"{where}: weight file {str(name)[:80]!r} is not a file name in its folder")
             file = path.parent / name
             if not file.is_file():
@@ -183,6 +193,7 @@ def read_model_json(path, flag="--model"):
         for weight in group.get("weights", []):
             if not isinstance(weight, dict) or not isinstance(weight.get("name"), str):
                 raise KitError(f"{where}: its weightsManifest lists a weight without a name ({str(weight)[:80]})")
+    check_signature(document.get("signature") or {}, where)
     from ..quantization import manifest_quantization
     try:
         manifest_quantization(manifest)
@@ -191,6 +202,40 @@ def read_model_json(path, flag="--model"):
     if total > MAX_WEIGHT_BYTES:
         raise KitError(f"{where}: {total:,} bytes of weights, more than the {MAX_WEIGHT_BYTES:,} the kit reads")
     return document
+
+
+KINDS_OF_JSON = {dict: "an object", list: "a list", str: "a string", int: "a whole number", bool: "true or false"}
+
+
+def check_signature(signature, where):
+    """KitError naming the first field of a model.json's signature whose type is not what the
+    converter writes: {inputs, outputs: {key: {name: str, dtype: str, tensorShape: {dim:
+    [{size: int or decimal text}], unknownRank: bool}}}}."""
+    def field(path, value, types):
+        if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+            raise KitError(f"{where}: its signature's {path} is {type(value).__name__} "
+                           f"{json.dumps(value)[:60] if isinstance(value, (str, int, float, list, dict)) else ''}, "
+                           f"not {' or '.join(KINDS_OF_JSON[t] for t in types)}")
+    field("signature", signature, (dict,))
+    for part in ("inputs", "outputs"):
+        entries = signature.get(part, {})
+        field(part, entries, (dict,))
+        for key, entry in entries.items():
+            at = f"{part}.{str(key)[:40]}"
+            field(at, entry, (dict,))
+            field(f"{at}.name", entry.get("name"), (str,))
+            field(f"{at}.dtype", entry.get("dtype", "DT_FLOAT"), (str,))
+            shape = entry.get("tensorShape", {})
+            field(f"{at}.tensorShape", shape, (dict,))
+            field(f"{at}.tensorShape.unknownRank", shape.get("unknownRank", False), (bool,))
+            field(f"{at}.tensorShape.dim", shape.get("dim", []), (list,))
+            for k, dim in enumerate(shape.get("dim", [])):
+                field(f"{at}.tensorShape.dim[{k}]", dim, (dict,))
+                size = dim.get("size", 0)
+                field(f"{at}.tensorShape.dim[{k}].size", size, (int, str))
+                if isinstance(size, str) and not re.fullmatch(r"-?\d{1,12}", size):
+                    raise KitError(f"{where}: its signature's {at}.tensorShape.dim[{k}].size is {size[:30]!r}, not "
+                                   "a whole number")
 
 
 def format_by_content(topology):
@@ -246,8 +291,6 @@ def read_graph_model(folder, shown=None):
             node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(constants[node.name]),
                                                                     dtype=dtype))
     signature = document.get("signature") or {}
-    if not isinstance(signature, dict) or not all(isinstance(signature.get(k, {}), dict) for k in ("inputs", "outputs")):
-        raise KitError(f"{where}: its signature is not a map of inputs and outputs")
     return GraphModel(folder, graph_def, signature, {name: value for name, value in constants.items()
                                                      if isinstance(value, np.ndarray)},
                       manifest_quantization(manifest), normalized)
