@@ -1,0 +1,98 @@
+"""What a model controls, handled as data (issue 33): messages escaped and bounded, trees
+walked and removed without recursion, a model.json's signature type-checked field by field."""
+import json
+import os
+
+import pytest
+
+from tfjs_parity import KitError
+from tfjs_parity.cli import error_lines, safe_text
+from tfjs_parity.files import remove_tree, walk_bounded
+from tfjs_parity.kinds.graph_model import check_signature, read_model_json
+from tfjs_parity.steps import BackendsFailed
+
+
+def test_control_characters_are_escaped_and_a_message_is_bounded():
+    assert safe_text("Relu\x1b[31m\x07\x9b") == "Relu\\x1b[31m\\x07\\x9b"
+    assert safe_text("a\tb\nc") == "a\tb\nc"
+    long = safe_text("x" * 10_000, 100)
+    assert long.startswith("x" * 100) and long.endswith("(9,900 more characters)")
+
+
+def test_an_error_line_cannot_start_a_line_of_its_own():
+    shown = error_lines(KitError("node 'y' is op Relu\nerror: all good\x1b[0m"))
+    assert shown.count("\n") == 0 and shown.startswith("error: node 'y'") and "\\x1b[0m" in shown
+    failed = BackendsFailed(["node/cpu: failed", "node/wasm: failed\nerror: spoof"], saved=1)
+    assert error_lines(failed).splitlines() == ["error: node/cpu: failed", "error: node/wasm: failed\\nerror: spoof"]
+    assert failed.status == 3 and BackendsFailed(["x"], saved=0).status == 2
+
+
+def deep_tree(root, levels):
+    os.mkdir(root)
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(levels):  # relative to the last folder: no path is ever long
+            os.mkdir("a", dir_fd=descriptor)
+            inner = os.open("a", os.O_RDONLY, dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = inner
+        os.close(os.open("MARK", os.O_CREAT | os.O_WRONLY, dir_fd=descriptor))
+    finally:
+        os.close(descriptor)
+
+
+def test_a_tree_deeper_than_any_path_is_walked_and_removed(tmp_path):
+    deep_tree(tmp_path / "deep", 3000)  # 6,000 characters of path: beyond PATH_MAX
+    entries = list(walk_bounded(tmp_path / "deep", 100_000))
+    assert entries and all(relative is not None for relative, _, _ in entries)
+    assert list(walk_bounded(tmp_path / "deep", 10))[-1] == (None, None, None)
+    assert remove_tree(tmp_path / "deep") and os.listdir(tmp_path) == []
+
+
+def test_remove_tree_removes_a_link_and_never_what_it_points_to(tmp_path):
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "file").write_text("mine")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "link").symlink_to(tmp_path / "kept")
+    assert remove_tree(tmp_path / "tree")
+    assert (tmp_path / "kept" / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("signature, field", [
+    ([], "signature"),
+    ({"inputs": []}, "inputs"),
+    ({"inputs": {"x": {"name": 3}}}, "inputs.x.name"),
+    ({"inputs": {"x": {"name": "x:0", "dtype": ["DT_FLOAT"]}}}, "inputs.x.dtype"),
+    ({"inputs": {"x": {"name": "x:0", "tensorShape": {"dim": {"size": 1}}}}}, "inputs.x.tensorShape.dim"),
+    ({"inputs": {"x": {"name": "x:0", "tensorShape": {"dim": [{"size": [1]}]}}}}, "inputs.x.tensorShape.dim[0].size"),
+    ({"inputs": {"x": {"name": "x:0", "tensorShape": {"dim": [{"size": "one"}]}}}}, "inputs.x.tensorShape.dim[0].size is 'one'"),
+    ({"outputs": {"y": {"name": "y:0", "tensorShape": {"unknownRank": "yes"}}}}, "outputs.y.tensorShape.unknownRank"),
+])
+def test_every_field_of_a_signature_is_type_checked_by_name(signature, field):
+    with pytest.raises(KitError, match=r"model.json: its signature's " + field.replace("[", r"\[").replace("]", r"\]")):
+        check_signature(signature, "model.json")
+
+
+def test_a_good_signature_passes():
+    check_signature({"inputs": {"x": {"name": "x:0", "dtype": "DT_UINT8", "tensorShape": {"dim": [{"size": "-1"},
+                                                                                                 {"size": 3}]}}},
+                     "outputs": {"y": {"name": "y:0", "tensorShape": {"unknownRank": True}}}}, "model.json")
+
+
+@pytest.mark.parametrize("content, said", [
+    (b"\xef\xbb\xbf{}", "not UTF-8 JSON"),
+    ('{"modelTopology": {}}'.encode("utf-16"), "not UTF-8 JSON"),
+    (b"[" + b"{}," * 2_000_001 + b"{}]", "JSON objects and arrays, more than the 2,000,000"),
+])
+def test_a_model_json_is_refused_before_it_is_parsed(tmp_path, content, said):
+    (tmp_path / "model.json").write_bytes(content)
+    with pytest.raises(KitError, match=said):
+        read_model_json(tmp_path / "model.json")
+
+
+def test_a_weight_file_name_too_long_for_a_file_is_one_line(tmp_path):
+    document = {"format": "graph-model", "modelTopology": {"node": []},
+                "weightsManifest": [{"paths": ["w" * 5000], "weights": []}]}
+    (tmp_path / "model.json").write_text(json.dumps(document))
+    with pytest.raises(KitError, match="is not a file name in its folder"):
+        read_model_json(tmp_path / "model.json")
