@@ -149,18 +149,15 @@ def _first_problems(results):
 def grouped_matrix(results, groups):
     """Verdicts at a glance for a graph model: a row per group of nodes (the Keras layer or
     name scope they came from), each cell the worst verdict over the group's nodes."""
-    order = []
+    members = {}  # group -> its nodes, in first-seen order (one pass each: linear in the nodes)
     for layer in results[0].layers:
-        group = groups.get(layer.layer, layer.layer)
-        if group not in order:
-            order.append(group)
-    sizes = {group: sum(1 for layer in results[0].layers if groups.get(layer.layer, layer.layer) == group)
-             for group in order}
+        members.setdefault(groups.get(layer.layer, layer.layer), []).append(layer.layer)
+    order = list(members)
+    verdicts = [{layer.layer: layer.verdict for layer in r.layers} for r in results]
     body = []
-    for group in order:
-        cells = [SHORT_VERDICTS[Verdict.worst(layer.verdict for layer in r.layers
-                                              if groups.get(layer.layer, layer.layer) == group)] for r in results]
-        body.append([_short(group) + (f" ({sizes[group]} nodes)" if sizes[group] > 1 else ""), *cells])
+    for group, names in members.items():
+        cells = [SHORT_VERDICTS[Verdict.worst(v[name] for name in names if name in v)] for v in verdicts]
+        body.append([_short(group) + (f" ({len(names)} nodes)" if len(names) > 1 else ""), *cells])
     notes = _first_problems(results)
     return "\n".join([f"Verdicts by layer ({len(results[0].layers)} graph nodes in {len(order)} groups: the worst "
                       "of each group's nodes; against float64, 'same bits' = identical to TF Python):",
