@@ -166,11 +166,13 @@ def main():
 def explain_mismatches(out_dir, python, exact, results, captures, unquantized):
     """--explain: for every capture with a mismatch, the changes that avoid it (explain.py) and
     a reproducer of its first mismatching point (repro.py), printed as they come."""
-    from tfjs_parity.explain import explain, explanation_lines, remove
+    from tfjs_parity.explain import check_explainable, explain, explanation_lines, remove
     from tfjs_parity.files import remove_stale_staging, staging_dir
     from tfjs_parity.repro import check_before, write_repro
     explanations = []
     mismatched = [(r, c) for r, c in zip(results[1:], captures) if r.first("mismatch") is not None]
+    for _, capture in mismatched:  # before any trial runs: a tampered capture is one line, not a traceback after
+        check_explainable(capture)
     if not mismatched:
         print("\nexplain: no capture has a mismatch; nothing to explain")
     else:

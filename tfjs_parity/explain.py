@@ -12,9 +12,10 @@ change the answer). A boolean is tried at its other value; the WASM switches onl
 where the runtime lacks SIMD or threads would not load); numbers at the values listed.
 Devices cannot be driven from here: their captures get the list of changes to try by hand.
 """
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-import shutil
 
 from . import KitError
 
@@ -89,6 +90,27 @@ class Explanation:
 
 def _js(value):
     return "true" if value is True else "false" if value is False else repr(value)
+
+
+_VARIANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def check_explainable(capture):
+    """KitError naming the capture's file unless the metadata --explain acts on is what a
+    runner writes (a capture is a file anyone can edit): flags a map of names to booleans,
+    numbers or short text, a variant a short plain name."""
+    where = capture.source or capture.label
+    flags = capture.metadata.get("flags") or {}
+    if not isinstance(flags, dict) or not all(
+            isinstance(k, str) and len(k) <= 100 and (isinstance(v, (bool, int, float)) or
+                                                      isinstance(v, str) and len(v) <= 100)
+            for k, v in flags.items()):
+        raise KitError(f"{where}: its metadata's flags are not a map of flag names to values (true, false, a number "
+                       "or short text), as run_node.py and run_browser.py write them; run that step again")
+    variant = capture.metadata.get("variant")
+    if variant is not None and not (isinstance(variant, str) and _VARIANT.fullmatch(variant)):
+        raise KitError(f"{where}: its metadata's variant is not a short plain name (letters, digits, _ . -, at most "
+                       "64), as the runners write it; run that step again")
 
 
 def flag_trials(capture):

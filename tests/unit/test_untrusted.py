@@ -96,3 +96,19 @@ def test_a_weight_file_name_too_long_for_a_file_is_one_line(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(document))
     with pytest.raises(KitError, match="is not a file name in its folder"):
         read_model_json(tmp_path / "model.json")
+
+
+@pytest.mark.parametrize("metadata, said", [
+    ({"flags": {"WEBGL_PACK": {"nested": 1}}}, "flags are not a map"),
+    ({"flags": ["WEBGL_PACK"]}, "flags are not a map"),
+    ({"variant": "v" * 400}, "variant is not a short plain name"),
+    ({"variant": "../../etc"}, "variant is not a short plain name"),
+])
+def test_a_tampered_capture_is_refused_before_explain_runs_anything(metadata, said):
+    from types import SimpleNamespace
+    from tfjs_parity.explain import check_explainable
+    capture = SimpleNamespace(metadata=metadata, source="out/keras_model_tfjs_node_wasm.json", label="node/wasm")
+    with pytest.raises(KitError, match=f"out/keras_model_tfjs_node_wasm.json: its metadata's {said}"):
+        check_explainable(capture)
+    check_explainable(SimpleNamespace(metadata={"flags": {"WEBGL_PACK": False, "X": 1.5}, "variant": "webgl_pack-false"},
+                                      source="s", label="l"))
