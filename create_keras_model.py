@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from tfjs_parity import KitError, paths, sandbox
-from tfjs_parity.cli import int64, positive_int, run_main, seed32
+from tfjs_parity.cli import safe_summary, int64, positive_int, run_main, seed32
 from tfjs_parity.files import failpoint, remove_tree, staging_dir, writable_out_dir
 from tfjs_parity.quantization import UNQUANTIZED_CAPTURE
 from tfjs_parity.sandbox import DEFAULT_TIMEOUT
@@ -155,7 +155,7 @@ def main():
         remove_tree(run_dir)
         raise
     commit_run(run_dir, args.out_dir, paths.CONVERTED_DIR)
-    print(line)
+    print(safe_summary(line))
 
 
 def run_sandboxed(args):
@@ -202,6 +202,7 @@ def stage(args, source_kind, kind, run_dir, summary_folder=None):
     if plan.quantization:
         what += f"; {len(plan.quantization['weights'])} weights quantized ({plan.quantization['given']})"
     for change in (plan.source.get("normalized") or {}).get("changes", ()):  # an older converter's graph
+        change = {k: one_line(v) for k, v in change.items()}  # names the model wrote: no line of their own
         what += (f"; {change['attr']} of {change['nodes']} {change['op']} node(s) "
                  f"{change['action'].replace(':', ' as', 1) if change['action'].startswith('derived') else change['action']}"
                  " for TensorFlow (tfjs reads none of it)")
@@ -212,11 +213,16 @@ def stage(args, source_kind, kind, run_dir, summary_folder=None):
         by_reasons.setdefault(tuple(reasons), []).append(backend)
     for reasons, backends in by_reasons.items():
         line += (f"\nforeseen: tfjs's {', '.join(backends)} backend{'s' if len(backends) > 1 else ''} will fail at "
-                 f"{reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
+                 f"{one_line(reasons[0])}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
     if summary_folder is not None:
         sandbox.summary_written(summary_folder, line)
         failpoint("summary written")
     return line
+
+
+def one_line(value):
+    """Text a model wrote (a node's or attribute's name), for a line of the summary: no newline."""
+    return str(value).replace("\n", "\\n").replace("\r", "\\r")
 
 
 def input_shape(text):

@@ -63,6 +63,23 @@ def safe_text(text, limit=MESSAGE_LIMIT):
     return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit:,} more characters)"
 
 
+SUMMARY_LINES = ("wrote ", "foreseen: ")  # how each line of step 1's summary starts
+
+
+def safe_summary(text):
+    """Step 1's summary as the terminal may show it: control characters escaped, and a new
+    line only where one of the kit's own lines starts (SUMMARY_LINES); any other newline, a
+    model's name holding one, is shown as \\n."""
+    lines = text.split("\n")
+    kept = [lines[0]]
+    for line in lines[1:]:
+        if line.startswith(SUMMARY_LINES):
+            kept.append(line)
+        else:
+            kept[-1] += "\\n" + line
+    return "\n".join(safe_text(line) for line in kept)
+
+
 def error_lines(error):
     """The 'error:' lines of a KitError: one, or one per failed backend (steps.BackendsFailed),
     each with its newlines escaped too, so a model's text cannot start a line of its own."""

@@ -46,70 +46,119 @@ def remove_tree(path):
     """Remove `path` (a folder and everything in it, or a file or link) without recursion and
     without long paths: a folder's subfolders are first moved up beside it (renamed in place),
     so a tree nested thousands deep (which shutil.rmtree and os.walk meet with RecursionError
-    or ENAMETOOLONG) goes like a flat one. Links are removed, never followed. Errors are
-    ignored, as shutil.rmtree(ignore_errors=True) does; returns whether `path` is gone."""
-    path = os.fspath(path)
+    or ENAMETOOLONG) goes like a flat one. Every folder is opened by descriptor, never by a
+    path, and only if it is the very folder listed (device and inode): a folder swapped for a
+    link meanwhile is removed as a link, never followed. Errors are ignored, as
+    shutil.rmtree(ignore_errors=True) does; returns whether `path` is gone."""
+    path = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(path)
     try:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            os.unlink(path)
-            return True
-    except FileNotFoundError:
-        return True
+        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        return False
-    parent, base = os.path.split(os.path.abspath(path))
-    pending, emptied, moved = [path], [], 0
-    while pending:
-        folder = pending.pop()
-        emptied.append(folder)
+        return not os.path.lexists(path)
+    try:
         try:
-            with os.scandir(folder) as entries:
-                listed = list(entries)
+            top = os.lstat(base, dir_fd=parent_fd)
+        except FileNotFoundError:
+            return True
         except OSError:
-            continue
-        for entry in listed:
+            return False
+        if not stat.S_ISDIR(top.st_mode):
+            with contextlib.suppress(OSError):
+                os.unlink(base, dir_fd=parent_fd)
+            return not os.path.lexists(path)
+        pending, emptied, moved = [(base, top.st_dev, top.st_ino)], [], 0
+        while pending:
+            name, device, inode = pending.pop()
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    moved += 1  # beside the tree, a name of ours: its depth is gone
-                    flat = os.path.join(parent, f".{base}.~{os.getpid()}~up{moved}")
-                    os.rename(entry.path, flat)
-                    pending.append(flat)
-                else:
-                    os.unlink(entry.path)
-            except OSError:
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+            except OSError:  # a link (or a file) in its place: removed, not followed
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=parent_fd)
                 continue
-    for folder in reversed(emptied):
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)
-    return not os.path.lexists(path)
+            try:
+                found = os.fstat(fd)
+                if (found.st_dev, found.st_ino) != (device, inode):
+                    continue  # not the folder that was listed
+                emptied.append(name)
+                with os.scandir(fd) as entries:
+                    listed = [entry.name for entry in entries]
+                for entry in listed:
+                    try:
+                        info = os.lstat(entry, dir_fd=fd)
+                        if stat.S_ISDIR(info.st_mode):
+                            moved += 1  # beside the tree, a name of ours: its depth is gone
+                            flat = f".{base}.~{os.getpid()}~up{moved}"
+                            os.rename(entry, flat, src_dir_fd=fd, dst_dir_fd=parent_fd)
+                            pending.append((flat, info.st_dev, info.st_ino))
+                        else:
+                            os.unlink(entry, dir_fd=fd)
+                    except OSError:
+                        continue
+            finally:
+                os.close(fd)
+        for name in reversed(emptied):
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=parent_fd)
+        return not os.path.lexists(path)
+    finally:
+        os.close(parent_fd)
 
 
-def walk_bounded(top, max_entries=100_000):
-    """(relative path, is a folder, lstat) of every entry under `top`, links not followed, no
-    recursion: at most `max_entries` (then one more item, (None, None, None), says there were
-    more); a folder that cannot be listed (too deep for a path) is yielded and not entered."""
-    stack, seen = [""], 0
-    while stack:
-        relative = stack.pop()
-        try:
-            with os.scandir(os.path.join(top, relative) if relative else top) as entries:
-                listed = sorted(entries, key=lambda e: e.name)
-        except OSError:
-            continue
-        for entry in listed:
+MAX_DEPTH = 256  # folders deep that walk_bounded enters (one descriptor open per level)
+
+
+def walk_bounded(top, max_entries=100_000, max_depth=MAX_DEPTH):
+    """(relative path, is a folder, lstat) of every entry under `top`, depth first, links not
+    followed, no recursion and no long paths (each folder opened by descriptor from its
+    parent's, so a path beyond PATH_MAX is walked like any other): at most `max_entries`; then,
+    or when a folder is deeper than `max_depth`, one more item (None, "entries" or "depth",
+    None) says the walk stopped there."""
+    try:
+        root = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    stack = []  # (descriptor, relative path, names left to look at), one per level
+    try:
+        with os.scandir(root) as entries:
+            stack.append((root, "", sorted(e.name for e in entries)))
+        seen = 0
+        while stack:
+            fd, relative, names = stack[-1]
+            if not names:
+                os.close(fd)
+                stack.pop()
+                continue
+            name = names.pop(0)
             seen += 1
             if seen > max_entries:
-                yield None, None, None
+                yield None, "entries", None
                 return
-            name = os.path.join(relative, entry.name) if relative else entry.name
             try:
-                info = entry.stat(follow_symlinks=False)
+                info = os.lstat(name, dir_fd=fd)
             except OSError:
                 continue
+            path = f"{relative}/{name}" if relative else name
             folder = stat.S_ISDIR(info.st_mode)
-            yield name, folder, info
-            if folder:
-                stack.append(name)
+            yield path, folder, info
+            if not folder:
+                continue
+            if len(stack) >= max_depth:
+                yield None, "depth", None
+                return
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError:
+                continue
+            try:
+                with os.scandir(child) as entries:
+                    stack.append((child, path, sorted(e.name for e in entries)))
+            except OSError:
+                os.close(child)
+    finally:
+        for fd, _, _ in stack:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def remove_stale_staging(folder):

@@ -47,8 +47,8 @@ import time
 from pathlib import Path
 
 from . import KitError, processes
-from .cli import QUIET_STOP, safe_text
-from .files import shown_path, staging_dir, walk_bounded
+from .cli import QUIET_STOP, safe_summary, safe_text
+from .files import MAX_DEPTH, shown_path, staging_dir, walk_bounded
 from .paths import CONVERTED_DIR, ROOT
 
 DEFAULT_TIMEOUT = 1800  # seconds: ResNet50 as a graph with --full takes well under a minute here
@@ -105,8 +105,10 @@ def run(folder, step_args, readable, memory_mib, timeout):
     command += ["--", sys.executable, str(ROOT / "create_keras_model.py"), *step_args, "--in-sandbox", str(folder)]
     with open(folder / LOG, "wb") as log:
         child = processes.start(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    why = _watch(child, memory_mib, timeout, folder)
-    processes.stop(child)  # anything left in its group (the sandbox's pid namespace died with its pid 1)
+    try:
+        why = _watch(child, memory_mib, timeout, folder)
+    finally:  # stopped (Ctrl-C, SIGTERM) or not: the sandbox is gone before anything of its folder is touched
+        processes.stop(child)  # its group; the sandbox's pid namespace dies with its pid 1
     started = _is_regular(folder / STARTED)
     text = _tail(folder / LOG)
     if not started:
@@ -122,7 +124,7 @@ def run(folder, step_args, readable, memory_mib, timeout):
                        "nothing was written outside the run and nothing was committed")
     code = child.returncode
     if code == 0:
-        return safe_text(read_child_file(folder, SUMMARY, SUMMARY_LIMIT).decode("utf-8", "replace"))
+        return safe_summary(read_child_file(folder, SUMMARY, SUMMARY_LIMIT).decode("utf-8", "replace"))
     last = text.strip().splitlines()[-1] if text.strip() else ""
     if code == 2 and last.startswith("error: "):
         line = last.removeprefix("error: ")
@@ -136,7 +138,7 @@ def run(folder, step_args, readable, memory_mib, timeout):
     if code < 0:
         raise KitError(f"step 1 in the sandbox was killed by {signal.Signals(-code).name}" +
                        (f" ({last[:200]})" if last else ""))
-    sys.stderr.write(text)  # a traceback: the kit's bug (or TensorFlow's), shown whole
+    sys.stderr.write(safe_text(text, LOG_TAIL))  # a traceback: the kit's bug (or TensorFlow's), shown whole
     sys.stderr.flush()
     raise SystemExit(code)
 
@@ -216,7 +218,8 @@ def writes_outside(folder, readable):
         entries = list(walk_bounded(base, MAX_ENTRIES))
         for relative, is_folder, _ in entries:
             if relative is None:
-                found.append(f"{root}/... (more than {MAX_ENTRIES:,} entries)")
+                found.append(f"{root}/... (more than {MAX_ENTRIES:,} entries)" if is_folder == "entries" else
+                             f"{root}/... (folders more than {MAX_DEPTH} deep)")
                 break
             children.add(os.path.dirname(relative))
         for relative, is_folder, _ in entries:
@@ -260,11 +263,12 @@ def _watch(child, memory_mib, timeout, folder):
         peak = max(peak, rss)
         if ended or time.monotonic() >= next_walk:  # what it wrote: a walk of its folder, once a second at most
             started = time.monotonic()
-            temporary, written, entries = _written(folder)
+            temporary, written, stopped = _written(folder)
             next_walk = time.monotonic() + max(1.0, 4 * (time.monotonic() - started))
-            if entries > MAX_ENTRIES or written > RUN_LIMIT:
+            if stopped or written > RUN_LIMIT:
                 processes.stop(child)
-                what = f"more than {MAX_ENTRIES:,} files" if entries > MAX_ENTRIES else f"more than {RUN_LIMIT:,} bytes"
+                what = {"entries": f"more than {MAX_ENTRIES:,} files", "depth": f"folders more than {MAX_DEPTH} deep",
+                        None: f"more than {RUN_LIMIT:,} bytes"}[stopped]
                 return f"the model wrote {what} in the sandbox: stopped; nothing was committed"
         if (peak if ended else rss) + temporary > memory_mib * 2 ** 20:
             processes.stop(child)
@@ -274,17 +278,18 @@ def _watch(child, memory_mib, timeout, folder):
 
 
 def _written(folder):
-    """(bytes in the sandbox's temporary folders, bytes in all, entries) of its folder."""
-    temporary, written, entries = 0, 0, 0
+    """(bytes in the sandbox's temporary folders, bytes in all, None) of its folder; the last
+    is "entries" or "depth" when the walk met one of its bounds (the model made too many or
+    too deep: stopped for that)."""
+    temporary, written = 0, 0
     temporary_roots = tuple(TEMP_ROOTS.values())
-    for relative, _, info in walk_bounded(folder, MAX_ENTRIES):
-        if info is None:
-            return temporary, written, MAX_ENTRIES + 1
-        entries += 1
+    for relative, kind, info in walk_bounded(folder, MAX_ENTRIES):
+        if relative is None:
+            return temporary, written, kind
         written += info.st_blocks * 512
-        if relative.split(os.sep, 1)[0] in temporary_roots:
+        if relative.split("/", 1)[0] in temporary_roots:
             temporary += info.st_blocks * 512
-    return temporary, written, entries
+    return temporary, written, None
 
 
 def _tail(path):
@@ -341,10 +346,11 @@ def vetted_run(folder):
         raise KitError("the sandboxed step left no run folder of its own (a link or a file in its place): refused; "
                        "nothing was committed")
     total = 0
-    for relative, is_folder, info in walk_bounded(run_dir, MAX_ENTRIES):
+    for relative, is_folder, info in walk_bounded(run_dir, MAX_ENTRIES, max_depth=2):
         if relative is None:
-            raise KitError(f"the sandboxed step left more than {MAX_ENTRIES:,} files: refused; nothing was committed")
-        parts = relative.split(os.sep)
+            what = f"more than {MAX_ENTRIES:,} files" if is_folder == "entries" else "folders deeper than the kit writes"
+            raise KitError(f"the sandboxed step left {what}: refused; nothing was committed")
+        parts = relative.split("/")
         expected = (is_folder and relative == CONVERTED_DIR) or (
             not is_folder and stat.S_ISREG(info.st_mode) and info.st_nlink == 1
             and (len(parts) == 2 and parts[0] == CONVERTED_DIR

@@ -27,13 +27,13 @@ def test_an_error_line_cannot_start_a_line_of_its_own():
     assert failed.status == 3 and BackendsFailed(["x"], saved=0).status == 2
 
 
-def deep_tree(root, levels):
+def deep_tree(root, levels, name="a"):
     os.mkdir(root)
     descriptor = os.open(root, os.O_RDONLY)
     try:
         for _ in range(levels):  # relative to the last folder: no path is ever long
-            os.mkdir("a", dir_fd=descriptor)
-            inner = os.open("a", os.O_RDONLY, dir_fd=descriptor)
+            os.mkdir(name, dir_fd=descriptor)
+            inner = os.open(name, os.O_RDONLY, dir_fd=descriptor)
             os.close(descriptor)
             descriptor = inner
         os.close(os.open("MARK", os.O_CREAT | os.O_WRONLY, dir_fd=descriptor))
@@ -41,11 +41,19 @@ def deep_tree(root, levels):
         os.close(descriptor)
 
 
-def test_a_tree_deeper_than_any_path_is_walked_and_removed(tmp_path):
-    deep_tree(tmp_path / "deep", 3000)  # 6,000 characters of path: beyond PATH_MAX
-    entries = list(walk_bounded(tmp_path / "deep", 100_000))
-    assert entries and all(relative is not None for relative, _, _ in entries)
-    assert list(walk_bounded(tmp_path / "deep", 10))[-1] == (None, None, None)
+def test_a_tree_deeper_than_any_path_is_walked_to_its_last_file_and_removed(tmp_path):
+    deep_tree(tmp_path / "deep", 500, "f" * 20)  # 10,500 characters of path: beyond PATH_MAX
+    try:
+        entries = list(walk_bounded(tmp_path / "deep", 100_000, max_depth=1000))
+        assert entries[-1][0].endswith("/MARK") and len(entries[-1][0]) > 10_000 and not entries[-1][1]
+        assert list(walk_bounded(tmp_path / "deep", 10))[-1] == (None, "entries", None)
+        assert list(walk_bounded(tmp_path / "deep", 100_000))[-1] == (None, "depth", None)  # 256 deep at most
+    finally:
+        assert remove_tree(tmp_path / "deep") and os.listdir(tmp_path) == []
+
+
+def test_remove_tree_of_a_tree_thousands_deep(tmp_path):
+    deep_tree(tmp_path / "deep", 3000)  # (pytest's own clean-up of it would meet RecursionError)
     assert remove_tree(tmp_path / "deep") and os.listdir(tmp_path) == []
 
 
@@ -102,6 +110,7 @@ def test_a_weight_file_name_too_long_for_a_file_is_one_line(tmp_path):
     ({"flags": {"WEBGL_PACK": {"nested": 1}}}, "flags are not a map"),
     ({"flags": ["WEBGL_PACK"]}, "flags are not a map"),
     ({"variant": "v" * 400}, "variant is not a short plain name"),
+    ({"variant": "a/b"}, "variant is not a short plain name"),
     ({"variant": "../../etc"}, "variant is not a short plain name"),
 ])
 def test_a_tampered_capture_is_refused_before_explain_runs_anything(metadata, said):
@@ -110,5 +119,15 @@ def test_a_tampered_capture_is_refused_before_explain_runs_anything(metadata, sa
     capture = SimpleNamespace(metadata=metadata, source="out/keras_model_tfjs_node_wasm.json", label="node/wasm")
     with pytest.raises(KitError, match=f"out/keras_model_tfjs_node_wasm.json: its metadata's {said}"):
         check_explainable(capture)
-    check_explainable(SimpleNamespace(metadata={"flags": {"WEBGL_PACK": False, "X": 1.5}, "variant": "webgl_pack-false"},
-                                      source="s", label="l"))
+    for variant in ("webgl_pack-false", "keep_intermediate_tensors-true_wasm_has_multithread_support-false_wasm_has_"
+                    "simd_support-false", "android-samsung-sm-s918b-samsung-140-0123abcd_f16_webgl_pack-false",
+                    "cpu_handoff_size_threshold-1e+20"):  # what the runners write: three flags, a device, a number
+        check_explainable(SimpleNamespace(metadata={"flags": {"WEBGL_PACK": False, "X": 1.5}, "variant": variant},
+                                          source="s", label="l"))
+
+
+def test_a_summary_keeps_only_the_kits_own_lines():
+    from tfjs_parity.cli import safe_summary
+    text = "wrote out/ (attr zz\nerror: spoofed\x1b[31m)\nforeseen: tfjs's wasm backend will fail at node 'x'"
+    assert safe_summary(text).splitlines() == ["wrote out/ (attr zz\\nerror: spoofed\\x1b[31m)",
+                                               "foreseen: tfjs's wasm backend will fail at node 'x'"]
