@@ -92,7 +92,7 @@ def _js(value):
     return "true" if value is True else "false" if value is False else repr(value)
 
 
-_VARIANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_VARIANT = re.compile(r"[A-Za-z0-9_.+-]{1,200}")  # what variant_of and a device's name make
 
 
 def check_explainable(capture):
@@ -109,8 +109,8 @@ def check_explainable(capture):
                        "or short text), as run_node.py and run_browser.py write them; run that step again")
     variant = capture.metadata.get("variant")
     if variant is not None and not (isinstance(variant, str) and _VARIANT.fullmatch(variant)):
-        raise KitError(f"{where}: its metadata's variant is not a short plain name (letters, digits, _ . -, at most "
-                       "64), as the runners write it; run that step again")
+        raise KitError(f"{where}: its metadata's variant is not a short plain name (letters, digits, _ . + -, at "
+                       "most 200), as the runners write it; run that step again")
 
 
 def flag_trials(capture):

@@ -47,13 +47,13 @@ def random_inputs(specs, graph, seed, integer_high=None, count=None):
     rng = np.random.default_rng(seed)
     result = {}
     for spec in specs:
+        if spec.shape is None:
+            raise KitError(f"input {spec.name!r}: the model does not say its shape (not even its rank); give it with "
+                           f"--input-shape {spec.name}=1,... or give an input with --input")
         if count and spec.shape and spec.shape[0] is not None and spec.shape[0] != count:
             raise KitError(f"--input-count {count}: input {spec.name!r} takes a batch of exactly {spec.shape[0]}")
         if count and count > 1 and not spec.shape:
             raise KitError(f"--input-count {count}: input {spec.name!r} is a scalar, which holds one input")
-        if spec.shape is None:
-            raise KitError(f"input {spec.name!r}: the model does not say its shape (not even its rank); give it with "
-                           f"--input-shape {spec.name}=1,... or give an input with --input")
         shape = [(count or 1) if spec.shape[0] is None else spec.shape[0]] + spec.shape[1:] if spec.shape else []
         if any(d is None for d in shape):
             raise KitError(f"input {spec.name!r} has shape {_shape(spec.shape)} with a free dimension besides the "

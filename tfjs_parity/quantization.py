@@ -109,8 +109,11 @@ def _decode_weight(weight, buffer, offset):
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise ValueError(f"weight {name!r} has shape {str(shape)[:60]}, not a list of sizes")
+    if dtype == "string":
+        return _decode_strings(name, shape, buffer, offset)
     if dtype not in ("float32", "int32", "bool"):
-        raise ValueError(f"weight {name!r} has dtype {str(dtype)[:20]!r}; tfjs decodes float32, int32 and bool")
+        raise ValueError(f"weight {name!r} has dtype {str(dtype)[:20]!r}; tfjs decodes float32, int32, bool and "
+                         "string weights")
     q = weight.get("quantization")
     stored = STORED[q["dtype"] if q else dtype]
     size = int(np.prod(shape, dtype=np.int64))
@@ -133,6 +136,22 @@ def _decode_weight(weight, buffer, offset):
     return data.reshape(shape), end
 
 
+def _decode_strings(name, shape, buffer, offset):
+    """A string weight as tfjs decodes it: each value a uint32 (little-endian) byte length,
+    then its bytes; an object array of bytes."""
+    values = []
+    for _ in range(int(np.prod(shape, dtype=np.int64))):
+        if offset + 4 > len(buffer):
+            raise ValueError(f"string weight {name!r} runs past its group's files")
+        length = int.from_bytes(buffer[offset:offset + 4], "little")
+        offset += 4
+        if offset + length > len(buffer):
+            raise ValueError(f"string weight {name!r} runs past its group's files")
+        values.append(bytes(buffer[offset:offset + length]))
+        offset += length
+    return np.array(values, dtype=object).reshape(shape), offset
+
+
 def quantize_converted(model_dir, qmap):
     """Quantize the weights of the unquantized tfjs model converted in `model_dir`, in place,
     as the converter does with the same quantization_dtype_map (its write_weights: the code
@@ -142,7 +161,10 @@ def quantize_converted(model_dir, qmap):
     model_json = model_dir / "model.json"
     document = json.loads(model_json.read_text())
     manifest = document["weightsManifest"]
-    groups = decoded_weights(model_dir, manifest)
+    try:
+        groups = decoded_weights(model_dir, manifest)
+    except (ValueError, OSError) as error:
+        raise KitError(f"the converted model's weights do not decode ({' '.join(str(error).split())[:200]})") from None
     floats = [entry["name"] for group in groups for entry in group if entry["data"].dtype == np.float32]
     for mode, patterns in qmap.items():
         for pattern in ([] if patterns is True else patterns):
