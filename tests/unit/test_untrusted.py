@@ -131,3 +131,19 @@ def test_a_summary_keeps_only_the_kits_own_lines():
     text = "wrote out/ (attr zz\nerror: spoofed\x1b[31m)\nforeseen: tfjs's wasm backend will fail at node 'x'"
     assert safe_summary(text).splitlines() == ["wrote out/ (attr zz\\nerror: spoofed\\x1b[31m)",
                                                "foreseen: tfjs's wasm backend will fail at node 'x'"]
+
+
+def test_a_string_weight_decodes_as_tfjs_writes_it(tmp_path):
+    """tfjs's string weights: a uint32 (little-endian) byte length before each value's bytes."""
+    from tfjs_parity.quantization import decoded_weights
+    values = [b"", "é".encode(), b"boxes"]
+    data = b"".join(len(v).to_bytes(4, "little") + v for v in values)
+    (tmp_path / "w").write_bytes(data + bytes(4) + b"\x00\x00\xc0\x3f")  # then an empty string and a float32 1.5
+    manifest = [{"paths": ["w"], "weights": [{"name": "s", "shape": [3], "dtype": "string"},
+                                             {"name": "t", "shape": [], "dtype": "string"},
+                                             {"name": "f", "shape": [], "dtype": "float32"}]}]
+    decoded = {e["name"]: e["data"] for e in decoded_weights(tmp_path, manifest)[0]}
+    assert list(decoded["s"]) == values and decoded["t"].item() == b"" and decoded["f"].item() == 1.5
+    (tmp_path / "w").write_bytes(data[:-2])
+    with pytest.raises(ValueError, match="runs past its group's files"):
+        decoded_weights(tmp_path, manifest)
