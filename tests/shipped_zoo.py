@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum")
+SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum", "nms")
 INTEGER_SCALE = np.array([-1.0, 0.0, 2.0, 7.0], np.float32)  # held as uint8 codes with min -1, scale 1
 
 
@@ -183,6 +183,26 @@ def build_cumsum(out):
             return {"y": tf.math.cumsum(tf.tanh(tf.matmul(x, self.w)), axis=-1)}
     module = Running()
     convert(module, module.serve, out)
+
+
+def build_nms(out):
+    import tensorflow as tf
+    r = rng()
+
+    class Detector(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(r.uniform(-1, 1, (4, 4)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([8, 4], tf.float32, name="boxes")])
+        def serve(self, boxes):
+            moved = tf.matmul(boxes, self.w)
+            scores = tf.sigmoid(tf.reduce_sum(moved, axis=1))
+            kept = tf.image.non_max_suppression(moved, scores, 3, iou_threshold=0.5)
+            return {"kept": tf.gather(moved, kept) * 2.0}
+    module = Detector()
+    document = convert(module, module.serve, out)
+    ops = {n["op"] for n in document["modelTopology"]["node"]}
+    assert any(op.startswith("NonMaxSuppression") for op in ops), sorted(ops)
 
 
 if __name__ == "__main__":

@@ -254,3 +254,46 @@ def test_backends_that_fail_mid_run_are_named_with_their_node_and_the_others_are
     assert all("StatefulPartitionedCall/Cumsum (Cumsum): " in line for line in lines), lines
     done = check(run_script("compare_outputs.py", "--out-dir", out, "--full"))
     assert "node/tensorflow" in done.stdout
+
+
+def test_a_fused_conv_with_prelu_written_without_targs_is_judged(tmp_path):
+    """tfjs's converter fuses conv + bias + PReLU into one _FusedConv2D (num_args 2); older
+    converters wrote it without TArgs (four shipped face models). TensorFlow has no fused PReLU:
+    the kit keeps its conv + bias (now one extra input: TArgs [T]) and adds the PReLU."""
+    subprocess.run([sys.executable, str(ROOT / "tests" / "graph_zoo.py"), str(tmp_path), "fused_cnn"], check=True,
+                   capture_output=True)
+    check(run_script("create_keras_model.py", "--model", tmp_path / "fused_cnn.h5", "--as", "graph", "--out-dir",
+                     tmp_path / "new", "--repeat", "1"))
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tmp_path / "new" / "keras_converted", legacy)
+    document = json.loads((legacy / "model.json").read_text())
+    fused = [n for n in document["modelTopology"]["node"] if n["op"] == "_FusedConv2D"
+             and b"Prelu" in b"".join(base64.b64decode(s) for s in n["attr"]["fused_ops"]["list"]["s"])]
+    assert fused, "the converter fused no PReLU"
+    for node in document["modelTopology"]["node"]:
+        node["attr"].pop("TArgs", None)
+    (legacy / "model.json").write_text(json.dumps(document))
+    out = tmp_path / "out"
+    created = check(run_script("create_keras_model.py", "--model", legacy / "model.json", "--out-dir", out,
+                               "--repeat", "1"))
+    assert "TArgs of " in created.stdout
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "tensorflow,cpu", "--repeat", "1"))
+    check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    document = json.loads((out / "full.json").read_text())
+    for capture in document["captures"]:
+        assert {layer["verdict"] for layer in capture["layers"]} <= FLOAT32_OK, capture["label"]
+
+
+def test_an_op_without_a_float64_kernel_is_kept_float32_in_the_exact_graph(shipped, tmp_path):
+    """TensorFlow's NonMaxSuppression takes half or float only: the float64 graph (four shipped
+    detectors stopped there) keeps it in float32 between casts; what it selects is not judged,
+    the gather after it is, against its bound, from the runtime's own values."""
+    out = tmp_path / "nms"
+    check(run_script("create_keras_model.py", "--model", shipped["nms"], "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "tensorflow,cpu", "--repeat", "1"))
+    check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    document = json.loads((out / "full.json").read_text())
+    plan = json.loads((out / "keras_converted" / "probe_plan.json").read_text())
+    assert {"GatherV2", "MatMul"} <= {p["class_name"] for p in plan["points"]}
+    for capture in document["captures"]:
+        assert {layer["verdict"] for layer in capture["layers"]} <= FLOAT32_OK, capture["label"]

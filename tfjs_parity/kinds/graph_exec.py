@@ -134,6 +134,8 @@ def _unfuse(graph_def, node, dtype, keep_tf_fused, ranks):
             kept.input.extend(inputs[:3])
             kept.attr["fused_ops"].list.s[:] = [op.encode() for op in ops if op != "Prelu"]
             kept.attr["num_args"].i = 1
+            if "TArgs" in kept.attr:  # its one extra input now, the bias (PReLU's alpha went with the activation)
+                kept.attr["TArgs"].list.type[:] = [node.attr["T"].type]
             _prelu(graph_def, name, f"{name}/kit_bias", inputs[3], node, dtype)
             return True
         return _unfused_parts(graph_def, node, base, attrs, inputs, ops, dtype, ranks)
@@ -216,10 +218,14 @@ def rewritten(graph_def, float64):
             out.node.add().CopyFrom(node)
     if float64:
         flows = flow_nodes(graph_def)[1]
+        narrow = [node for node in out.node if node.name not in flows and _float32_only(node)]
+        kept = {node.name for node in narrow} | flows
         for node in out.node:
-            _to_float64(node, keep_float=node.name in flows)
+            _to_float64(node, keep_float=node.name in kept)
             if node.op == "Cast" and node.input and node.input[0].endswith("/kit_float32"):
                 node.attr["SrcT"].type = DT_FLOAT  # what a FLOAT_OUTPUT op gives, whatever it is fed
+        for node in narrow:  # (after: the casts it adds are typed already)
+            _float32_island(out, node)
     return out
 
 
@@ -326,6 +332,58 @@ def _to_float64(node, keep_float=False):
         node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array))
     node.attr.pop("_output_shapes", None)
     node.device = ""
+
+
+def _float32_only(node):
+    """Whether `node` computes in float32 and its op has no float64 kernel in TensorFlow (its
+    type attribute allows float but not double: NonMaxSuppressionV3/V4/V5's boxes and scores)."""
+    from tensorflow.python.framework import op_def_registry
+    definition = op_def_registry.get(node.op)
+    if definition is None:
+        return False
+    for attr in definition.attr:
+        allowed = attr.allowed_values.list.type if attr.type == "type" else []
+        if allowed and DT_FLOAT in allowed and DT_DOUBLE not in allowed and node.attr[attr.name].type == DT_FLOAT:
+            return True
+    return False
+
+
+def _float32_island(graph_def, node):
+    """`node` kept in float32 inside the float64 graph: its float inputs cast down to float32,
+    its outputs given under its own name by an IdentityN, float ones cast up to float64. Its
+    answer is TensorFlow's float32 one (as for FLOAT_OUTPUT ops): what it selects (indices)
+    is not judged, what follows it is, from the runtime's own values."""
+    from tensorflow.python.framework import op_def_registry
+    definition = op_def_registry.get(node.op)
+    if any(arg.number_attr or arg.type_list_attr for arg in [*definition.input_arg, *definition.output_arg]):
+        raise KitError(f"node {node.name!r} ({node.op}) has no float64 kernel in TensorFlow and lists of inputs or "
+                       "outputs: the kit cannot compute its exact answer")
+
+    def arg_type(arg):
+        return node.attr[arg.type_attr].type if arg.type_attr else arg.type
+    inputs = data_inputs(node)
+    for k, arg in enumerate(definition.input_arg):
+        if k < len(inputs) and arg_type(arg) == DT_FLOAT:
+            cast = _new_node(graph_def, f"{node.name}/kit_in{k}", "Cast", [inputs[k]],
+                             _attr(SrcT=DT_DOUBLE, DstT=DT_FLOAT), node)
+            node.input[k] = cast.name
+    types = [arg_type(arg) for arg in definition.output_arg]
+    if DT_FLOAT not in types:
+        return
+    name = node.name
+    node.name = f"{name}/kit_float32"
+    outputs = []
+    for k, dtype in enumerate(types):
+        if dtype == DT_FLOAT:
+            _new_node(graph_def, f"{name}/kit_out{k}", "Cast", [f"{node.name}:{k}"], _attr(SrcT=DT_FLOAT, DstT=DT_DOUBLE),
+                      node)
+            outputs.append(f"{name}/kit_out{k}")
+        else:
+            outputs.append(f"{node.name}:{k}")
+    from tensorflow.core.framework import attr_value_pb2
+    identity = _new_node(graph_def, name, "IdentityN", outputs, {}, node)
+    identity.attr["T"].CopyFrom(attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(
+        type=[DT_DOUBLE if t == DT_FLOAT else t for t in types])))
 
 
 def for_tensorflow(graph_def):

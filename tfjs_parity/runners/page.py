@@ -1,6 +1,7 @@
 """What the page needs, and nothing else: the page, its scripts, the wire contract, tfjs from
 the kit's own pinned npm packages, and the converted model's files; and reading back what
 the page uploaded. Shared by every browser runner (Chromium, Firefox, devices)."""
+import json
 from pathlib import Path
 
 from .. import KitError
@@ -76,7 +77,13 @@ def page_routes():
 def model_routes(model_json):
     """The converted model's files (probe_plan.json and input.json included), under /model/."""
     routes = {}
-    for file in sorted(Path(model_json).parent.iterdir()):
-        if file.suffix in (".json", ".bin") and not file.is_symlink() and file.is_file():
+    folder = Path(model_json).parent
+    try:  # the weight files the manifest names, whatever their names (older converters wrote no .bin)
+        manifest = json.loads(Path(model_json).read_text()).get("weightsManifest") or []
+        named = {name for group in manifest for name in group.get("paths", []) if isinstance(name, str)}
+    except (OSError, ValueError, AttributeError, TypeError):
+        named = set()
+    for file in sorted(folder.iterdir()):
+        if (file.suffix in (".json", ".bin") or file.name in named) and not file.is_symlink() and file.is_file():
             routes[f"/model/{file.name}"] = file
     return routes
