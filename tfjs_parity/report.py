@@ -21,7 +21,8 @@ def _layer_rows(diff):
             count, total, size = rows.get(t.key[: -len("_output")], (0, 0.0, 0))
             rows[t.key[: -len("_output")]] = (count + t.different_values, total + t.average_difference * t.size,
                                                size + t.size)
-    return {layer: (count, total / size) for layer, (count, total, size) in rows.items()}
+    # a layer whose outputs hold no value (a detector that kept no box): nothing differs
+    return {layer: (count, total / size if size else 0.0) for layer, (count, total, size) in rows.items()}
 
 
 def layer_table(reference, diffs, captures):

@@ -151,3 +151,12 @@ def test_measure_gives_the_metrics_it_always_gave(seed):
         a = r.copy()
     got, want = measure(a, r), _measure_as_before(a, r)
     assert repr(got) == repr(want)
+
+
+def test_a_layer_whose_output_holds_no_value_is_a_row_not_a_division_by_zero():
+    """A detector that kept no box: its gather's output has shape [0, 4] (handtrack's SSD)."""
+    from tfjs_parity.report import layer_table
+    ref = capture("python", boxes_output=[np.zeros((0, 4))], head_output=[[1.0, 2.0]])
+    other = capture("node", boxes_output=[np.zeros((0, 4))], head_output=[[1.0, 2.5]])
+    table = layer_table(ref, [compare_captures(ref, other)], [other])
+    assert "boxes" in table and "head" in table
