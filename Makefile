@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.requirements-installed
 NPM_STAMP := node_modules/.npm-installed
 ADDON_STAMP := node_modules/.tfjs-node-built
 
-.PHONY: run matrix test bench setup setup-firefox chromium clean
+.PHONY: run matrix test bench zoo setup setup-firefox chromium clean
 
 # The four steps, overlapped (tfjs_parity/study.py): Node and Chromium start up, tfjs and
 # their backend included, while step 1 builds the model, and read it once it is committed.
@@ -66,3 +66,9 @@ setup-firefox:
 
 clean:
 	rm -rf results
+
+# Trained tfjs models that npm packages ship (scripts/zoo_corpus.json, pinned by version and
+# sha512), each through the four steps: a table of what was judged, where the rest stopped
+# and why, mismatching points and seconds per step (docs/zoo.md). Figures, no pass/fail.
+zoo: setup
+	$(PY) scripts/zoo.py
