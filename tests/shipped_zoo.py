@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum", "nms")
+SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum", "nms", "tensor_list")
 INTEGER_SCALE = np.array([-1.0, 0.0, 2.0, 7.0], np.float32)  # held as uint8 codes with min -1, scale 1
 
 
@@ -203,6 +203,24 @@ def build_nms(out):
     document = convert(module, module.serve, out)
     ops = {n["op"] for n in document["modelTopology"]["node"]}
     assert any(op.startswith("NonMaxSuppression") for op in ops), sorted(ops)
+
+
+def build_tensor_list(out):
+    import tensorflow as tf
+    r = rng()
+
+    class Mapped(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(r.uniform(-1, 1, (4, 4)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([3, 4], tf.float32, name="x")])
+        def serve(self, x):
+            rows = tf.map_fn(lambda row: tf.tanh(row * 2.0 + 1.0), x)
+            return {"y": tf.matmul(rows, self.w)}
+    module = Mapped()
+    document = convert(module, module.serve, out)
+    ops = {n["op"] for n in document["modelTopology"]["node"]}
+    assert "TensorListStack" in ops, sorted(ops)
 
 
 if __name__ == "__main__":

@@ -723,14 +723,24 @@ class LocalReference:
                 feeds[placeholder] = np.asarray(own, np.float64)
             # a Merge's or Exit's inputs are inside a branch or loop: one has no value (and no
             # error model reads them)
-            read = [] if node.op in CONTROL_FLOW else input_names
+            # (a Merge's or Exit's inputs: see above; a TensorList's or resource's handle is no array)
+            read = [] if node.op in CONTROL_FLOW else [name for name in input_names if self._numeric(session, name)]
             fetched = session.run(feeds, [f"{node.name}:{k}" for k in range(point.outputs)] + read)
             outputs = [np.asarray(a, np.float64) for a in fetched[:point.outputs]]
-            arrays = [np.asarray(a) for a in fetched[point.outputs:]]
+            values = dict(zip(read, fetched[point.outputs:]))
+            arrays = [np.asarray(values[name]) if name in values else None for name in input_names] if read else []
             call = self.op_bounds.OpCall(node, arrays, outputs, self._linear(session, node, input_names, feeds))
             with np.errstate(all="ignore"):
                 bounds = {p.name: self.op_bounds.op_bound(call, p) for p in precisions}
             yield point, outputs, bounds
+
+    @staticmethod
+    def _numeric(session, name):
+        try:
+            dtype = session.dtype(name)
+        except (KeyError, ValueError):
+            return False
+        return dtype.is_floating or dtype.is_integer or dtype.is_bool
 
     @staticmethod
     def _linear(session, node, input_names, feeds):
