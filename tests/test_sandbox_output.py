@@ -248,3 +248,16 @@ def test_an_attribute_name_with_a_newline_prints_no_line_of_its_own(tmp_path):
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("wrote ") and "\x1b" not in done.stdout, done.stdout
     assert "zz\\nforeseen: spoofed\\nerror: spoofed\\x1b[31m of 1 Relu node(s) dropped" in lines[0], lines[0]
+
+
+def test_a_model_behind_a_symlink_in_tmp_works(clean_model, tmp_path):
+    """Only the resolved folder was bound into the sandbox's own /tmp: the model was 'not found'."""
+    import tempfile
+    links = Path(tempfile.mkdtemp(prefix="kit_links_", dir="/tmp"))
+    try:
+        (links / "model").symlink_to(clean_model)
+        done = check(run_script("create_keras_model.py", "--model", links / "model", "--out-dir", tmp_path / "out",
+                                "--repeat", "1"))
+        assert (tmp_path / "out" / "keras_converted" / "probe_plan.json").is_file(), done.stdout
+    finally:
+        shutil.rmtree(links)

@@ -147,3 +147,10 @@ def test_a_string_weight_decodes_as_tfjs_writes_it(tmp_path):
     (tmp_path / "w").write_bytes(data[:-2])
     with pytest.raises(ValueError, match="runs past its group's files"):
         decoded_weights(tmp_path, manifest)
+
+
+def test_a_declared_input_of_28_gb_is_one_line_before_numpy_allocates_it():
+    from tfjs_parity.inputs import random_inputs
+    from tfjs_parity.plan import Input
+    with pytest.raises(KitError, match=r"input 'image' of shape \[100000, 100000, 700\] is 28,000,000,000,000 bytes"):
+        random_inputs([Input("image", [100000, 100000, 700], "int32", "uint8")], None, 0)
