@@ -26,11 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # as the kit converts: no oneDNN fusions tfjs lacks
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum", "nms", "tensor_list")
 INTEGER_SCALE = np.array([-1.0, 0.0, 2.0, 7.0], np.float32)  # held as uint8 codes with min -1, scale 1
@@ -224,6 +220,12 @@ def build_tensor_list(out):
 
 
 if __name__ == "__main__":
+    # Set here, not at import: the tests import this module for its names, and an environment
+    # changed in pytest's process would reach every later step they run (oneDNN off changes
+    # TF Python's float32 bits: the study's table no longer matched).
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # as the kit converts: no oneDNN fusions tfjs lacks
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     root = Path(sys.argv[1])
     root.mkdir(parents=True, exist_ok=True)

@@ -314,3 +314,14 @@ def test_a_tensor_list_loop_is_judged(shipped, tmp_path):
         for layer in capture["layers"]:  # the stack has no error model: the ceiling judges it
             assert layer["verdict"] in FLOAT32_OK or (layer["verdict"] == "no bound"
                                                       and ops[layer["layer"]] == "TensorListStack"), layer
+
+
+def test_importing_the_builder_changes_no_environment():
+    """pytest imports shipped_zoo for its names: an environment it set (oneDNN off) reached every
+    later step and changed TF Python's float32 bits (the study's table no longer matched)."""
+    import importlib
+    import os
+    import shipped_zoo
+    before = dict(os.environ)
+    importlib.reload(shipped_zoo)
+    assert dict(os.environ) == before
