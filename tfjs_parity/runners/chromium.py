@@ -238,7 +238,14 @@ class Chromium:
                 with contextlib.suppress(OSError):
                     self.process.stderr.close()
             if self.profile is not None:
-                remove_profile(self.profile)
+                # a helper that outlived its group (a zygote's child, under load) could write
+                # the profile again after it is removed: every process naming it is killed
+                # first, and the removal is repeated while the folder is back (bounded)
+                for _ in range(3):
+                    _kill_processes_using([self.profile])
+                    remove_profile(self.profile)
+                    if not os.path.lexists(self.profile):
+                        break
                 self.profile = None
 
 
