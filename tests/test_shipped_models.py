@@ -273,27 +273,27 @@ def test_a_fused_conv_with_prelu_written_without_targs_is_judged(tmp_path):
     for node in document["modelTopology"]["node"]:
         node["attr"].pop("TArgs", None)
     (legacy / "model.json").write_text(json.dumps(document))
-    out = tmp_path / "out"
-    created = check(run_script("create_keras_model.py", "--model", legacy / "model.json", "--out-dir", out,
-                               "--repeat", "1"))
-    assert "TArgs of " in created.stdout
-    check(run_script("run_node.py", "--out-dir", out, "--backend", "tensorflow,cpu", "--repeat", "1"))
-    check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
-    document = json.loads((out / "full.json").read_text())
+    document, plan = judged_on_node(legacy / "model.json", tmp_path / "out")
+    assert any(c["attr"] == "TArgs" for c in plan["source"]["normalized"]["changes"])  # what step 1 said
     for capture in document["captures"]:
         assert {layer["verdict"] for layer in capture["layers"]} <= FLOAT32_OK, capture["label"]
+
+
+def judged_on_node(model, out, *create):
+    """Step 1 on `model` (with `create`'s arguments), Node's tensorflow and cpu backends and
+    compare --full: (the --full JSON, the probe plan)."""
+    check(run_script("create_keras_model.py", "--model", model, *create, "--out-dir", out, "--repeat", "1"))
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "tensorflow,cpu", "--repeat", "1"))
+    check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    return (json.loads((out / "full.json").read_text()),
+            json.loads((out / "keras_converted" / "probe_plan.json").read_text()))
 
 
 def test_an_op_without_a_float64_kernel_is_kept_float32_in_the_exact_graph(shipped, tmp_path):
     """TensorFlow's NonMaxSuppression takes half or float only: the float64 graph (four shipped
     detectors stopped there) keeps it in float32 between casts; what it selects is not judged,
     the gather after it is, against its bound, from the runtime's own values."""
-    out = tmp_path / "nms"
-    check(run_script("create_keras_model.py", "--model", shipped["nms"], "--out-dir", out, "--repeat", "1"))
-    check(run_script("run_node.py", "--out-dir", out, "--backend", "tensorflow,cpu", "--repeat", "1"))
-    check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
-    document = json.loads((out / "full.json").read_text())
-    plan = json.loads((out / "keras_converted" / "probe_plan.json").read_text())
+    document, plan = judged_on_node(shipped["nms"], tmp_path / "nms")
     assert {"GatherV2", "MatMul"} <= {p["class_name"] for p in plan["points"]}
     for capture in document["captures"]:
         assert {layer["verdict"] for layer in capture["layers"]} <= FLOAT32_OK, capture["label"]
@@ -302,12 +302,7 @@ def test_an_op_without_a_float64_kernel_is_kept_float32_in_the_exact_graph(shipp
 def test_a_tensor_list_loop_is_judged(shipped, tmp_path):
     """TensorFlow 2's map_fn: TensorListStack reads a variant handle, which the local exact
     answer must not ask the session for as an array (handtrack's SSD stopped in compare)."""
-    out = tmp_path / "tensor_list"
-    check(run_script("create_keras_model.py", "--model", shipped["tensor_list"], "--out-dir", out, "--repeat", "1"))
-    check(run_script("run_node.py", "--out-dir", out, "--backend", "tensorflow,cpu", "--repeat", "1"))
-    check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
-    document = json.loads((out / "full.json").read_text())
-    plan = json.loads((out / "keras_converted" / "probe_plan.json").read_text())
+    document, plan = judged_on_node(shipped["tensor_list"], tmp_path / "tensor_list")
     ops = {p["name"]: p["class_name"] for p in plan["points"]}
     assert "TensorListStack" in ops.values() and "MatMul" in ops.values()
     for capture in document["captures"]:
