@@ -11,10 +11,12 @@ Identity, Placeholder, NoOp) is left out, and a node's weights are the float con
 reads, captured at the first node reading them. Its sources name a model input, another
 point's output, a constant, or a tensor the graph computes itself from those (a shape).
 """
+import collections
 import json
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -675,7 +677,14 @@ def conversion_line(check):
 
 class LocalReference:
     """Each point of the float64 graph, evaluated on the inputs one runtime fed it: a small
-    session per point (graph_exec.local_graph), made once and fed each capture's values."""
+    session per point (graph_exec.local_graph), fed each capture's values.
+
+    The sessions are kept for the last SESSIONS points only (about 135 kB each): captures are
+    judged two at a time, in the plan's order, so the pair shares each session and memory stays
+    flat in the number of nodes (100k nodes would hold 13 GB of sessions); a later pair builds
+    them again (about 1.5 ms a point)."""
+
+    SESSIONS = 512
 
     def __init__(self, graph, plan, reference):
         from .. import op_bounds
@@ -684,7 +693,10 @@ class LocalReference:
         self.by_name = {node.name: node for node in self.float64.node}
         self.captured = {p.layer: p.outputs for p in plan.points}
         self.inputs = {spec.name for spec in plan.inputs}
-        self.locals = {}  # point -> (Session, {original tensor: its placeholder}, the node's inputs there)
+        # point -> (Session, {original tensor: its placeholder}, the node's inputs there), the
+        # most recently used last; two judges share it
+        self.locals = collections.OrderedDict()
+        self.lock = threading.Lock()
         self.exact_fed = {}
         with held_stderr():  # TensorFlow's one-time native logs (its first session run), shown only on failure
             from tensorflow.core.framework import graph_pb2
@@ -693,13 +705,23 @@ class LocalReference:
             Session(warm).run({}, ["warm"])
 
     def _local(self, point):
-        if point.name not in self.locals:
-            graph_def, fed = graph_exec.local_graph(self.float64, self.by_name, point.layer, self.captured,
-                                                    self.inputs)
-            # the converted node's own inputs (its unfused parts read them), as this graph names them
-            inputs = [fed.get(graph_exec.tensor_name(name), name) for name in data_inputs(self.graph.nodes[point.layer])]
-            self.locals[point.name] = (Session(graph_def, f"the float64 graph at node {point.layer!r}"), fed, inputs)
-        return self.locals[point.name]
+        with self.lock:
+            if point.name in self.locals:
+                self.locals.move_to_end(point.name)
+                return self.locals[point.name]
+        graph_def, fed = graph_exec.local_graph(self.float64, self.by_name, point.layer, self.captured,
+                                                self.inputs)
+        # the converted node's own inputs (its unfused parts read them), as this graph names them
+        inputs = [fed.get(graph_exec.tensor_name(name), name) for name in data_inputs(self.graph.nodes[point.layer])]
+        local = (Session(graph_def, f"the float64 graph at node {point.layer!r}"), fed, inputs)
+        with self.lock:
+            # an evicted session is not closed here: the other judge may be running it (it is
+            # freed with its last reference)
+            local = self.locals.setdefault(point.name, local)
+            self.locals.move_to_end(point.name)
+            while len(self.locals) > self.SESSIONS:
+                self.locals.popitem(last=False)
+        return local
 
     def evaluate_capture(self, capture, precisions):
         from ..reference import as_float64
