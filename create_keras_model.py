@@ -208,12 +208,14 @@ def stage(args, source_kind, kind, run_dir, summary_folder=None):
                  " for TensorFlow (tfjs reads none of it)")
     line = (f"wrote {args.out_dir / paths.CONVERTED_DIR}/ ({len(plan.points)} {what}), "
             f"{', '.join(map(str, written[:-1]))} and {written[-1]}" + (f" ({note.removeprefix(', ')})" if note else ""))
-    by_reasons = {}  # before anything runs: the backends that will fail, those failing alike on one line
-    for backend, reasons in (plan.source.get("foreseen") or {}).items():
-        by_reasons.setdefault(tuple(reasons), []).append(backend)
-    for reasons, backends in by_reasons.items():
-        line += (f"\nforeseen: tfjs's {', '.join(backends)} backend{'s' if len(backends) > 1 else ''} will fail at "
-                 f"{one_line(reasons[0])}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
+    for verb, by_backend in (plan.source.get("foreseen") or {}).items():
+        by_reasons = {}  # before anything runs: the backends that will fail (or be wrong), alike on one line
+        for backend, reasons in by_backend.items():
+            by_reasons.setdefault(tuple(reasons), []).append(backend)
+        for reasons, backends in by_reasons.items():
+            line += (f"\nforeseen: tfjs's {', '.join(backends)} backend{'s' if len(backends) > 1 else ''} will "
+                     f"{'fail at' if verb == 'fail' else 'compute wrongly'} {one_line(reasons[0])}"
+                     + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
     if summary_folder is not None:
         sandbox.summary_written(summary_folder, line)
         failpoint("summary written")
@@ -360,7 +362,7 @@ def convert_as_graph(args, source_kind, model_dir):
     feed, origin = model_inputs_for(args, specs, graph_source, integer_high)
     described = {"format": origin_format, "signature": args.signature or "serving_default"} \
         if source_kind == "saved_model" else {"format": origin_format}
-    foreseen = graph_model.foreseen_failures(graph)
+    foreseen = graph_model.foreseen(graph)
     if foreseen:
         described["foreseen"] = foreseen
     session = graph_model.tensorflow_session(graph)

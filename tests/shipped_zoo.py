@@ -15,7 +15,12 @@ files as older tfjs converters wrote them, and graphs with what real shipped mod
     that must stay float32 in the float64 rewrite;
   - cumsum/model.json: a running sum along the last axis, after a node every backend runs:
     tfjs 4.22's wasm traps on it ("memory access out of bounds") and its cpu backend gives
-    no values at all, while the tensorflow backend is right: one run, two failing backends.
+    no values at all, while the tensorflow backend is right: one run, two failing backends;
+  - nms/model.json, tensor_list/model.json: a non-max suppression and a TensorFlow 2 map_fn
+    (a TensorList loop), as object detectors hold them;
+  - cast_bool/model.json: `where(cast(a, bool), a, -1)` on values below 1 in magnitude, as
+    handtrack's SSD masks its scores by box area: tfjs 4.22's wasm casts float to bool by
+    truncating (tests/repro/wasm_cast_float_to_bool.js), every other backend gives a != 0.
 
     python tests/shipped_zoo.py OUT_DIR [NAME ...]
 
@@ -28,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum", "nms", "tensor_list")
+SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum", "nms", "tensor_list", "cast_bool")
 INTEGER_SCALE = np.array([-1.0, 0.0, 2.0, 7.0], np.float32)  # held as uint8 codes with min -1, scale 1
 
 
@@ -217,6 +222,25 @@ def build_tensor_list(out):
     document = convert(module, module.serve, out)
     ops = {n["op"] for n in document["modelTopology"]["node"]}
     assert "TensorListStack" in ops, sorted(ops)
+
+
+def build_cast_bool(out):
+    import tensorflow as tf
+    r = rng()
+
+    class Masked(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(r.uniform(-1, 1, (6, 6)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 6], tf.float32, name="x")])
+        def serve(self, x):
+            area = tf.tanh(tf.matmul(x, self.w)) * 0.5  # every value in (-0.5, 0.5), none 0
+            masked = tf.where(tf.cast(area, tf.bool), area, -tf.ones_like(area))
+            return {"y": masked * 3.0}
+    module = Masked()
+    document = convert(module, module.serve, out)
+    casts = [n for n in document["modelTopology"]["node"] if n["op"] == "Cast"]
+    assert any(n["attr"]["DstT"]["type"] == "DT_BOOL" for n in casts), casts
 
 
 if __name__ == "__main__":

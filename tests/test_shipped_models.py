@@ -320,3 +320,29 @@ def test_importing_the_builder_changes_no_environment():
     before = dict(os.environ)
     importlib.reload(shipped_zoo)
     assert dict(os.environ) == before
+
+
+def test_a_float_to_bool_cast_is_foreseen_on_wasm_and_judged_a_mismatch_there_only(shipped, tmp_path):
+    """handtrack's SSD masks its scores with Select(Cast(area, bool), scores, -1); tfjs 4.22's
+    wasm casts float to bool by truncation (tests/repro/wasm_cast_float_to_bool.js), so every
+    area below 1 reads false. Step 1 names the Cast for wasm before anything runs; the node
+    that reads it is a mismatch on Node's and the browser's wasm, rounding everywhere else."""
+    out = tmp_path / "cast_bool"
+    created = check(run_script("create_keras_model.py", "--model", shipped["cast_bool"], "--out-dir", out,
+                               "--repeat", "1"))
+    assert ("foreseen: tfjs's wasm backend will compute wrongly node 'StatefulPartitionedCall/Cast' (Cast): "
+            "a float-to-bool Cast") in created.stdout, created.stdout
+    check(run_script("run_node.py", "--out-dir", out, "--backend", "all", "--repeat", "1"))
+    check(run_script("run_browser.py", "--out-dir", out, "--backend", "webgl,wasm", "--repeat", "1"))
+    check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    document = json.loads((out / "full.json").read_text())
+    assert {c["label"] for c in document["captures"]} == LABELS
+    for capture in document["captures"]:
+        found = verdicts(capture)
+        if capture["label"].endswith("/wasm"):
+            assert found["StatefulPartitionedCall/SelectV2"][0] == "mismatch", (capture["label"], found)
+            assert "is -1, exact " in found["StatefulPartitionedCall/SelectV2"][1]
+            # the nodes before it, and after it from the runtime's own inputs, are rounding
+            assert {found[name][0] for name in found if not name.endswith("/SelectV2")} <= FLOAT32_OK, found
+        else:
+            assert {verdict for verdict, _ in found.values()} <= FLOAT32_OK, (capture["label"], found)

@@ -94,3 +94,18 @@ def test_cumsum_along_a_negative_axis_is_broken_on_cpu_and_wasm_and_right_on_ten
     assert rows["tensorflow", -1]["max_abs_diff"] == 0
     for backend in ("cpu", "wasm"):
         assert rows[backend, -1]["shape"] == ["undefined", "2", "3"] and rows[backend, -1]["values"] == 0
+
+
+def test_wasm_casts_float_to_bool_by_truncating_and_tensorflow_and_cpu_compare_with_zero():
+    """tests/repro/wasm_cast_float_to_bool.js: tf.cast(x, 'bool') on wasm copies the float32
+    values into a Uint8Array, so 0.5, -0.25, 256 and 1e-30 become false (TensorFlow: x != 0).
+    The kit's one mismatch on the zoo (handtrack's SSD, Select(Cast(area, bool), ...)) is this:
+    tfjs is wrong, not the kit; tensorflow and cpu give x != 0 for every value."""
+    done = subprocess.run(["node", str(ROOT / "tests" / "repro" / "wasm_cast_float_to_bool.js")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {row["backend"]: row for row in map(json.loads, done.stdout.splitlines())}
+    assert set(rows) == set(BACKENDS)
+    assert rows["tensorflow"]["wrong"] == [] and rows["cpu"]["wrong"] == []
+    # truncated toward 0, then modulo 256: what Uint8Array.set does with a float
+    assert rows["wasm"]["wrong"] == [0.5, -0.25, 0.0036218, 256, 512.5, 1e-30], rows["wasm"]

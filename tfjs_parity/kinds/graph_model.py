@@ -384,9 +384,15 @@ def check_tfjs_can_run(graph):
 # test_shipped_models.py and test_graph_models.py run them and see the failure named).
 
 
-def foreseen_failures(graph):
-    """{backend: ["node 'X' (Op): why it fails there", ...]}: what step 1 can tell before
-    anything runs. The runs still run (a newer tfjs may run it) and name the node they fail at."""
+FLOAT_TYPES = (1, 2, 19)  # DT_FLOAT, DT_DOUBLE, DT_HALF
+DT_BOOL = 10
+
+
+def foreseen(graph):
+    """{"fail": {backend: ["node 'X' (Op): why it fails there", ...]}, "wrong": {...}}: what step
+    1 can tell before anything runs, the nodes a backend will fail at, and those it will compute
+    wrongly (a tfjs bug with a reproducer in tests/repro/). The runs still run (a newer tfjs may
+    be right) and the verdicts say what they did."""
     import tensorflow as tf
     found = {}
 
@@ -413,9 +419,14 @@ def foreseen_failures(graph):
                 why.append((("cpu", "wasm", "webgl"), f"a negative axis ({int(axis)}), which tfjs 4.22's {node.op} "
                             "does not wrap (an output of no shape; WebGL's shader does not compile); tfjs-node's "
                             "tensorflow backend is right"))
-        for backends, text in why:
+        if node.op == "Cast" and node.attr["SrcT"].type in FLOAT_TYPES and node.attr["DstT"].type == DT_BOOL:
+            why.append((("wasm",), "a float-to-bool Cast, which tfjs 4.22's wasm computes by truncating each value "
+                                   "to an integer modulo 256 (0.5 and 256 become false) where TensorFlow gives x != 0 "
+                                   "(tests/repro/wasm_cast_float_to_bool.js); the nodes that read it are judged", "wrong"))
+        for backends, text, *verb in why:
             for backend in backends:
-                found.setdefault(backend, []).append(f"node {node.name!r} ({node.op}): {text}")
+                found.setdefault(verb[0] if verb else "fail", {}).setdefault(backend, []).append(
+                    f"node {node.name!r} ({node.op}): {text}")
     return found
 
 
