@@ -172,6 +172,23 @@ def run_step(name, command, log, timeout):
     return ok, seconds, "" if ok else f"exit {code}: {last_error(text)}"
 
 
+def input_file(model, folder):
+    """The corpus's `input` for a model, {name: {"value": x} or {"shape": [...], "uniform": [low,
+    high]}}, written as an .npz of float32 arrays (uniform values seeded by the model's id)."""
+    import numpy as np
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(model["id"].encode()).digest()[:4], "little"))
+    arrays = {}
+    for name, spec in model["input"].items():
+        if "value" in spec:
+            arrays[name] = np.asarray(spec["value"], np.float32)
+        else:
+            arrays[name] = rng.uniform(*spec["uniform"], spec["shape"]).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{model['id']}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
 def run_model(package, model, out_root, timeout, keep=False):
     """Everything about one model: a dict for the table."""
     row = {"id": model["id"], "where": f"{package['name']}@{package['version']} {model['path']}",
@@ -188,7 +205,9 @@ def run_model(package, model, out_root, timeout, keep=False):
     logs.mkdir(parents=True, exist_ok=True)
     report = out / "report.json"
     create = [PY, "create_keras_model.py", "--model", str(model_json), "--out-dir", str(out)]
-    if HAS_INPUT_SHAPE:
+    if "input" in model:  # values random numbers do not fit: the input a user gives, as an .npz
+        create += ["--input", str(input_file(model, out_root / "inputs"))]
+    elif HAS_INPUT_SHAPE:
         create += [arg for shape in model.get("input_shape", []) for arg in ("--input-shape", shape)]
     steps = [("create", create),
              ("node", [PY, "run_node.py", "--backend", "all", "--out-dir", str(out)]),
@@ -272,6 +291,8 @@ def main():
     if args.list:
         for package, model in chosen:
             shapes = " ".join(f"--input-shape {shape}" for shape in model.get("input_shape", []))
+            if "input" in model:
+                shapes = "--input " + ", ".join(f"{name}={spec.get('value', spec)}" for name, spec in model["input"].items())
             print(f"{model['id']:<26}{package['name']}@{package['version']} {model['path']} {shapes}".rstrip())
             print(f"{'':<26}{model.get('notes', '')}")
         print(f"{len(chosen)} models from {len({p['name'] for p, _ in chosen})} packages")
