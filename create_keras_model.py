@@ -94,7 +94,8 @@ def main():
     if args.input_count is not None and (args.input or not args.model):
         raise KitError("--input-count is the number of random inputs for --model without --input"
                        + ("" if args.model else "; the study's input is a vector of ones"))
-    from tfjs_parity.quantization import is_quantized, parse as parse_quantize
+    from tfjs_parity.model_json import is_quantized
+    from tfjs_parity.quantization import parse as parse_quantize
     args.qmap = parse_quantize(args.quantize)
     source_kind = model_source_kind(args.model)
     args.input_shapes = dict(args.input_shape or ())
@@ -249,8 +250,8 @@ def model_source_kind(path):
     if path.is_dir() and (path / "saved_model.pb").is_file() and not (path / "keras_metadata.pb").is_file():
         return "saved_model"
     if path.suffix == ".json":
-        from tfjs_parity.kinds.graph_model import read_model_json
-        return "graph_json" if read_model_json(path)["format"] == "graph-model" else "layers_json"
+        from tfjs_parity.model_json import GRAPH_FORMAT, read_model_json
+        return "graph_json" if read_model_json(path)["format"] == GRAPH_FORMAT else "layers_json"
     return "keras"
 
 

@@ -5,7 +5,8 @@ import html
 import math
 
 from .report import SHORT_VERDICTS
-from .verdict import FLOAT16, FLOAT32, VERDICTS, Verdict
+from .numerics import FLOAT16, FLOAT32
+from .verdict import VERDICTS, Verdict
 
 COLOURS = {Verdict.SAME_BITS: "#1b7837", Verdict.ROUNDING: "#5aae61", Verdict.QUANTIZED: "#80cdc1", Verdict.NO_BOUND: "#878787", Verdict.REDUCED: "#e6ab02",
            Verdict.OVERFLOW: "#e66101", Verdict.MISMATCH: "#b2182b"}

@@ -147,7 +147,7 @@ def load_user_model(path, parse_graph=True):
 def load_converted_layers_model(path, parse_graph=True):
     """A tfjs layers model.json (its weight files beside it, checked by read_model_json): the
     tf-keras model it describes, so Python runs that very model."""
-    from .kinds.graph_model import read_model_json
+    from .model_json import read_model_json
     from .quantization import decoded_weights
     keras = load_keras()
     document = read_model_json(path)  # a model.json without a `format` (tfjs 1.x's) is told by its content

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import KitError
 from .files import atomic_write_text, write_error
+from .numerics import FLOAT32, joined, storage_precision
 
 MODES = ("float16", "uint8", "uint16")
 UNQUANTIZED_CAPTURE = "keras_model_unquantized_float64.json"  # the unquantized model's exact answer
@@ -219,12 +220,6 @@ def adopt_weights(source_json, model_dir):
     return manifest_quantization(theirs)
 
 
-def is_quantized(model_json):
-    """Whether the (checked) model.json's weights manifest says its weights are quantized."""
-    from .kinds.graph_model import read_model_json
-    return bool(manifest_quantization(read_model_json(model_json).get("weightsManifest") or []))
-
-
 def plan_section(qmap, weights, points, outputs):
     """The probe plan's record of a quantized model (Plan.quantization): how it was given
     (`qmap`: by --quantize; None: a model given quantized, with no original), each quantized
@@ -245,14 +240,30 @@ class WeightCheck:
     index: tuple = ()  # the worst element
 
 
+@dataclass
+class Quantized:
+    """A quantized model's weights, for judging: each point's (scheme, original) per weight
+    (original None for a model given quantized: there is none)."""
+    plan: object
+    unquantized: object = None  # the unquantized model's float64 capture: its weights are the originals
+
+    def of(self, point):
+        section = self.plan.quantization
+        names = section.get("points", {}).get(point.name)
+        if not names:
+            return None
+        originals = self.unquantized.weights(point.name) if self.unquantized is not None else [None] * len(names)
+        return [None if name not in section["weights"] else (section["weights"][name], original)
+                for name, original in zip(names, originals)]
+
+
 def check_weight(weight, original, scheme, dequantized=None, precision=None):
     """A runtime's `weight` against its `original` (float32, before quantization) under
     `scheme` ({"dtype", "scale", "min"}): within half a step of the grid, allowing the float32
     rounding of the dequantization itself. Without an original (a model given quantized),
     against the `dequantized` values the weight file holds: equal, or a mismatch.
-    `precision`: the runtime's storage (verdict.storage_precision); one that stores weights
+    `precision`: the runtime's storage (numerics.storage_precision); one that stores weights
     in less than float32 (float16 textures) has its own rounding allowed on top."""
-    from .verdict import FLOAT32
     storage_unit = precision.unit_roundoff if precision is not None and precision is not FLOAT32 else 0.0
     w = np.asarray(weight, np.float64)
     stored = storage_unit * np.abs(w) + (2.0 ** -25 if storage_unit else 0.0)
@@ -287,11 +298,10 @@ def cost(plan, quantized, unquantized):
     model's float64 capture and the unquantized one's): per point, max |q - u| / max |u|;
     where it grows most; and for each model output the max and mean relative change and,
     for a classifier-like output, how often the top-1 class stays."""
-    from .verdict import _joined
     points = []
     by_name = {}
     for point in plan.points:
-        q, u = (_joined(c.outputs(point.name)).astype(np.float64) for c in (quantized, unquantized))
+        q, u = (joined(c.outputs(point.name)).astype(np.float64) for c in (quantized, unquantized))
         magnitude = float(np.max(np.abs(u), initial=0.0))
         with np.errstate(invalid="ignore"):
             change = float(np.max(np.abs(q - u), initial=0.0))
@@ -322,7 +332,6 @@ def weight_rows(plan, captures, unquantized):
     """A row per quantized weight: its scheme's step and the largest error any capture's copy
     of it has against its original (in steps), and whether every copy is within half a step.
     `captures[0]`: TF Python's, whose weights are the dequantized values of the files."""
-    from .verdict import Quantized, storage_precision
     rows, quantized = [], Quantized(plan, unquantized)
     for point in plan.points:
         for i, scheme in enumerate(quantized.of(point) or []):

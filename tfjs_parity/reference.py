@@ -19,7 +19,7 @@ import numpy as np
 
 from . import KitError
 from .capture import WEIGHTS_SUFFIX
-from .kinds import kind_of
+from .bounds import layer_bound
 from .model import held_stderr, load_keras, load_keras3
 from .plan import PLAN_FILE, Plan
 from .runners import REFERENCE_RUNTIME
@@ -146,7 +146,7 @@ class LocalReference:
         weights may be the very thing that is wrong)."""
         import tensorflow as tf
         self.tf, self.keras = tf, keras
-        self.plan, self.kind, self.reference = plan, kind_of(plan), reference
+        self.plan, self.reference = plan, reference
         self.exact_fed = {}  # id(capture) -> {point: the source whose exact answer fed it}
         self._decoded = {}  # id(capture) -> its inputs, decoded once (ResNet50's: 15 ms, at each of 176 points)
         if by_path:  # the Keras 3 original: cloned in float64 (the converted model is built so)
@@ -236,7 +236,7 @@ class LocalReference:
             if produced:
                 masks[point.name] = produced
             with np.errstate(all="ignore"):
-                bounds = {p.name: self.kind.bound(layer, arrays, outputs, p, evaluate, kwargs.get("mask"))
+                bounds = {p.name: layer_bound(layer, arrays, outputs, p, evaluate, kwargs.get("mask"))
                           for p in precisions}
             yield point, outputs, bounds
 

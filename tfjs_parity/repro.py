@@ -183,7 +183,7 @@ def build_case(out_dir, exact, capture, point_name, workdir):
     from .kinds import kind_of
     from .paths import CONVERTED_DIR
     from .plan import PLAN_FILE, Plan
-    from .verdict import FLOAT32
+    from .numerics import FLOAT32
     converted = Path(out_dir) / CONVERTED_DIR
     plan = Plan.load(converted / PLAN_FILE)
     if plan.kind != "layers":

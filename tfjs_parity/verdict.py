@@ -28,7 +28,8 @@ from enum import StrEnum
 import numpy as np
 
 from .compare import Metrics, check_layout, measure
-
+from .numerics import CEILING, CEILING_FACTOR, FLOAT16, FLOAT32, joined, storage_precision
+from .quantization import Quantized, check_weight
 
 
 class Verdict(StrEnum):
@@ -51,24 +52,6 @@ class Verdict(StrEnum):
 
 
 VERDICTS = tuple(Verdict)
-
-
-@dataclass(frozen=True)
-class Precision:
-    name: str
-    unit_roundoff: float
-    largest: float
-    tiny: float      # the smallest normal number: GPUs may flush anything below it to zero
-
-
-FLOAT32 = Precision("float32", 2.0 ** -24, float(np.finfo(np.float32).max), 2.0 ** -126)
-FLOAT16 = Precision("float16", 2.0 ** -11, 65504.0, 2.0 ** -14)
-
-
-def storage_precision(capture):
-    """float16 when tfjs says it renders to half-float textures, else float32."""
-    return FLOAT16 if capture.metadata.get("precision_flags", {}).get("WEBGL_RENDER_FLOAT32_ENABLED") is False \
-        else FLOAT32
 
 
 @dataclass
@@ -123,10 +106,10 @@ def judge(capture, python, reference, local, exact_fed=None, quantized=None):
                                              f"answer's {_shapes_text(exact_shapes)}: another computation"))
             continue
         overflowed = any(s.get("point") in overflowed_points for s in point.sources)
-        output = _joined(capture.outputs(point.name))
-        exact = _joined(reference.outputs(point.name))
-        local_output = _joined(local_outputs)
-        bound = None if bounds["float32"] is None else _joined(bounds["float32"])
+        output = joined(capture.outputs(point.name))
+        exact = joined(reference.outputs(point.name))
+        local_output = joined(local_outputs)
+        bound = None if bounds["float32"] is None else joined(bounds["float32"])
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             # NaN or infinity where the exact answer has the same (a NaN in the input) is no error
             inherited = (np.isnan(output) & np.isnan(local_output)) | (np.isinf(output) & (output == local_output))
@@ -175,7 +158,7 @@ def judge(capture, python, reference, local, exact_fed=None, quantized=None):
                     reason += (f"; {int(np.sum(inherited & ~np.isfinite(output)))} NaN/inf inherited from its "
                                "inputs, as the exact answer has them")
             elif precision is FLOAT16 and bounds.get("float16") is not None and \
-                    _max_ratio(error, _joined(bounds["float16"])) <= 1:
+                    _max_ratio(error, joined(bounds["float16"])) <= 1:
                 verdict = Verdict.REDUCED
                 reason = f"{ratio:.3g}x the float32 bound, within float16's"
             else:
@@ -188,20 +171,10 @@ def judge(capture, python, reference, local, exact_fed=None, quantized=None):
                        "this runtime shaped differently")
         if verdict == Verdict.OVERFLOW:
             overflowed_points.add(point.name)
-        vs_python = _itself(output) if capture is python else measure(output, _joined(python.outputs(point.name)))
+        vs_python = _itself(output) if capture is python else measure(output, joined(python.outputs(point.name)))
         result.layers.append(LayerResult(point.name, vs_python, measure(output, exact), ratio, bound_rel, verdict, reason,
                                          str(weights_verdict), weights_reason))
     return result
-
-
-# The ceiling for a layer without an error model (docs/verdicts-and-bounds.md): an error
-# beyond CEILING of the layer's magnitude, and beyond CEILING_FACTOR times TF Python's own
-# error there, is no float32 rounding. CEILING is 2**14 float32 unit roundoffs: each rounding
-# moves a value by at most 2**-24 of the numbers involved, so over 16,000 of them would have
-# to err the same way, at the magnitude of the output; Python's own error, times 1000, lets a
-# layer whose arithmetic is naturally far off (heavy cancellation) stay below it.
-CEILING = 2.0 ** -10
-CEILING_FACTOR = 1000.0
 
 
 def _ceiling(python, exact, point, precision):
@@ -209,7 +182,7 @@ def _ceiling(python, exact, point, precision):
     alone is 2**-11: no ceiling this low would hold)."""
     if precision is not FLOAT32:
         return None
-    python_error = measure(_joined(python.outputs(point.name)), exact).max_rel
+    python_error = measure(joined(python.outputs(point.name)), exact).max_rel
     return max(CEILING, CEILING_FACTOR * python_error) if np.isfinite(python_error) else CEILING
 
 
@@ -231,13 +204,8 @@ def _shapes_text(shapes):
     return " + ".join(str(s) for s in shapes)
 
 
-def _joined(arrays):
-    """A point's outputs (several for e.g. an LSTM returning its states) as one flat array."""
-    return np.concatenate([np.ravel(np.asarray(a)) for a in arrays]) if arrays else np.zeros(0)
-
-
 def _element(capture, point, flat_index):
-    """'output[0, 3]' (or 'output 2 [1, 4]' for a later output) for an index into _joined."""
+    """'output[0, 3]' (or 'output 2 [1, 4]' for a later output) for an index into joined()."""
     for i, array in enumerate(capture.outputs(point.name)):
         if flat_index < array.size:
             where = [int(v) for v in np.unravel_index(flat_index, array.shape)]
@@ -273,7 +241,6 @@ def _judge_weights(weights, true_weights, precision, quantized=None):
     for i, (w, t) in enumerate(zip(weights, true_weights)):
         scheme = quantized[i] if quantized else None
         if scheme is not None:
-            from .quantization import check_weight
             checked = check_weight(w, scheme[1], scheme[0], dequantized=t, precision=precision)
             if not checked.within:
                 where = [int(v) for v in checked.index]
@@ -304,23 +271,6 @@ def _judge_weights(weights, true_weights, precision, quantized=None):
     if notes:
         reason = "; ".join(([reason] if reason else []) + notes)
     return verdict, reason
-
-
-@dataclass
-class Quantized:
-    """A quantized model's weights, for judging: each point's (scheme, original) per weight
-    (original None for a model given quantized: there is none)."""
-    plan: object
-    unquantized: object = None  # the unquantized model's float64 capture: its weights are the originals
-
-    def of(self, point):
-        section = self.plan.quantization
-        names = section.get("points", {}).get(point.name)
-        if not names:
-            return None
-        originals = self.unquantized.weights(point.name) if self.unquantized is not None else [None] * len(names)
-        return [None if name not in section["weights"] else (section["weights"][name], original)
-                for name, original in zip(names, originals)]
 
 
 def _judge_nonfinite(output, exact, local_output, precision, overflowed):

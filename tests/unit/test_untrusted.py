@@ -8,7 +8,7 @@ import pytest
 from tfjs_parity import KitError
 from tfjs_parity.cli import error_lines, safe_text
 from tfjs_parity.files import remove_tree, walk_bounded
-from tfjs_parity.kinds.graph_model import check_signature, read_model_json
+from tfjs_parity.model_json import check_signature, read_model_json
 from tfjs_parity.steps import BackendsFailed
 
 
