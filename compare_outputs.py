@@ -125,13 +125,16 @@ def main():
     args.full = args.full or args.explain
     if not (args.full or gating or args.json or args.html):
         return 0
-    from tfjs_parity.verdict import closeness, gate as apply_gate, judge_all
+    from tfjs_parity.kinds import local_reference
+    from tfjs_parity.verdict import check_captures, closeness, gate as apply_gate, judge_all
     exact_path = paths.find_capture(out_dir, paths.REFERENCE_CAPTURE)
     exact = Capture.load(exact_path, made_by=paths.MADE_BY[paths.REFERENCE_CAPTURE])
     check_same_model(out_dir / paths.CONVERTED_DIR, [(python_path, reference), (exact_path, exact)])
     unquantized = quantized and quantized[0]
-    results = judge_all(out_dir / paths.CONVERTED_DIR, reference, exact,
-                        sorted(others, key=column_order), unquantized)
+    judged = sorted(others, key=column_order)
+    check_captures(Plan.load(plan_file), reference, exact, judged, unquantized)  # before the float64 model is built
+    local = local_reference(out_dir / paths.CONVERTED_DIR, exact)
+    results = judge_all(reference, exact, judged, local, unquantized)
     closest, sentences = closeness(results)
     figures, quantization = quantized and quantized[1], None
     if quantized is not None:  # for the JSON and the page: each weight's step and error, what quantization costs
@@ -147,7 +150,7 @@ def main():
             print("\n" + quantization_tables(rows, figures, results))
     explanations = []
     if args.explain:
-        explanations = explain_mismatches(out_dir, reference, exact, results, sorted(others, key=column_order),
+        explanations = explain_mismatches(out_dir, reference, exact, results, judged, local,
                                           unquantized)
     if args.json:
         atomic_write_text(args.json, to_json(results, closest, sentences, gate_result, groups, quantization,
@@ -163,7 +166,7 @@ def main():
     return 0
 
 
-def explain_mismatches(out_dir, python, exact, results, captures, unquantized):
+def explain_mismatches(out_dir, python, exact, results, captures, local, unquantized):
     """--explain: for every capture with a mismatch, the changes that avoid it (explain.py) and
     a reproducer of its first mismatching point (repro.py), printed as they come."""
     from tfjs_parity.explain import check_explainable, explain, explanation_lines, remove
@@ -181,9 +184,10 @@ def explain_mismatches(out_dir, python, exact, results, captures, unquantized):
     for result, capture in mismatched:
         workdir = staging_dir(out_dir, "explain")
         try:
-            explanation = explain(out_dir / paths.CONVERTED_DIR, python, exact, result, capture, workdir, unquantized)
+            explanation = explain(out_dir / paths.CONVERTED_DIR, python, exact, result, capture, workdir, local,
+                                  unquantized)
             print("\n" + "\n".join(explanation_lines(explanation)))
-            explanation.repro = write_repro(out_dir, python, exact, capture, explanation.point, workdir)
+            explanation.repro = write_repro(out_dir, python, exact, capture, explanation.point, workdir, local)
             print(explanation.repro["line"])
         finally:
             remove(workdir)

@@ -149,9 +149,10 @@ def backend_trials(capture, runner):
     return [Trial(f"backend {other}", other, flags) for other in runner.BACKENDS if other != backend]
 
 
-def explain(converted_dir, python, reference, result, capture, workdir, unquantized=None):
+def explain(converted_dir, python, reference, result, capture, workdir, local, unquantized=None):
     """The Explanation of `capture`'s first mismatch (`result`: its RuntimeResult): every
-    trial run by the capture's own runner in `workdir` (removed after) and judged."""
+    trial run by the capture's own runner in `workdir` (removed after) and judged with
+    `local`, the model's local reference (built once for every capture)."""
     from .runners import RUNNERS, device_runner
     first = result.first("mismatch")
     point = next(p for p in _plan(converted_dir).points if p.name == first.layer)
@@ -169,7 +170,7 @@ def explain(converted_dir, python, reference, result, capture, workdir, unquanti
     ran = [t for t in trials if id(t) in captures]
     if ran:
         from .verdict import judge_all
-        judged = judge_all(converted_dir, python, reference, [captures[id(t)] for t in ran], unquantized)[1:]
+        judged = judge_all(python, reference, [captures[id(t)] for t in ran], local, unquantized)[1:]
         for trial, judged_run in zip(ran, judged):
             layer = next((l for l in judged_run.layers if l.layer == first.layer), None)
             trial.verdict, trial.reason = (layer.verdict, layer.reason) if layer else ("", "")

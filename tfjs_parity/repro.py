@@ -178,18 +178,14 @@ def folder_name(capture, point):
     return "-".join(str(p) for p in parts if p).replace("/", "_")
 
 
-def build_case(out_dir, exact, capture, point_name, workdir):
-    """case.json's document for `point_name` of `capture`, or raise KitError saying why none."""
-    from .kinds import kind_of
-    from .paths import CONVERTED_DIR
-    from .plan import PLAN_FILE, Plan
+def build_case(out_dir, exact, capture, point_name, workdir, local):
+    """case.json's document for `point_name` of `capture` (`local`: the model's local
+    reference), or raise KitError saying why none."""
     from .numerics import FLOAT32
-    converted = Path(out_dir) / CONVERTED_DIR
-    plan = Plan.load(converted / PLAN_FILE)
+    plan = local.plan
     if plan.kind != "layers":
         raise KitError("reproducers are written for layers models; a graph model's node gets none yet")
     point = next(p for p in plan.points if p.name == point_name)
-    local = kind_of(plan).local_reference(converted, plan, exact)
     for each, outputs, bounds in local.evaluate_capture(capture, [FLOAT32]):
         if each.name == point_name:
             break
@@ -260,14 +256,14 @@ def _run_repro(folder, case):
     return None, None, None
 
 
-def write_repro(out_dir, python, exact, capture, point_name, workdir):
+def write_repro(out_dir, python, exact, capture, point_name, workdir, local):
     """Write OUT_DIR/repro/<name>/ for `point_name` of `capture` and run it: {"folder",
     "isolated" (repro.js's result on the capture's backend under Node, or None), "healthy"
     (on cpu), "line" (what the report says)}. The folder is staged inside OUT_DIR/repro, so
     that moving it in is a rename on one filesystem wherever OUT_DIR/repro points."""
     target = repro_target(out_dir, capture, point_name)
     try:
-        case = build_case(out_dir, exact, capture, point_name, workdir)
+        case = build_case(out_dir, exact, capture, point_name, workdir, local)
     except KitError as error:
         return {"folder": None, "line": f"  repro: none written for {point_name} of {capture.label}: {error}"}
     check_repro_dirs(out_dir, [target])

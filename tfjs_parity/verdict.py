@@ -378,24 +378,27 @@ def gate(results, rtol=None, atol=None, max_ulp=None, allow_mismatch=False):
 JUDGES = 2  # captures judged at once (judge_all)
 
 
-def judge_all(converted_dir, python, reference, captures, unquantized=None):
-    """RuntimeResults for Python and every capture, each judged point by point.
-
-    `converted_dir`: the converted model's folder, for the probe plan and the model whose
-    float64 layers make the local reference (the weights come from `reference`);
-    `unquantized`: a quantized model's unquantized float64 capture (its weights are the
-    originals the quantized ones are judged against)."""
-    from .kinds import kind_of
-    from .plan import PLAN_FILE, Plan
-    plan = Plan.load(converted_dir / PLAN_FILE)
-    for capture in [python, reference, *captures]:  # each as this model's plan captures it, before any math
+def check_captures(plan, python, reference, captures, unquantized=None):
+    """Each capture as this model's plan captures it, and laid out as Python's, before any math
+    (a KitError naming the file)."""
+    for capture in [python, reference, *captures]:
         plan.check_capture(capture)
         if capture is not python:
             check_layout(python, capture)
     if unquantized is not None:
         check_layout(reference, unquantized)
+
+
+def judge_all(python, reference, captures, local, unquantized=None):
+    """RuntimeResults for Python and every capture, each judged point by point.
+
+    `local`: the model's local reference (kinds.local_reference: each point alone in float64,
+    its weights from `reference`), built once by the caller and kept for every judgement;
+    `unquantized`: a quantized model's unquantized float64 capture (its weights are the
+    originals the quantized ones are judged against)."""
+    plan = local.plan
+    check_captures(plan, python, reference, captures, unquantized)
     quantized = Quantized(plan, unquantized) if plan.quantization else None
-    local = kind_of(plan).local_reference(converted_dir, plan, reference)
     for capture in [python, *captures]:
         local.exact_fed.setdefault(id(capture), {})
 

@@ -25,3 +25,12 @@ def kind_of(plan):
         raise KitError(f"the probe plan is of a model kind {plan.kind!r} this kit does not have "
                        f"({', '.join(KINDS)}); run create_keras_model.py again")
     return KINDS[plan.kind]
+
+
+def local_reference(converted_dir, reference):
+    """The local reference of the model converted in `converted_dir` (each point alone, in
+    float64, on the inputs a runtime fed it; its weights from `reference`, the float64
+    capture), by its plan's kind: build it once, judge every capture with it."""
+    from ..plan import PLAN_FILE, Plan
+    plan = Plan.load(converted_dir / PLAN_FILE)
+    return kind_of(plan).local_reference(converted_dir, plan, reference)
