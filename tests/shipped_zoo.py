@@ -20,7 +20,10 @@ files as older tfjs converters wrote them, and graphs with what real shipped mod
     (a TensorList loop), as object detectors hold them;
   - cast_bool/model.json: `where(cast(a, bool), a, -1)` on values below 1 in magnitude, as
     handtrack's SSD masks its scores by box area: tfjs 4.22's wasm casts float to bool by
-    truncating (tests/repro/wasm_cast_float_to_bool.js), every other backend gives a != 0.
+    truncating (tests/repro/wasm_cast_float_to_bool.js), every other backend gives a != 0;
+  - int_matmul/model.json: gather indices made by an int32 MatMul, as MediaPipe's attention
+    face mesh makes them (its SpatialTransformer's `repeat`): tfjs 4.22's wasm refuses an int32
+    MatMul, and the first captured node that reads it is a float Gather.
 
     python tests/shipped_zoo.py OUT_DIR [NAME ...]
 
@@ -33,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum", "nms", "tensor_list", "cast_bool")
+SHIPPED = ("legacy_graph", "legacy_layers", "unknown_rank", "map_fn", "cumsum", "nms", "tensor_list", "cast_bool",
+           "int_matmul")
 INTEGER_SCALE = np.array([-1.0, 0.0, 2.0, 7.0], np.float32)  # held as uint8 codes with min -1, scale 1
 
 
@@ -241,6 +245,21 @@ def build_cast_bool(out):
     document = convert(module, module.serve, out)
     casts = [n for n in document["modelTopology"]["node"] if n["op"] == "Cast"]
     assert any(n["attr"]["DstT"]["type"] == "DT_BOOL" for n in casts), casts
+
+
+def build_int_matmul(out):
+    import tensorflow as tf
+
+    class Repeated(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32, name="x"),
+                                      tf.TensorSpec([1, 1], tf.int32, name="step")])
+        def serve(self, x, step):
+            indices = tf.reshape(tf.matmul(step, tf.constant([[0, 1, 2, 3]], tf.int32)), [-1])  # at most 27
+            return {"y": tf.gather(tf.tanh(x), indices, axis=1) * 2.0}
+    module = Repeated()
+    document = convert(module, module.serve, out)
+    ops = {(n["op"], n.get("attr", {}).get("T", {}).get("type")) for n in document["modelTopology"]["node"]}
+    assert ("MatMul", "DT_INT32") in ops, sorted(ops)
 
 
 if __name__ == "__main__":

@@ -346,3 +346,25 @@ def test_a_float_to_bool_cast_is_foreseen_on_wasm_and_judged_a_mismatch_there_on
             assert {found[name][0] for name in found if not name.endswith("/SelectV2")} <= FLOAT32_OK, found
         else:
             assert {verdict for verdict, _ in found.values()} <= FLOAT32_OK, (capture["label"], found)
+
+
+def test_a_failure_at_a_node_the_plan_does_not_capture_names_that_node(shipped, tmp_path):
+    """MediaPipe's attention face mesh makes gather indices with an int32 MatMul, which tfjs
+    4.22's wasm refuses; only float32 nodes are captured, so the first point that fails is the
+    float Gather after it. Step 1 foresees the MatMul for wasm, and the run names the MatMul
+    (its uncaptured producers executed alone, the one failing with the same message), on
+    Node's wasm and the browser's; the other backends are saved."""
+    out = tmp_path / "int_matmul"
+    created = check(run_script("create_keras_model.py", "--model", shipped["int_matmul"], "--out-dir", out,
+                               "--repeat", "1"))
+    assert "foreseen: tfjs's wasm backend will fail at node 'PartitionedCall/MatMul' (MatMul): an int32 MatMul" \
+        in created.stdout, created.stdout
+    for script, backends, label in (("run_node.py", "all", "node/wasm"), ("run_browser.py", "webgl,wasm", "browser/wasm")):
+        done = run_script(script, "--out-dir", out, "--backend", backends, "--repeat", "1")
+        assert done.returncode == 3, done
+        assert done.stderr.strip().splitlines() == [
+            f"error: {label}: failed at node PartitionedCall/MatMul (MatMul): BatchMatMul for non non-float32 tensors "
+            "not yet supported."], done.stderr
+    done = check(run_script("compare_outputs.py", "--out-dir", out, "--full", "--json", out / "full.json"))
+    labels = {c["label"] for c in json.loads((out / "full.json").read_text())["captures"]}
+    assert labels == LABELS - {"node/wasm", "browser/wasm"}

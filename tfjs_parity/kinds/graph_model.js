@@ -102,12 +102,49 @@
           if (got !== tensor.size) return {point, message: `tfjs gave ${got} values for an output of shape [${tensor.shape.map(String).join(', ')}]`};
         }
       } catch (error) {
-        return {point, message: String((error && error.message) || error)};
+        const message = String((error && error.message) || error);
+        return (await uncaptured(tf, model, execute, map, plan, point, message)) || {point, message};
       }
       try {  // a kernel that wrote beyond its memory (a WASM trap) can fail only here
         tf.dispose(outputs);
       } catch (error) {
         return {point, message: String((error && error.message) || error)};
+      }
+    }
+    return null;
+  }
+
+  // The node that failed when `point` did, if it is one the plan does not capture: executing
+  // a point executes every node it reads, and only float32 nodes are points, so an int32
+  // MatMul before a float Gather fails as the Gather. Those nodes, producers first (up to
+  // `most`), each executed alone; one failing with the same message is the one named.
+  async function uncaptured(tf, model, execute, map, plan, point, message, most = 200) {
+    const nodes = model.executor && model.executor.graph && model.executor.graph.nodes;
+    if (!nodes || !nodes[point.layer]) return null;
+    const captured = new Set(plan.points.map((p) => p.layer));
+    const order = [];
+    const seen = new Set([point.layer]);
+    const stack = [[nodes[point.layer], false]];
+    while (stack.length && order.length < most) {
+      const [node, expanded] = stack.pop();
+      if (expanded) {
+        if (node.name !== point.layer) order.push(node);
+        continue;
+      }
+      stack.push([node, true]);
+      for (const input of node.inputs || []) {
+        if (seen.has(input.name) || captured.has(input.name) || input.op === 'Const' || input.op === 'Placeholder') continue;
+        seen.add(input.name);
+        stack.push([input, false]);
+      }
+    }
+    for (const node of order) {
+      try {
+        tf.dispose(await execute(map, [`${node.name}:0`]));
+      } catch (error) {
+        if (String((error && error.message) || error) === message) {
+          return {point: {layer: node.name, class_name: node.op}, message};
+        }
       }
     }
     return null;

@@ -292,8 +292,8 @@ def foreseen(graph):
                 kernel = {"_FusedConv2D": "FusedConv2D", "_FusedMatMul": "FusedMatMul"}.get(node.op, "FusedDepthwiseConv2D")
                 why.append((("wasm",), f"its fused bias has rank {bias.ndim}, and tfjs 4.22's wasm takes rank 1 only "
                                        f"('{kernel} only supports rank-1 bias but got rank {bias.ndim}')"))
-        if node.op.startswith("BatchMatMul") and node.attr["T"].type == 3:  # DT_INT32
-            why.append((("wasm",), "an int32 BatchMatMul, which tfjs 4.22's wasm refuses ('BatchMatMul for non "
+        if (node.op.startswith("BatchMatMul") or node.op == "MatMul") and node.attr["T"].type == 3:  # DT_INT32
+            why.append((("wasm",), f"an int32 {node.op}, which tfjs 4.22's wasm refuses ('BatchMatMul for non "
                                    "non-float32 tensors not yet supported')"))
         if node.op in ("Cumsum", "Cumprod") and len(inputs) > 1:
             axis = value(inputs[1])
