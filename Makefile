@@ -1,7 +1,8 @@
 # `make run`: set everything up and print the original study's report.
 # `make matrix`: the same, on every runtime, backend and precision mode, as one table.
 # `make test`: set everything up and run the tests.
-# `make bench`: figures for every step at three model sizes (scripts/bench.py).
+# `make bench`: figures for every step at three model sizes (scripts/bench.py);
+# `make bench-chain`: the steps on graphs of 1k to 100k nodes (scripts/bench_chain.py).
 # Setup is idempotent: each step reruns only when what it depends on changed.
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ VENV_STAMP := $(VENV)/.requirements-installed
 NPM_STAMP := node_modules/.npm-installed
 ADDON_STAMP := node_modules/.tfjs-node-built
 
-.PHONY: run matrix test bench zoo setup setup-firefox chromium clean
+.PHONY: run matrix test bench bench-chain zoo setup setup-firefox chromium clean
 
 # The four steps, overlapped (tfjs_parity/study.py): Node and Chromium start up, tfjs and
 # their backend included, while step 1 builds the model, and read it once it is committed.
@@ -33,6 +34,11 @@ test: setup setup-firefox
 # sizes, compare against the study's JSON way, start-ups against make run. Figures, no pass/fail.
 bench: setup
 	$(PY) scripts/bench.py
+
+# Step 1, Node's tensorflow backend and compare --full on graphs of 1k, 10k and 100k chained
+# nodes: how each step grows with a graph's size (about 15 minutes). Figures, no pass/fail.
+bench-chain: setup
+	$(PY) scripts/bench_chain.py
 
 # bubblewrap: the sandbox create_keras_model.py --model runs a user's model in (tfjs_parity/sandbox.py).
 setup: $(VENV_STAMP) $(ADDON_STAMP) chromium

@@ -3,7 +3,8 @@ number of nodes of a graph model. Builds a bare graph model.json of N chained Re
 weights), runs step 1, Node's tensorflow backend and compare --full, and prints wall time and
 peak memory per step. Figures, no pass/fail.
 
-    python scripts/bench_chain.py [--sizes 1000,10000] [--out-dir results/bench_chain]
+    make bench-chain
+    python scripts/bench_chain.py [--sizes 1000,10000,100000] [--out-dir results/bench_chain]
 """
 import argparse
 import json
@@ -49,7 +50,7 @@ def timed(*command):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1000,10000", help="chain lengths, comma-separated (default %(default)s)")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="chain lengths, comma-separated (default %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "results" / "bench_chain")
     args = parser.parse_args()
     print(f"{'nodes':>8}  {'step 1':>14}  {'node/tensorflow':>16}  {'compare --full':>16}")
