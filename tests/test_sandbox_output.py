@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, check, run_script, wait_for
@@ -258,6 +259,23 @@ def test_a_model_behind_a_symlink_in_tmp_works(clean_model, tmp_path):
         (links / "model").symlink_to(clean_model)
         done = check(run_script("create_keras_model.py", "--model", links / "model", "--out-dir", tmp_path / "out",
                                 "--repeat", "1"))
+        assert (tmp_path / "out" / "keras_converted" / "probe_plan.json").is_file(), done.stdout
+    finally:
+        shutil.rmtree(links)
+
+
+def test_a_model_reached_through_a_link_inside_a_folder_the_sandbox_binds_works(clean_model, tmp_path):
+    """The sandbox binds each folder step 1 reads that lives in /tmp. The model's path went
+    through a link inside another of them (--input's folder; make zoo run from a clone whose
+    model cache is a link): bwrap bound that folder, then could not make the model's inside it
+    ("Can't mkdir parents"). A folder inside one already bound is not bound again."""
+    import tempfile
+    links = Path(tempfile.mkdtemp(prefix="kit_links_", dir="/tmp"))
+    try:
+        np.save(links / "x.npy", np.ones((1, 6), np.float32))
+        (links / "cache").symlink_to(clean_model.parent)
+        done = check(run_script("create_keras_model.py", "--model", links / "cache" / "model", "--input",
+                                links / "x.npy", "--out-dir", tmp_path / "out", "--repeat", "1"))
         assert (tmp_path / "out" / "keras_converted" / "probe_plan.json").is_file(), done.stdout
     finally:
         shutil.rmtree(links)

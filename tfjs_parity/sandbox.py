@@ -179,8 +179,10 @@ def _mounts(folder, readable):
 
 def _bound(readable):
     """The folders among `readable` (a file's own folder: a model.json's weights are beside it)
-    that live in a temporary root and so must be bound into the sandbox's empty one."""
-    found = []
+    that live in a temporary root and so must be bound into the sandbox's empty one. A folder
+    inside another of them is not bound again: it is seen through that one, and bwrap cannot
+    bind it when the way to it passes a link there (its target is bound on its own)."""
+    found = set()
     for given in readable:
         given = Path(os.path.abspath(given))
         for path in (given, given.resolve()):  # a link in /tmp is seen where the user named it, and its target
@@ -188,8 +190,9 @@ def _bound(readable):
                 continue
             folder = str(path if path.is_dir() and not path.is_symlink() else path.parent)
             if _root_of(folder):
-                found.append(folder)
-    return sorted(set(found))
+                found.add(folder)
+    return [folder for folder in sorted(found)
+            if not any(folder.startswith(other + "/") for other in found)]
 
 
 def _root_of(path):
