@@ -52,6 +52,11 @@ class Plan:
     kind: str = "layers"  # the kind of model (kinds/): how every runtime loads it and executes the plan
     quantization: dict = field(default_factory=dict)  # a quantized model's record (quantization.plan_section)
 
+    def sinks(self):
+        """The points no other point reads: the model's outputs (and any dead end)."""
+        read = {source.get("point") for point in self.points for source in point.sources}
+        return [point.name for point in self.points if point.name not in read]
+
     def check_capture(self, capture):
         """KitError naming the capture's file unless it holds what this plan captures: every
         point's outputs (as many as the call returns) and the model's inputs by name, shaped

@@ -162,10 +162,9 @@ def judge(capture, python, reference, local, exact_fed=None, quantized=None):
                 verdict = Verdict.REDUCED
                 reason = f"{ratio:.3g}x the float32 bound, within float16's"
             else:
-                index = int(np.nanargmax(np.where(np.isnan(error), np.inf, error)))
                 verdict = Verdict.MISMATCH
-                reason = (f"{ratio:.3g}x the {precision.name} rounding bound: {_element(capture, point, index)} is "
-                          f"{output[index]:.9g}, exact {local_output[index]:.9g} from this runtime's own inputs")
+                reason = _mismatch_reason(capture, point, ratio, precision, output, local_output, error, bound,
+                                          magnitude)
         if point.name in exact_fed:
             reason += (("; " if reason else "") + f"fed the exact answer of {exact_fed[point.name]}, whose output "
                        "this runtime shaped differently")
@@ -175,6 +174,25 @@ def judge(capture, python, reference, local, exact_fed=None, quantized=None):
         result.layers.append(LayerResult(point.name, vs_python, measure(output, exact), ratio, bound_rel, verdict, reason,
                                          str(weights_verdict), weights_reason))
     return result
+
+
+def _mismatch_reason(capture, point, ratio, precision, output, local_output, error, bound, magnitude):
+    """A mismatch beyond the bound, said by the element that decided it (the largest error
+    against its own bound, which may be a tiny value given as 0), then how large the error is
+    against the point's own values (1e-23 against values near 1 harms no one; 0.3 does), and
+    the element with the largest absolute error when that is another one."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(error == 0, 0.0, error / bound)
+    deciding = int(np.nanargmax(np.where(np.isnan(ratios), np.inf, ratios)))
+    largest = int(np.nanargmax(np.where(np.isnan(error), np.inf, error)))
+    reason = (f"{ratio:.3g}x the {precision.name} rounding bound: {_element(capture, point, deciding)} is "
+              f"{output[deciding]:.9g}, exact {local_output[deciding]:.9g} from this runtime's own inputs")
+    if magnitude > 0 and np.isfinite(error[largest]):
+        reason += f"; the error is {error[largest] / magnitude:.2g} of the point's largest value ({magnitude:.3g})"
+    if largest != deciding and error[largest] > error[deciding]:
+        reason += (f"; the largest absolute error is at {_element(capture, point, largest)}: {output[largest]:.9g}, "
+                   f"exact {local_output[largest]:.9g}")
+    return reason
 
 
 def _ceiling(python, exact, point, precision):
@@ -286,9 +304,12 @@ def _judge_nonfinite(output, exact, local_output, precision, overflowed):
     return Verdict.MISMATCH, f"{count} NaN/inf where the exact answer is finite (at most {largest:.3g})"
 
 
-def closeness(results):
+def closeness(results, outputs=None):
     """Who is closest to the exact answer: per layer, the runtime with the smallest error
-    against float64; and for each runtime, a sentence comparing it with TF Python."""
+    against float64; and for each runtime, a sentence comparing it with TF Python. A runtime
+    "loses the answer from X on" only when every point from X on is beyond its bound; else it
+    has a mismatch at N of M points, named. `outputs`: the model's output points (plan.sinks),
+    whose error against the exact answer says how much a mismatch matters for this input."""
     python = next(r for r in results if r.metadata.get("runtime") == "python")
     layers = [layer.layer for layer in python.layers]
 
@@ -325,7 +346,14 @@ def closeness(results):
         elif lost:
             before = (f"; reduced precision from {reduced.layer}"
                       if reduced and layers.index(reduced.layer) < layers.index(lost.layer) else "")
-            sentences.append(f"{result.label} loses the answer from {lost.layer} on ({lost.verdict}){before}")
+            bad = [layer for layer in result.layers if layer.verdict in (Verdict.OVERFLOW, Verdict.MISMATCH)]
+            if all(layer in bad for layer in result.layers[layers.index(lost.layer):]):
+                said = f"{result.label} loses the answer from {lost.layer} on ({lost.verdict}){before}"
+            else:
+                named = ", ".join(layer.layer for layer in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3
+                                                                        else "")
+                said = f"{result.label} has a mismatch at {len(bad)} of {len(layers)} points: {named}{before}"
+            sentences.append(said + _severity(result, python, layers, outputs))
         elif reduced:
             sentences.append(f"{result.label} is float16-accurate only: reduced precision from {reduced.layer}, "
                              f"at worst {worst:.3g}x Python's error")
@@ -339,6 +367,24 @@ def closeness(results):
             sentences.append(f"{result.label} is further from the exact answer than Python at {further} of "
                              f"{len(pairs)} layers (at worst {worst:.3g}x Python's error)")
     return closest, sentences
+
+
+def _severity(result, python, layers, outputs):
+    """'; its outputs are ... ': how far the model's outputs are from the exact answer, against
+    what float32 rounding reaches there (the ceiling, or 1000x TF Python's own error)."""
+    indices = [layers.index(name) for name in outputs or () if name in layers]
+    if not indices:
+        return ""
+    worst, beyond = 0.0, False
+    for i in indices:
+        ours, theirs = result.layers[i].vs_float64.max_rel, python.layers[i].vs_float64.max_rel
+        if not np.isfinite(ours):
+            return "; its outputs are no longer the model's (another shape, NaN or infinity): beyond rounding"
+        worst = max(worst, ours)
+        beyond = beyond or ours > (max(CEILING, CEILING_FACTOR * theirs) if np.isfinite(theirs) else CEILING)
+    if beyond:
+        return f"; its outputs are off by {worst:.2g} of their magnitude: beyond rounding, a wrong answer for this input"
+    return f"; its outputs are within rounding of the exact answer ({worst:.2g} of their magnitude): harmless for this input"
 
 
 @dataclass

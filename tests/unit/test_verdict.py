@@ -134,3 +134,76 @@ def test_python_against_itself_is_measure_of_itself_without_the_arithmetic():
     for values in ([1.5, -2.0, 0.0], [1.0, float("nan"), float("inf"), -3.0], [], [float("-inf")]):
         array = np.asarray(values, np.float64)
         assert repr(_itself(array)) == repr(measure(array, array)), values
+
+
+def test_a_mismatch_quotes_the_element_that_decided_it_and_the_largest_error_apart():
+    """WebGL's packed depthwise kernel gives 0 for an output of -1.4e-23 (its absolute error
+    floor): that element, far beyond its tiny bound, decides the verdict; the element with the
+    largest absolute error (one ulp of a value near 1) is within its bound, and is named apart.
+    The error against the point's own values says it is harmless."""
+    exact = np.array([[1.04674648, -1.4e-23, 0.5, 0.25]])
+    output = np.array([[1.04674661, 0.0, 0.5, 0.25]])  # one ulp off at [0, 0], the tiny value lost at [0, 1]
+    verdict, reason = verdict_of(output, bound=4 * U * np.abs(exact), exact=exact)
+    assert verdict is Verdict.MISMATCH
+    assert reason.split(";")[0].endswith("output[0, 1] is 0, exact -1.4e-23 from this runtime's own inputs"), reason
+    assert "the largest absolute error is at output[0, 0]: 1.04674661, exact 1.04674648" in reason, reason
+    assert "the error is 1.2e-07 of the point's largest value (1.05)" in reason, reason
+
+
+def test_a_mismatch_whose_deciding_element_is_the_largest_error_names_it_once():
+    wrong = EXACT.copy()
+    wrong[0, 2] += 0.3
+    verdict, reason = verdict_of(wrong)
+    assert verdict is Verdict.MISMATCH and "output[0, 2] is 3.3" in reason
+    assert "largest absolute error" not in reason and "the error is 0.1 of the point's largest value (3)" in reason
+
+
+def _results(verdicts, errors, python_errors=None):
+    """Python's RuntimeResult and one runtime's, a point per verdict, each point's error
+    against the exact answer relative to its magnitude as given."""
+    from tfjs_parity.compare import Metrics
+    from tfjs_parity.verdict import LayerResult, RuntimeResult
+
+    def metrics(rel):
+        return Metrics(1, rel, rel, rel, 1.0, 1.0, 0, 1.0)
+
+    def result(label, runtime, kinds, rels):
+        layers = [LayerResult(f"n{i}", metrics(0.0), metrics(rel), 0.5, U, kind, "")
+                  for i, (kind, rel) in enumerate(zip(kinds, rels))]
+        return RuntimeResult(label, "float32", {"runtime": runtime}, layers)
+    python_errors = python_errors or [1e-7] * len(verdicts)
+    return [result("python/tensorflow", "python", [Verdict.ROUNDING] * len(verdicts), python_errors),
+            result("browser/webgl", "browser", verdicts, errors)]
+
+
+def test_a_runtime_loses_the_answer_from_a_point_on_only_when_every_later_point_is_beyond_its_bound():
+    from tfjs_parity.verdict import closeness
+    lost = [Verdict.ROUNDING, Verdict.MISMATCH, Verdict.MISMATCH, Verdict.OVERFLOW]
+    _, sentences = closeness(_results(lost, [1e-7, 0.5, 0.9, float("inf")]), ["n3"])
+    assert sentences == ["browser/webgl loses the answer from n1 on (mismatch); its outputs are no longer the "
+                         "model's (another shape, NaN or infinity): beyond rounding"]
+
+
+def test_a_mismatch_at_some_points_names_them_and_says_the_outputs_are_rounding():
+    """2 of 92 depthwise nodes beyond their bound (an error of 1e-23), every later node rounding:
+    not 'loses the answer', and the outputs say it is harmless for this input."""
+    from tfjs_parity.verdict import closeness
+    verdicts = [Verdict.ROUNDING, Verdict.MISMATCH, Verdict.ROUNDING, Verdict.MISMATCH, Verdict.ROUNDING]
+    _, sentences = closeness(_results(verdicts, [1e-7, 1e-23, 2e-7, 1e-23, 3e-7]), ["n4"])
+    assert sentences == ["browser/webgl has a mismatch at 2 of 5 points: n1, n3; its outputs are within rounding of "
+                         "the exact answer (3e-07 of their magnitude): harmless for this input"]
+
+
+def test_a_mismatch_whose_outputs_moved_beyond_rounding_says_it_is_a_wrong_answer():
+    from tfjs_parity.verdict import closeness
+    verdicts = [Verdict.MISMATCH] + [Verdict.ROUNDING] * 4 + [Verdict.MISMATCH] * 3
+    _, sentences = closeness(_results(verdicts, [0.3] * 8), ["n7"])
+    assert sentences == ["browser/webgl has a mismatch at 4 of 8 points: n0, n5, n6 and 1 more; its outputs are off "
+                         "by 0.3 of their magnitude: beyond rounding, a wrong answer for this input"]
+
+
+def test_the_plan_s_sinks_are_the_points_no_other_point_reads():
+    from tfjs_parity.plan import Plan
+    points = [point("a"), point("b", [{"point": "a", "index": 0}]), point("c", [{"point": "a", "index": 0}]),
+              point("d", [{"point": "b", "index": 0}, {"input": "x"}])]
+    assert Plan([], points).sinks() == ["c", "d"]
