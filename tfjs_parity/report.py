@@ -47,9 +47,10 @@ def layer_table(reference, diffs, captures):
 
 
 def _header(metadatas):
-    """Two header rows for a column per capture: the runtime, then backend[/variant]."""
-    return [["", *(m.get("runtime", "?") for m in metadatas)],
-            ["layer", *("/".join(p for p in (m.get("backend"), m.get("variant")) if p) for m in metadatas)]]
+    """The header row, a column per capture: runtime/backend[/variant] (node/wasm and
+    browser/wasm are two columns, each named whole)."""
+    return [["layer", *("/".join(p for p in (m.get("runtime", "?"), m.get("backend"), m.get("variant")) if p)
+                        for m in metadatas)]]
 
 
 def _aligned(rows):
@@ -102,16 +103,18 @@ def full_report(results, closest, sentences, groups=None):
     ({point: group}, a graph model's): the verdict matrix has a row per group, so a graph of
     thousands of nodes reads as the layers they came from."""
     sections = []
-    width = max([10] + [len(_short(layer.layer)) + 1 for layer in results[0].layers])
+    short = short_names([layer.layer for layer in results[0].layers])
+    width = max([10] + [len(name) + 1 for name in short.values()])
     for result in results:
+        # "x bound": the largest error against the float32 rounding bound, as a ratio (<= 1: rounding)
         lines = [f"{result.label}  (stores {result.precision}; verdict: {result.verdict})",
                  f"{'layer':<{width}}{'vs Python: differ':>18}{'average':>10}  |{'vs float64: max abs':>20}"
-                 f"{'max rel':>10}{'ULP max':>10}{'ULP med':>9}  |{'bound':>7}  verdict"]
+                 f"{'max rel':>10}{'ULP max':>10}{'ULP med':>9}  |{'x bound':>8}  verdict"]
         for layer in result.layers:
             p, f = layer.vs_python, layer.vs_float64
-            lines.append(f"{_short(layer.layer):<{width}}{p.different_values:>18}{_g(p.average_difference):>10}  |"
+            lines.append(f"{short[layer.layer]:<{width}}{p.different_values:>18}{_g(p.average_difference):>10}  |"
                          f"{_g(f.max_abs):>20}{_g(f.max_rel):>10}{_g(f.ulp_max):>10}{_g(f.ulp_median):>9}  |"
-                         f"{_g(layer.bound_ratio) if layer.bound_ratio == layer.bound_ratio else '-':>7}  {layer.verdict}"
+                         f"{_g(layer.bound_ratio) if layer.bound_ratio == layer.bound_ratio else '-':>8}  {layer.verdict}"
                          + (f" ({layer.reason})" if layer.verdict in (Verdict.OVERFLOW, Verdict.MISMATCH, Verdict.NO_BOUND) else "")
                          + ("; weights quantized" if layer.weights == Verdict.QUANTIZED else ""))
         sections.append("\n".join(lines))
@@ -127,9 +130,32 @@ def _short(name, limit=40):
     return name if len(name) <= limit else name[: limit // 2 - 1] + "…" + name[-(limit // 2):]
 
 
+def short_names(names, limit=40):
+    """{name: its shortened form}, each form naming one name only: a long name is cut in the
+    middle (_short); names whose cut forms collide keep more of their tail, where graph nodes
+    differ (`.../conv2d_30/BiasAdd` and `.../conv2d_31/BiasAdd`), until each is told apart."""
+    short = {name: _short(name, limit) for name in names}
+    taken = {}
+    for name, form in short.items():
+        taken.setdefault(form, []).append(name)
+    for form, same in taken.items():
+        if len(same) < 2:
+            continue
+        for keep in range(limit // 2, max(map(len, same)) + 1):
+            forms = {name: name if len(name) <= keep + limit // 2 else name[: limit // 2 - 1] + "…" + name[-keep:]
+                     for name in same}
+            if len(set(forms.values())) == len(same) and not set(forms.values()) & (set(short.values()) - {form}):
+                short.update(forms)
+                break
+        else:
+            short.update({name: name for name in same})
+    return short
+
+
 def verdict_matrix(results):
     """Verdicts at a glance: rows = layers, columns = captures."""
-    layers = [_short(layer.layer) for layer in results[0].layers]
+    short = short_names([layer.layer for layer in results[0].layers])
+    layers = [short[layer.layer] for layer in results[0].layers]
     body = [[name, *(SHORT_VERDICTS[r.layers[i].verdict] for r in results)] for i, name in enumerate(layers)]
     notes = _first_problems(results)
     return "\n".join(["Verdicts (against float64; 'same bits' = identical to TF Python):",
@@ -156,9 +182,10 @@ def grouped_matrix(results, groups):
     order = list(members)
     verdicts = [{layer.layer: layer.verdict for layer in r.layers} for r in results]
     body = []
+    short = short_names(order)
     for group, names in members.items():
         cells = [SHORT_VERDICTS[Verdict.worst(v[name] for name in names if name in v)] for v in verdicts]
-        body.append([_short(group) + (f" ({len(names)} nodes)" if len(names) > 1 else ""), *cells])
+        body.append([short[group] + (f" ({len(names)} nodes)" if len(names) > 1 else ""), *cells])
     notes = _first_problems(results)
     return "\n".join([f"Verdicts by layer ({len(results[0].layers)} graph nodes in {len(order)} groups: the worst "
                       "of each group's nodes; against float64, 'same bits' = identical to TF Python):",

@@ -83,7 +83,9 @@ def run(options, emit=print):
         if output:
             check_output(output, flag, inputs=[python_path, *(path for path, _ in loaded)])
     diffs = {id(c): compare_captures(reference, c) for c in others}
-    sections = [study_block(title, diffs[id(c)]) for title, c in titled]
+    plan_file = out_dir / paths.CONVERTED_DIR / PLAN_FILE
+    plan = Plan.load(plan_file) if plan_file.is_file() else None  # captures alone compare without it
+    sections = [study_block(headed(title, plan), diffs[id(c)]) for title, c in titled]
     if missing:
         sections.append(f"(the study's full table also needs {note})")
     from ..kinds.graph_model import conversion_line
@@ -92,8 +94,6 @@ def run(options, emit=print):
     if len(others) > len(titled) or options.captures:
         others.sort(key=column_order)
         sections.append(layer_table(reference, [diffs[id(c)] for c in others], others))
-    plan_file = out_dir / paths.CONVERTED_DIR / PLAN_FILE
-    plan = Plan.load(plan_file) if plan_file.is_file() else None  # captures alone compare without it
     quantized = load_quantized(plan, out_dir, python_path, reference)
     if quantized is not None:
         sections.append("\n".join(quantized[2]))
@@ -140,6 +140,14 @@ def run(options, emit=print):
         emit("\n" + gate_result.message)
         return 0 if gate_result else 1
     return 0
+
+
+def headed(title, plan):
+    """A block's heading naming the model's kind: the study's own for a Keras (layers) model,
+    TensorFlow Python's graph for a graph model (no tf.Keras runs it)."""
+    if plan is None or plan.kind != "graph":
+        return title
+    return title.replace("tf.Keras Python vs", "TensorFlow Python (graph model) vs", 1)
 
 
 def explain_mismatches(out_dir, python, exact, results, captures, local, unquantized, emit=print):
