@@ -15,7 +15,7 @@ os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")  # the converter impo
 load_keras()  # tf-keras selected before TensorFlow is imported (the kit's rule)
 import tensorflow as tf  # noqa: E402
 
-from tfjs_parity.kinds import graph_model  # noqa: E402
+from tfjs_parity.kinds import graph_convert, graph_model  # noqa: E402
 from tfjs_parity.plan import Input  # noqa: E402
 from tfjs_parity.reference import reference_capture  # noqa: E402
 from tfjs_parity.runners import python_runner  # noqa: E402
@@ -194,7 +194,7 @@ def test_the_conversion_check_pairs_outputs_by_their_number_not_the_manifests_or
     graph = graph_model.GraphModel(None, tf.compat.v1.GraphDef(), {"outputs": {
         "output_10:0": {}, "output_0:0": {}, "output_2:0": {}}}, {})
     original = [np.zeros((1, 2)), np.full((1, 3), 2.0), np.ones((1, 10))]  # the Keras model's order
-    check = graph_model.conversion_check(graph, Probe(), {}, original)
+    check = graph_convert.conversion_check(graph, Probe(), {}, original)
     assert check["verdict"] == "same bits", check
 
 
@@ -208,7 +208,7 @@ def test_int64_constants_read_back_in_their_dtype(tmp_path):
     module = Module()
     tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"serving_default": module.serve})
     (tmp_path / "model").mkdir()
-    graph_model.convert_saved_model(tmp_path / "saved", "serving_default", tmp_path / "model")
+    graph_convert.convert_saved_model(tmp_path / "saved", "serving_default", tmp_path / "model")
     graph = graph_model.read_graph_model(tmp_path / "model")
     assert any(n.op == "Const" and n.attr["dtype"].type == tf.int64.as_datatype_enum for n in graph.graph_def.node)
     plan = graph_model.make_plan(graph, graph_model.specs(graph), {})

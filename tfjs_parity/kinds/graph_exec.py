@@ -159,6 +159,7 @@ def _unfuse(graph_def, node, dtype, keep_tf_fused, ranks):
 # Ops whose output TensorFlow computes in float32 whatever their input (no float64 kernel):
 # their "exact" answer is TensorFlow's float32 one, so they get no bound (docs/verdicts-and-bounds.md).
 FLOAT_OUTPUT = frozenset({"ResizeBilinear", "ResizeBicubic", "ResizeArea"})
+CONTROL_FLOW = frozenset({"Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond"})  # v1 control flow's ops
 
 
 def _batch_norm_parts(graph_def, node, inputs, dtype):

@@ -10,12 +10,13 @@ A capture point is one node producing float tensors, named by the node; plumbing
 Identity, Placeholder, NoOp) is left out, and a node's weights are the float constants it
 reads, captured at the first node reading them. Its sources name a model input, another
 point's output, a constant, or a tensor the graph computes itself from those (a shape).
+
+Beside it: graph_convert.py (the converter, and how far it moved the model), graph_backends.py
+(what tfjs's backends can run, told before anything runs), graph_reference.py (the local exact
+answer) and graph_exec.py (the GraphDef in a TensorFlow session, in float32 and float64).
 """
-import collections
 import json
 import os
-import shutil
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from ..model import held_stderr
 from ..model_json import GRAPH_FORMAT, read_model_json
 from ..paths import INPUT_FILE
 from . import graph_exec
-from .graph_exec import Session, data_inputs, split_tensor
+from .graph_exec import CONTROL_FLOW, Session, data_inputs, split_tensor
+from .graph_reference import LocalReference
 
 NAME = "graph"
 FORMAT = GRAPH_FORMAT
@@ -61,81 +63,6 @@ class GraphModel:
 
 
 # --- conversion ----------------------------------------------------------------------------
-
-def convert_keras(model, keras, model_dir):
-    """A Keras model (tf-keras or Keras 3) converted to a tfjs graph model in `model_dir`."""
-    import tempfile
-    from tensorflowjs.converters import tf_saved_model_conversion_v2 as v2
-    with held_stderr():
-        try:
-            if keras.__name__.startswith("tf_keras"):
-                v2.convert_keras_model_to_graph_model(model, str(model_dir))
-                return
-            with tempfile.TemporaryDirectory() as exported:  # Keras 3: its own SavedModel export
-                model.export(exported, verbose=False)
-                v2.convert_tf_saved_model(exported, str(model_dir), signature_def="serving_default")
-        except ValueError as error:
-            raise _conversion_error(error) from None
-
-
-def convert_saved_model(path, signature, model_dir):
-    """A SavedModel's `signature` converted to a tfjs graph model in `model_dir`; KitError
-    naming the signatures there are when it has no such one."""
-    import tensorflow as tf
-    from tensorflowjs.converters import tf_saved_model_conversion_v2 as v2
-    with held_stderr():
-        try:
-            loaded = tf.saved_model.load(str(path))
-            names = sorted(loaded.signatures.keys())
-        except Exception as error:  # TensorFlow raises many kinds for a folder that is not a SavedModel
-            raise KitError(f"--model {path}: cannot load it as a SavedModel ({' '.join(str(error).split())[:300]})") \
-                from None
-        if signature not in names:
-            raise KitError(f"--model {path}: no signature {signature!r}; it has "
-                           f"{', '.join(names) if names else 'none (save it with signatures=...)'}: choose one "
-                           "with --signature")
-        concrete = loaded.signatures[signature]
-        for name, spec in concrete.structured_input_signature[1].items():
-            if spec.dtype not in (tf.float32, tf.int32, tf.int64):
-                raise KitError(f"--model {path}: signature {signature!r} takes input {name!r} of type "
-                               f"{spec.dtype.name}; the kit feeds float32 and integer inputs only")
-        try:
-            v2.convert_tf_saved_model(str(path), str(model_dir), signature_def=signature)
-        except ValueError as error:
-            raise _conversion_error(error, concrete.graph.as_graph_def()) from None
-    return concrete
-
-
-def _conversion_error(error, graph_def=None):
-    """One line for the converter's ValueError: for ops tfjs lacks, the first node using one
-    (found in `graph_def`, the function that was converted, when given)."""
-    text = " ".join(str(error).split())
-    if "Unsupported Ops" not in text:
-        return KitError(f"the tfjs converter fails on the model ({text[:300]})")
-    ops = [op.strip() for op in text.split("optimization", 1)[-1].split(",") if op.strip()]
-    nodes = [] if graph_def is None else \
-        list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
-    node = next((n for n in nodes if n.op in ops), None)
-    where = f"node {node.name!r} is op {node.op}" if node else f"op(s) {', '.join(ops)[:200]}"
-    return KitError(f"the model cannot run in tfjs: {where}, which tfjs 4.22 has no kernel for (the converter's "
-                    "op check)")
-
-
-def copy_converted(model_json, model_dir):
-    """A bare model.json and its weight files (checked: read_graph_model) copied into `model_dir`."""
-    model_json = Path(model_json)
-    document = read_model_json(model_json)
-    model_dir.mkdir()
-    try:
-        shutil.copyfile(model_json, model_dir / "model.json")
-        for group in document["weightsManifest"]:
-            for name in group["paths"]:
-                shutil.copyfile(model_json.parent / name, model_dir / name)
-    except OSError as error:
-        raise write_error(model_dir, error) from None
-
-
-# --- reading a converted model back ----------------------------------------------------------
 
 def read_graph_model(folder, shown=None):
     """The GraphModel converted in `folder` (model.json and its weight files); `shown`: the
@@ -242,76 +169,6 @@ def output_tensors(graph):
 
 # What tfjs 4.22's fused kernels apply after a _FusedConv2D, _FusedMatMul or
 # FusedDepthwiseConv2dNative (tfjs-converter's convolution and matrix executors, fused_util).
-TFJS_FUSED = frozenset({"BiasAdd", "NoOp", "Relu", "Relu6", "Elu", "LeakyRelu", "Prelu", "Sigmoid"})
-
-
-def check_tfjs_can_run(graph):
-    """KitError naming the first node whose op tfjs 4.22 has no kernel for (the converter's
-    own op list), or that fuses what tfjs's fused kernels do not apply."""
-    from tensorflowjs.converters.tf_saved_model_conversion_v2 import validate
-    unsupported = validate(graph.graph_def, False, False)
-    for node in graph.graph_def.node:
-        if node.op in unsupported:
-            raise KitError(f"node {node.name!r}: tfjs 4.22 has no kernel for op {node.op}, so the model cannot run "
-                           "in tfjs")
-        lacking = [op for op in graph_exec.fused_ops(node) if op not in TFJS_FUSED]
-        if lacking:
-            hint = (" (TensorFlow's oneDNN fusions, which the converter applies when TensorFlow runs with them: "
-                    "convert again with TF_ENABLE_ONEDNN_OPTS=0)" if lacking[0].startswith("_") else "")
-            raise KitError(f"node {node.name!r} ({node.op}) fuses {lacking[0]}, which tfjs 4.22's fused kernels do "
-                           f"not apply, so the model fails in tfjs{hint}")
-
-
-# tfjs 4.22 kernels known to fail on what a graph holds, by backend (each measured: tests
-# test_shipped_models.py and test_graph_models.py run them and see the failure named).
-
-
-FLOAT_TYPES = (1, 2, 19)  # DT_FLOAT, DT_DOUBLE, DT_HALF
-DT_BOOL = 10
-
-
-def foreseen(graph):
-    """{"fail": {backend: ["node 'X' (Op): why it fails there", ...]}, "wrong": {...}}: what step
-    1 can tell before anything runs, the nodes a backend will fail at, and those it will compute
-    wrongly (a tfjs bug with a reproducer in tests/repro/). The runs still run (a newer tfjs may
-    be right) and the verdicts say what they did."""
-    import tensorflow as tf
-    found = {}
-
-    def value(tensor):
-        node = graph.nodes.get(split_tensor(tensor)[0])
-        return tf.make_ndarray(node.attr["value"].tensor) if node is not None and node.op == "Const" else None
-    for node in graph.graph_def.node:
-        inputs = data_inputs(node)
-        fused = graph_exec.fused_ops(node)
-        why = []
-        if node.op in ("_FusedConv2D", "_FusedMatMul", "FusedDepthwiseConv2dNative") and fused and \
-                fused[0] in ("BiasAdd", "Add") and len(inputs) > 2:
-            bias = value(inputs[2])
-            if bias is not None and bias.ndim != 1:
-                kernel = {"_FusedConv2D": "FusedConv2D", "_FusedMatMul": "FusedMatMul"}.get(node.op, "FusedDepthwiseConv2D")
-                why.append((("wasm",), f"its fused bias has rank {bias.ndim}, and tfjs 4.22's wasm takes rank 1 only "
-                                       f"('{kernel} only supports rank-1 bias but got rank {bias.ndim}')"))
-        if (node.op.startswith("BatchMatMul") or node.op == "MatMul") and node.attr["T"].type == 3:  # DT_INT32
-            why.append((("wasm",), f"an int32 {node.op}, which tfjs 4.22's wasm refuses ('BatchMatMul for non "
-                                   "non-float32 tensors not yet supported')"))
-        if node.op in ("Cumsum", "Cumprod") and len(inputs) > 1:
-            axis = value(inputs[1])
-            if axis is not None and axis.size == 1 and int(axis) < 0:
-                why.append((("cpu", "wasm", "webgl"), f"a negative axis ({int(axis)}), which tfjs 4.22's {node.op} "
-                            "does not wrap (an output of no shape; WebGL's shader does not compile); tfjs-node's "
-                            "tensorflow backend is right"))
-        if node.op == "Cast" and node.attr["SrcT"].type in FLOAT_TYPES and node.attr["DstT"].type == DT_BOOL:
-            why.append((("wasm",), "a float-to-bool Cast, which tfjs 4.22's wasm computes by truncating each value "
-                                   "to an integer modulo 256 (0.5 and 256 become false) where TensorFlow gives x != 0 "
-                                   "(tests/repro/wasm_cast_float_to_bool.js); the nodes that read it are judged", "wrong"))
-        for backends, text, *verb in why:
-            for backend in backends:
-                found.setdefault(verb[0] if verb else "fail", {}).setdefault(backend, []).append(
-                    f"node {node.name!r} ({node.op}): {text}")
-    return found
-
-
 def _resolve(graph, tensor):
     """The tensor `tensor` really is, through Identity-like plumbing: (node, index)."""
     node, index = split_tensor(tensor)
@@ -347,7 +204,6 @@ def _topological(graph):
     return order
 
 
-CONTROL_FLOW = frozenset({"Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond"})
 FUNCTIONAL_FLOW = frozenset({"If", "StatelessIf", "While", "StatelessWhile"})
 
 
@@ -516,167 +372,6 @@ def float64_probe(graph, plan):
 
 
 # --- the conversion itself ---------------------------------------------------------------------
-
-def conversion_check(graph, probe, feed, original):
-    """How far the converter's optimizations (grappler's fusions, folded batch norms) moved the
-    model's outputs: the original model's own float32 outputs in TF Python (`original`: a
-    SavedModel signature's {output key: array}, or a Keras model's [arrays] in its order)
-    against the converted graph's on the same inputs. Judged against the ceiling a node
-    without an error model gets (numerics.CEILING of the outputs' magnitude): reordered float32
-    arithmetic stays far below it; a conversion that computes something else does not."""
-    from ..numerics import CEILING
-    keys = list((graph.signature.get("outputs") or {}))
-    converted = dict(zip(keys, probe.shipped(feed)))
-    if isinstance(original, dict):
-        pairs = [(key, original[key], converted[key]) for key in keys if key in original]
-    else:  # a Keras model's outputs are Identity, Identity_1, ... (Keras 3's output_0, output_1, ...)
-        def index(key):  # in the model.json in no particular order: by their number
-            name = split_tensor(key)[0]
-            number = name.rpartition("_")[2]
-            return int(number) if "_" in name and number.isdigit() else 0
-        pairs = [(key, a, converted[key]) for key, a in zip(sorted(keys, key=index), original)]
-    if not pairs or len(pairs) != len(keys):
-        return {"verdict": "not checked", "why": "the original's outputs do not match the converted graph's"}
-    worst, identical = 0.0, True
-    for key, a, b in pairs:
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if a.shape != b.shape:
-            return {"verdict": "changed", "why": f"output {key} has shape {list(a.shape)} in the original, "
-                                                 f"{list(b.shape)} converted"}
-        identical &= a.tobytes() == b.tobytes()
-        magnitude = float(np.max(np.abs(a), initial=0.0)) or 1.0
-        worst = max(worst, float(np.max(np.abs(a - b), initial=0.0)) / magnitude)
-    verdict = "same bits" if identical else "within float32 rounding" if worst <= CEILING else "changed"
-    return {"verdict": verdict, "max_relative": worst, "ceiling": CEILING, "outputs": len(pairs),
-            "of": "the original model's own float32 outputs (TF Python) against the converted graph's"}
-
-
-def conversion_line(check):
-    """The report's line for a capture's conversion check, or None."""
-    if not check:
-        return None
-    if "max_relative" not in check:
-        return f"conversion: {check['verdict']} ({check.get('why', '')})"
-    said = {"same bits": "did not change the model's outputs: the same bits",
-            "within float32 rounding": f"moved the model's outputs by at most {check['max_relative']:.2g} of their "
-                                       f"magnitude: float32 rounding (below the ceiling of {check['ceiling']:.2g})",
-            "changed": f"CHANGED the model's outputs by {check['max_relative']:.3g} of their magnitude, beyond the "
-                       f"ceiling of {check['ceiling']:.2g} that reordered float32 arithmetic never reaches"}
-    return (f"conversion: the converter's optimizations {said[check['verdict']]} (TF Python, the original model "
-            "against the converted graph it wrote)")
-
-
-# --- the local exact answer ----------------------------------------------------------------------
-
-class LocalReference:
-    """Each point of the float64 graph, evaluated on the inputs one runtime fed it: a small
-    session per point (graph_exec.local_graph), fed each capture's values.
-
-    The sessions are kept for the last SESSIONS points only (about 135 kB each): captures are
-    judged two at a time, in the plan's order, so the pair shares each session and memory stays
-    flat in the number of nodes (100k nodes would hold 13 GB of sessions); a later pair builds
-    them again (about 1.5 ms a point)."""
-
-    SESSIONS = 512
-
-    def __init__(self, graph, plan, reference):
-        from .. import op_bounds
-        self.graph, self.plan, self.reference, self.op_bounds = graph, plan, reference, op_bounds
-        self.float64 = graph_exec.for_float64(graph.graph_def)
-        self.by_name = {node.name: node for node in self.float64.node}
-        self.captured = {p.layer: p.outputs for p in plan.points}
-        self.inputs = {spec.name for spec in plan.inputs}
-        # point -> (Session, {original tensor: its placeholder}, the node's inputs there), the
-        # most recently used last; two judges share it
-        self.locals = collections.OrderedDict()
-        self.lock = threading.Lock()
-        self.exact_fed = {}
-        with held_stderr():  # TensorFlow's one-time native logs (its first session run), shown only on failure
-            from tensorflow.core.framework import graph_pb2
-            warm = graph_pb2.GraphDef()
-            graph_exec._const(warm, "warm", 0.0, graph_exec.DT_DOUBLE)
-            Session(warm).run({}, ["warm"])
-
-    def _local(self, point):
-        with self.lock:
-            if point.name in self.locals:
-                self.locals.move_to_end(point.name)
-                return self.locals[point.name]
-        graph_def, fed = graph_exec.local_graph(self.float64, self.by_name, point.layer, self.captured,
-                                                self.inputs)
-        # the converted node's own inputs (its unfused parts read them), as this graph names them
-        inputs = [fed.get(graph_exec.tensor_name(name), name) for name in data_inputs(self.graph.nodes[point.layer])]
-        local = (Session(graph_def, f"the float64 graph at node {point.layer!r}"), fed, inputs)
-        with self.lock:
-            # an evicted session is not closed here: the other judge may be running it (it is
-            # freed with its last reference)
-            local = self.locals.setdefault(point.name, local)
-            self.locals.move_to_end(point.name)
-            while len(self.locals) > self.SESSIONS:
-                self.locals.popitem(last=False)
-        return local
-
-    def evaluate_capture(self, capture, precisions):
-        from ..reference import as_float64
-        inputs = capture.inputs
-        base = {}
-        for spec in self.plan.inputs:
-            if spec.name not in inputs:
-                raise KitError(f"{capture.label}: its metadata holds no input {spec.name!r}")
-            base[spec.name] = as_float64([inputs[spec.name]])[0]
-        for point in self.plan.points:
-            node = self.graph.nodes[point.layer]
-            session, fed, input_names = self._local(point)
-            feeds = {name: value for name, value in base.items() if session.has(name)}
-            for tensor, placeholder in fed.items():  # every point's output it reads (through a branch too)
-                source, index = split_tensor(tensor)
-                own = capture.outputs(source)[index]
-                exact = self.reference.outputs(source)[index]
-                if np.shape(own) != np.shape(exact):
-                    self.exact_fed.setdefault(id(capture), {})[point.name] = source
-                    own = exact
-                feeds[placeholder] = np.asarray(own, np.float64)
-            # a Merge's or Exit's inputs are inside a branch or loop: one has no value (and no
-            # error model reads them)
-            # (a Merge's or Exit's inputs: see above; a TensorList's or resource's handle is no array)
-            read = [] if node.op in CONTROL_FLOW else [name for name in input_names if self._numeric(session, name)]
-            fetched = session.run(feeds, [f"{node.name}:{k}" for k in range(point.outputs)] + read)
-            outputs = [np.asarray(a, np.float64) for a in fetched[:point.outputs]]
-            values = dict(zip(read, fetched[point.outputs:]))
-            arrays = [np.asarray(values[name]) if name in values else None for name in input_names] if read else []
-            call = self.op_bounds.OpCall(node, arrays, outputs, self._linear(session, node, input_names, feeds))
-            with np.errstate(all="ignore"):
-                bounds = {p.name: self.op_bounds.op_bound(call, p) for p in precisions}
-            yield point, outputs, bounds
-
-    @staticmethod
-    def _numeric(session, name):
-        try:
-            dtype = session.dtype(name)
-        except (KeyError, ValueError):
-            return False
-        return dtype.is_floating or dtype.is_integer or dtype.is_bool
-
-    @staticmethod
-    def _linear(session, node, input_names, feeds):
-        """f(arrays) -> the node's pre-activation (its dot product and bias) on `arrays` in
-        place of its inputs."""
-        # the dot product and its bias: the bias is a term of the sum (wasm's XNNPACK starts each
-        # sum at it), so S holds |b|. An unfused node with a bias and no activation is its BiasAdd.
-        fused = graph_exec.fused_ops(node)
-        biased = bool(fused) and fused[0] in ("BiasAdd", "Add")
-        if session.has(f"{node.name}/kit_bias"):
-            target = f"{node.name}/kit_bias"
-        elif biased or not session.has(f"{node.name}/kit_linear"):
-            target = node.name
-        else:
-            target = f"{node.name}/kit_linear"
-
-        def linear(arrays):
-            given = dict(feeds)
-            given.update({name: a for name, a in zip(input_names, arrays) if a is not None})
-            return np.asarray(session.run(given, [target])[0], np.float64)
-        return linear
 
 
 def local_reference(converted_dir, plan, reference):

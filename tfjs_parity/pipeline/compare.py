@@ -88,7 +88,7 @@ def run(options, emit=print):
     sections = [study_block(headed(title, plan), diffs[id(c)]) for title, c in titled]
     if missing:
         sections.append(f"(the study's full table also needs {note})")
-    from ..kinds.graph_model import conversion_line
+    from ..kinds.graph_convert import conversion_line
     if conversion_line(reference.metadata.get("conversion")):
         sections.append(conversion_line(reference.metadata["conversion"]))
     if len(others) > len(titled) or options.captures:

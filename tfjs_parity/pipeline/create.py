@@ -306,17 +306,17 @@ def convert_as_graph(options, model_dir):
     """The model converted to (or given as) a tfjs graph model in `model_dir`, read back and
     run as tfjs runs it: (plan, Python's capture, the float64 reference, the unquantized one
     or None, the description)."""
-    from ..kinds import graph_model
+    from ..kinds import graph_backends, graph_convert, graph_model
     from ..reference import reference_capture
     from ..runners import python_runner
     graph_source, integer_high, original = None, None, None
     source_name = options.source.name
     if source_name == "graph_json":
-        graph_model.copy_converted(options.model, model_dir)
+        graph_convert.copy_converted(options.model, model_dir)
         origin_format = "tfjs graph model.json"
     elif source_name == "saved_model":
         model_dir.mkdir()
-        signature = graph_model.convert_saved_model(options.model, options.signature or "serving_default", model_dir)
+        signature = graph_convert.convert_saved_model(options.model, options.signature or "serving_default", model_dir)
         origin_format = "SavedModel"
 
         def original(feed, graph):
@@ -328,7 +328,7 @@ def convert_as_graph(options, model_dir):
         source = load_source(options, parse_graph=False)
         failpoint("model built")
         model_dir.mkdir()
-        graph_model.convert_keras(source.model, source.keras, model_dir)
+        graph_convert.convert_keras(source.model, source.keras, model_dir)
         origin_format = source.format
         graph_source = source.graph
         integer_high = source.smallest_vocabulary()
@@ -345,12 +345,12 @@ def convert_as_graph(options, model_dir):
         from ..quantization import quantize_converted
         quantize_converted(model_dir, options.qmap)
         graph, unquantized_graph = graph_model.read_graph_model(model_dir), graph
-    graph_model.check_tfjs_can_run(graph)
+    graph_backends.check_tfjs_can_run(graph)
     specs = graph_model.specs(graph, options.input_shapes)
     feed, origin = model_inputs_for(options, specs, graph_source, integer_high)
     described = {"format": origin_format, "signature": options.signature or "serving_default"} \
         if source_name == "saved_model" else {"format": origin_format}
-    foreseen = graph_model.foreseen(graph)
+    foreseen = graph_backends.foreseen(graph)
     if foreseen:
         described["foreseen"] = foreseen
     session = graph_model.tensorflow_session(graph)
@@ -367,7 +367,7 @@ def convert_as_graph(options, model_dir):
         else:
             # of the graph the converter wrote: before quantization, whose cost is measured apart
             converted = probe if unquantized_graph is None else graph_model.python_probe(unquantized_graph, plan)
-            check = graph_model.conversion_check(graph, converted, feed, outputs)
+            check = graph_convert.conversion_check(graph, converted, feed, outputs)
             del converted
         capture.metadata["conversion"] = check
     del probe, session  # the float32 graph's memory, before the float64 one's (ResNet50: hundreds of MB)
