@@ -53,9 +53,14 @@ class Plan:
     quantization: dict = field(default_factory=dict)  # a quantized model's record (quantization.plan_section)
 
     def sinks(self):
-        """The points no other point reads: the model's outputs (and any dead end)."""
+        """The points no other point reads (the model's outputs, and any dead end)."""
         read = {source.get("point") for point in self.points for source in point.sources}
         return [point.name for point in self.points if point.name not in read]
+
+    def outputs(self):
+        """The model's outputs, as points: what step 1 recorded, else (a plan from before it
+        did) the sinks."""
+        return list(self.source.get("outputs") or self.sinks())
 
     def check_capture(self, capture):
         """KitError naming the capture's file unless it holds what this plan captures: every

@@ -308,7 +308,7 @@ def closeness(results, outputs=None):
     """Who is closest to the exact answer: per layer, the runtime with the smallest error
     against float64; and for each runtime, a sentence comparing it with TF Python. A runtime
     "loses the answer from X on" only when every point from X on is beyond its bound; else it
-    has a mismatch at N of M points, named. `outputs`: the model's output points (plan.sinks),
+    has a mismatch at N of M points, named. `outputs`: the model's output points (Plan.outputs),
     whose error against the exact answer says how much a mismatch matters for this input."""
     python = next(r for r in results if r.metadata.get("runtime") == "python")
     layers = [layer.layer for layer in python.layers]
@@ -347,7 +347,8 @@ def closeness(results, outputs=None):
             before = (f"; reduced precision from {reduced.layer}"
                       if reduced and layers.index(reduced.layer) < layers.index(lost.layer) else "")
             bad = [layer for layer in result.layers if layer.verdict in (Verdict.OVERFLOW, Verdict.MISMATCH)]
-            if all(layer in bad for layer in result.layers[layers.index(lost.layer):]):
+            if all(layer.verdict in (Verdict.OVERFLOW, Verdict.MISMATCH)
+                   for layer in result.layers[layers.index(lost.layer):]):
                 said = f"{result.label} loses the answer from {lost.layer} on ({lost.verdict}){before}"
             else:
                 named = ", ".join(layer.layer for layer in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3
@@ -445,8 +446,8 @@ def judge_all(python, reference, captures, local, unquantized=None):
     plan = local.plan
     check_captures(plan, python, reference, captures, unquantized)
     quantized = Quantized(plan, unquantized) if plan.quantization else None
-    for capture in [python, *captures]:
-        local.exact_fed.setdefault(id(capture), {})
+    for capture in [python, *captures]:  # afresh: an id of a capture judged before (--explain) may be reused
+        local.exact_fed[id(capture)] = {}
 
     def judged(capture):
         precisions = [FLOAT32] + ([FLOAT16] if storage_precision(capture) is FLOAT16 else [])

@@ -29,6 +29,8 @@ def test_the_script_imports_without_changing_the_environment():
     ["--model", "saved", "--signature", "serve", "--input", "in.npz", "--sandbox-timeout", "60",
      "--sandbox-memory", "900"],
     ["--model", "m.keras", "--input-count", "8"],
+    ["--model=-weird.keras", "--out-dir=-o", "--input=--in.npz"],  # values that start with '-'
+    ["--model", "g.json", "--input-shape=-x=1,3", "--quantize=uint8=-conv*"],
 ])
 def test_command_line_gives_the_same_options_back(argv):
     options = parsed(argv)
@@ -53,3 +55,15 @@ def test_checked_derives_the_source_and_refuses_what_the_script_refuses(tmp_path
         create.checked(create.CreateOptions(keep_plumbing=True))
     with pytest.raises(KitError, match="--trust-model is for --model"):
         create.checked(create.CreateOptions(trust_model=True))
+
+
+def test_a_graph_model_json_given_as_layers_is_refused_after_the_graph_only_flags(tmp_path):
+    """The order of create_keras_model.py's checks before it was a library: --keep-plumbing and
+    --input-shape are named first, then the model.json that is a graph model."""
+    import json
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps({"format": "graph-model", "modelTopology": {"node": []}, "weightsManifest": []}))
+    with pytest.raises(KitError, match="--keep-plumbing is for graph models"):
+        create.checked(create.CreateOptions(model=model, kind="layers", keep_plumbing=True))
+    with pytest.raises(KitError, match="a tfjs graph model; it runs only as one"):
+        create.checked(create.CreateOptions(model=model, kind="layers"))

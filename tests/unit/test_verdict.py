@@ -207,3 +207,12 @@ def test_the_plan_s_sinks_are_the_points_no_other_point_reads():
     points = [point("a"), point("b", [{"point": "a", "index": 0}]), point("c", [{"point": "a", "index": 0}]),
               point("d", [{"point": "b", "index": 0}, {"input": "x"}])]
     assert Plan([], points).sinks() == ["c", "d"]
+
+
+def test_the_model_s_outputs_are_what_step_1_recorded_else_the_sinks():
+    """A float node read only by a node the plan does not capture (a Cast to int32) is a sink
+    but no output: step 1 records the model's own outputs, and the sentence reads those."""
+    from tfjs_parity.plan import Plan
+    points = [point("a"), point("b", [{"point": "a", "index": 0}]), point("c", [{"input": "x"}])]
+    assert Plan([], points).outputs() == ["b", "c"]
+    assert Plan([], points, source={"outputs": ["b"]}).outputs() == ["b"]

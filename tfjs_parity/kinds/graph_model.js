@@ -122,19 +122,22 @@
     const nodes = model.executor && model.executor.graph && model.executor.graph.nodes;
     if (!nodes || !nodes[point.layer]) return null;
     const captured = new Set(plan.points.map((p) => p.layer));
-    const order = [];
-    const seen = new Set([point.layer]);
+    const order = [];  // producers first: a node after every node it reads (a depth-first post-order)
+    const done = new Set();
+    const expanding = new Set();
     const stack = [[nodes[point.layer], false]];
     while (stack.length && order.length < most) {
       const [node, expanded] = stack.pop();
       if (expanded) {
+        done.add(node.name);
         if (node.name !== point.layer) order.push(node);
         continue;
       }
+      if (done.has(node.name) || expanding.has(node.name)) continue;
+      expanding.add(node.name);
       stack.push([node, true]);
       for (const input of node.inputs || []) {
-        if (seen.has(input.name) || captured.has(input.name) || input.op === 'Const' || input.op === 'Placeholder') continue;
-        seen.add(input.name);
+        if (done.has(input.name) || captured.has(input.name) || input.op === 'Const' || input.op === 'Placeholder') continue;
         stack.push([input, false]);
       }
     }

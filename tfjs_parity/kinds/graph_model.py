@@ -289,6 +289,9 @@ def make_plan(graph, specs_, described, session=None, keep_plumbing=False):
                                         else {}))
     if not points:
         raise KitError("the graph computes no float tensor: nothing to capture")
+    resolved = (_resolve(graph, tensor) for tensor in output_tensors(graph))  # the model's outputs (Plan.outputs)
+    described = dict(described, outputs=list(dict.fromkeys(name for name, index in resolved
+                                                           if index < point_outputs.get(name, 0))))
     if graph.normalized:
         described = dict(described, normalized={
             "changes": graph.normalized,

@@ -139,6 +139,8 @@ def make_plan(source, flat_model, inputs):
     described = {"format": source.format}
     if source.format == "keras3":
         described["file"] = SOURCE_KERAS3_FILE
+    point_names = plan_module.point_names(source.graph)  # the model's outputs, as points (Plan.outputs)
+    described["outputs"] = list(dict.fromkeys(point_names[(layer, node)] for layer, node, _ in source.graph.outputs))
     return plan_module.build(source.graph, counts, inputs, described)
 
 

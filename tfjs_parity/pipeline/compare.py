@@ -112,7 +112,7 @@ def run(options, emit=print):
     check_captures(Plan.load(plan_file), reference, exact, judged, unquantized)  # before the float64 model is built
     local = local_reference(out_dir / paths.CONVERTED_DIR, exact)
     results = judge_all(reference, exact, judged, local, unquantized)
-    closest, sentences = closeness(results, local.plan.sinks())
+    closest, sentences = closeness(results, local.plan.outputs())
     figures, quantization = quantized and quantized[1], None
     if quantized is not None:  # for the JSON and the page: each weight's step and error, what quantization costs
         from ..quantization import weight_rows

@@ -74,12 +74,12 @@ def command_line(options):
             continue
         if value is True:
             line.append(flag)
-        elif name == "input_shape":
-            line += [part for shape_name, dims in value for part in (flag, f"{shape_name}={','.join(map(str, dims))}")]
+        elif name == "input_shape":  # FLAG=VALUE: a value may start with '-' (a file named -m.keras)
+            line += [f"{flag}={shape_name}={','.join(map(str, dims))}" for shape_name, dims in value]
         elif name == "quantize":
-            line += [part for mode in value for part in (flag, mode)]
+            line += [f"{flag}={mode}" for mode in value]
         else:
-            line += [flag, str(value)]
+            line.append(f"{flag}={value}")
     return line
 
 
@@ -108,18 +108,18 @@ def checked(options):
     if o.signature is not None and o.source.name != "saved_model":
         raise KitError("--signature picks a signature of a SavedModel that is not a Keras model; "
                        f"--model {o.model or '(the study)'} is not one")
-    given = o.kind
-    o.kind = given or o.source.kinds[0]
-    if o.kind not in o.source.kinds:
+    o.kind = o.kind or o.source.kinds[0]
+    if o.kind not in o.source.kinds and o.source.name == "saved_model":
         raise KitError(f"--model {o.model}: a SavedModel that is not a Keras model has no layers; it converts only as "
-                       "a graph model (--as graph)" if o.source.name == "saved_model" else
-                       f"--model {o.model}: a tfjs {o.source.kinds[0]} model; it runs only as one (--as "
-                       f"{o.source.kinds[0]})")
+                       "a graph model (--as graph)")
     if o.input_shapes and o.kind != "graph":
         raise KitError("--input-shape is for graph models (a layers model's inputs say their shapes); give "
                        "--input to choose the free dimensions of a layers model's input")
     if o.keep_plumbing and o.kind != "graph":
         raise KitError("--keep-plumbing is for graph models (--as graph): a layers model's points are its layers")
+    if o.kind not in o.source.kinds:
+        raise KitError(f"--model {o.model}: a tfjs {o.source.kinds[0]} model; it runs only as one (--as "
+                       f"{o.source.kinds[0]})")
     o.quantized_source = sources.is_converted(o.source) and is_quantized(o.model)
     if o.qmap and o.quantized_source:
         raise KitError(f"--model {o.model}: its weights are quantized already (its weightsManifest says so), and "
