@@ -19,7 +19,7 @@ exact (float64) values of the layer on those inputs. Two facts are used througho
 An entry returns one bound array per output, or None when it has no error model for this
 configuration: the layer then gets metrics and "no bound", never a guessed verdict.
 
-(Over 350 lines: one registry, each entry with its derivation beside its code; split, the
+(Over 500 lines: one registry, each entry with its derivation beside its code; split, the
 entries would lose the shared helpers they are written in terms of.)
 """
 import math

@@ -20,7 +20,8 @@ The rule, per layer and runtime (docs/verdicts-and-bounds.md gives the reasoning
 4. An output shaped differently from the exact answer is a "mismatch" there; the points it
    feeds are judged on the exact answer it should have fed them.
 
-(A little over 350 lines: the rule, and the summaries and the gate made from its results.)
+(Over 400 lines: the rule, the mismatch line and the summary sentences, and the gate made
+from its results: each reads the LayerResults the rule makes, in the rule's own terms.)
 """
 from dataclasses import dataclass, field
 from enum import StrEnum

@@ -15,6 +15,9 @@ Two rewrites of the converted GraphDef, each keeping every capture point's node 
     node itself), its dot product alone `kit_linear`.
 A session can feed any tensor: a node's local exact answer is the float64 graph run with
 that node's inputs fed (a runtime's own values), and nothing before it computed.
+
+(Over 400 lines: the two rewrites and the normalisation of older converters' nodes work on
+the same GraphDef walk and helpers; apart, each would carry its own copy of them.)
 """
 import numpy as np
 

@@ -8,7 +8,10 @@ float64 answer, staged and committed together; it returns the line step 1 prints
 `checked(options)` makes every cross-option check create_keras_model.py makes (one KitError
 each, naming the flags) and derives the model's source and kind. A user's model is loaded in
 the sandbox (sandbox.py): the child runs create_keras_model.py again with the same options
-(command_line(options)) and stages the run; this process commits it."""
+(command_line(options)) and stages the run; this process commits it.
+
+(A little over 400 lines: the options and their checks, and the conversion into each kind
+with its inputs and captures; what both kinds share is here once.)"""
 import hashlib
 import os
 from dataclasses import dataclass, field, fields
