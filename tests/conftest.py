@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,14 @@ sys.path.insert(0, str(ROOT / "tests"))  # zoo.py, the user-like models
 from zoo import ZOO  # noqa: E402
 
 SMALL_MODEL = ["--depth", "3", "--units", "8"]  # the small model: fast, same code paths
+
+# The tests send Ctrl-C (SIGINT) to the kit's scripts as a terminal does to its foreground
+# command, whose SIGINT is never ignored. When pytest itself runs as a background job of a
+# non-interactive shell (`make test &`, `nohup ... &`), it starts with SIGINT ignored, and
+# every script it starts would inherit that and run on through the test's Ctrl-C. A handler
+# here (not SIG_IGN) gives each child the default disposition back, as a terminal would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def wait_for(condition, timeout=60.0, step=0.02):
