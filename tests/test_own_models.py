@@ -105,7 +105,9 @@ def test_keras3_model_is_translated_and_judged_against_its_original(zoo_runs):
     out, stdout, document = zoo_runs["keras3"]
     converted = out / "keras_converted"
     plan = Plan.load(converted / PLAN_FILE)
-    assert plan.source == {"format": "keras3", "file": "source_model.keras"}
+    assert {k: v for k, v in plan.source.items() if k != "outputs"} == {"format": "keras3",
+                                                                        "file": "source_model.keras"}
+    assert plan.source["outputs"] and set(plan.source["outputs"]) <= {p.name for p in plan.points}  # its outputs
     assert (converted / "source_model.keras").is_file()
     python = Capture.load(out / "keras_model_python.json")
     assert python.metadata["versions"]["keras"].startswith("3.")  # captured by Keras 3 itself

@@ -140,7 +140,8 @@ def make_plan(source, flat_model, inputs):
     if source.format == "keras3":
         described["file"] = SOURCE_KERAS3_FILE
     point_names = plan_module.point_names(source.graph)  # the model's outputs, as points (Plan.outputs)
-    described["outputs"] = list(dict.fromkeys(point_names[(layer, node)] for layer, node, _ in source.graph.outputs))
+    described["outputs"] = list(dict.fromkeys(point_names[(layer, node)] for layer, node, _ in source.graph.outputs
+                                              if (layer, node) in point_names))  # (an input is no point)
     return plan_module.build(source.graph, counts, inputs, described)
 
 
