@@ -282,7 +282,7 @@
       throw found ? failedAt(kind, found.point, found.message)
         : new Error('failed: no point fails when executed alone (the failure needs the whole run)');
     }
-    const budgetMs = 1000 * (options.budgetSeconds || 10);
+    const budgetMs = 1000 * (options.budgetSeconds || wire.defaults.budget);
     let timing;
     let memory;
     let predictions;
@@ -292,7 +292,7 @@
       // Timed first, as shipped: the model's own prediction (its outputs only, as a user calls
       // it), cold (load and first prediction) apart from warm, before the probe runs anything.
       const shipped = kind.shipped(tf, model);
-      timing = await timePredictions(tf, shipped, feedOf(shipped, inputs), options.repeat || 10, budgetMs);
+      timing = await timePredictions(tf, shipped, feedOf(shipped, inputs), options.repeat || wire.defaults.repeat, budgetMs);
       Object.assign(timing, {of: 'the model as shipped: its own prediction, outputs only', load_ms: loadMs,
                              cold_ms: loadMs + timing.warmup_ms});
       memory = memoryOf(tf);
@@ -303,7 +303,7 @@
         entries.push({key: point.name + OUTPUT_SUFFIX, tensors: predictions.slice(position, position + point.outputs)});
         position += point.outputs;
       }
-      repeat = await repeatCheck(tf, probe, feed, predictions, plan, options.repeatCheck || 2, options.perturbRepeat);
+      repeat = await repeatCheck(tf, probe, feed, predictions, plan, options.repeatCheck || wire.defaults.repeat_check, options.perturbRepeat);
     } catch (error) {
       if (predictions) tf.dispose(predictions);
       throw await located(tf, kind, model, plan, feed, error);

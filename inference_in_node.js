@@ -32,7 +32,8 @@ function fail(message) {
 process.on('unhandledRejection', (error) => fail(error && error.message ? error.message : String(error)));
 
 function parseArgs(argv) {
-  const args = {backend: 'tensorflow', flags: '{}', metadata: '{}', repeat: '10', budget: '10', repeatCheck: '2'};
+  const args = {backend: 'tensorflow', flags: '{}', metadata: '{}', repeat: String(common.wire.defaults.repeat),
+                budget: String(common.wire.defaults.budget), repeatCheck: String(common.wire.defaults.repeat_check)};
   const keys = {'--model': 'model', '--out': 'out', '--backend': 'backend', '--flags': 'flags',
                 '--metadata': 'metadata', '--repeat': 'repeat', '--budget': 'budget', '--repeat-check': 'repeatCheck'};
   for (let i = 0; i < argv.length; i += 1) {

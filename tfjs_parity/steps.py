@@ -15,6 +15,7 @@ from . import KitError
 from .capture import FORMATS, JSON_LIMIT, SafetensorsTensors, chosen_format, remove_other_formats
 from .cli import positive_int, stop_if_asked
 from .paths import capture_file_name
+from .wire import DEFAULTS
 
 # Named precision modes. f16 makes WebGL store every texture as float16, as many phone
 # GPUs do (tfjs then reports WEBGL_RENDER_FLOAT32_ENABLED false).
@@ -56,16 +57,16 @@ def add_run_arguments(parser, backends, default_backend):
 
 
 def add_timing_arguments(parser):
-    parser.add_argument("--repeat", type=positive_int, default=10, metavar="N",
-                        help="timed predictions after one warm-up, at most (default 10)")
+    parser.add_argument("--repeat", type=positive_int, default=DEFAULTS["repeat"], metavar="N",
+                        help="timed predictions after one warm-up, at most (default %(default)s)")
     # A model whose prediction takes seconds must not take minutes to time: stop at the budget.
-    parser.add_argument("--budget", type=positive_float, default=10.0, metavar="SECONDS",
-                        help="stop timing once this much was spent, after at least one run (default 10)")
+    parser.add_argument("--budget", type=positive_float, default=float(DEFAULTS["budget"]), metavar="SECONDS",
+                        help="stop timing once this much was spent, after at least one run (default %(default)g)")
     # A backend that gives another answer each time is a bug in itself: the capture is made
     # this many times in one session and records whether the bits were the same each time.
-    parser.add_argument("--repeat-check", type=positive_int, default=2, metavar="N",
+    parser.add_argument("--repeat-check", type=positive_int, default=DEFAULTS["repeat_check"], metavar="N",
                         help="run the capture N times on the same input and record whether every bit "
-                             "repeated (default 2)")
+                             "repeated (default %(default)s)")
 
 
 def add_format_argument(parser):
@@ -201,39 +202,40 @@ def cpu_model():
     return platform.processor() or None
 
 
-def save_results(results, out_dir, runtime, flags, requested_format=None, variant=None):
-    """Save each backend's capture under its own name, in the format chosen for it; print one
-    line per backend. Raise a KitError after saving the rest when any backend failed
-    (nothing is lost). Captures backed by a staging file are moved, not copied. `variant`:
-    the name's tail, by default the flags' (variant_of)."""
-    variant = variant_of(flags) if variant is None else variant
-    failures = []
-    try:
-        stop_if_asked()  # an interruption a library swallowed must not let the run save
-        for backend, result in results.items():
+def save_results(results, out_dir, runtime, flags, requested_format=None):
+    """Save each (backend, Capture | KitError) of `results` (a runner's run(job)) as it
+    arrives, under its own name (the capture's variant, else the flags'), in the format chosen
+    for it; print one line per backend. Raise BackendsFailed after the rest are saved when any
+    backend failed (nothing is lost). Captures backed by a staging file are moved, not copied;
+    a staging file not saved is removed."""
+    failures, saved = [], 0
+    for backend, result in results:
+        try:
+            stop_if_asked()  # an interruption a library swallowed must not let the run save
             if not isinstance(result, KitError):
+                variant = result.metadata["variant"] if "variant" in result.metadata else variant_of(flags)
                 try:
                     all_zero = mark_all_zero(result)
                     path = save_capture(result, out_dir / capture_file_name(runtime, backend, variant),
                                         requested_format)
                 except (KitError, OSError) as error:  # this backend's failure; the others are still saved
                     result = error if isinstance(error, KitError) else KitError(f"cannot save {backend}: {error}")
-            if isinstance(result, KitError):
-                failures.append(failure_line(runtime, backend, result))
-                continue
-            timing = result.metadata.get("timing", {})
-            print(f"wrote {path} ({result.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
-                  + (f", {result.metadata['renderer']}" if result.metadata.get("renderer") else "")
-                  + format_note(result, path, requested_format) + ")"
-                  + ("; ALL OUTPUTS ZERO OR NaN: the backend passed its self-test and computed nothing for this "
-                     "model (compare_outputs.py --full judges it)" if all_zero else ""))
-    finally:
-        for result in results.values():
+        finally:
             staged = getattr(result, "tensors", None)
             if isinstance(staged, SafetensorsTensors) and staged.path.name.startswith("."):
                 staged.path.unlink(missing_ok=True)  # a capture refused above, or one saved as JSON
+        if isinstance(result, KitError):
+            failures.append(failure_line(runtime, backend, result))
+            continue
+        saved += 1
+        timing = result.metadata.get("timing", {})
+        print(f"wrote {path} ({result.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
+              + (f", {result.metadata['renderer']}" if result.metadata.get("renderer") else "")
+              + format_note(result, path, requested_format) + ")"
+              + ("; ALL OUTPUTS ZERO OR NaN: the backend passed its self-test and computed nothing for this "
+                 "model (compare_outputs.py --full judges it)" if all_zero else ""), flush=True)
     if failures:
-        raise BackendsFailed(failures, saved=len(results) - len(failures))
+        raise BackendsFailed(failures, saved=saved)
 
 
 class BackendsFailed(KitError):

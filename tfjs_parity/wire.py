@@ -23,6 +23,9 @@ CAPTURE_METADATA_KEY = WIRE["safetensors"]["metadata_key"]
 UPLOAD_STEPS = tuple(WIRE["upload"]["steps"])
 NODE_BACKENDS = tuple(WIRE["backends"]["node"])        # what inference_in_node.js runs, in report order
 BROWSER_BACKENDS = tuple(WIRE["backends"]["browser"])  # what the page runs, in report order
+# timed predictions at most, seconds of timing at most, captures made to check the bits repeat:
+# every runtime's default (the scripts' flags, Node's, the page's)
+DEFAULTS = WIRE["defaults"]
 FLAG_PREFIXES = WIRE["flag_prefixes"]               # {backend: the prefix of its own tfjs flags}
 _LENGTH_BYTES = WIRE["safetensors"]["length_bytes"]
 

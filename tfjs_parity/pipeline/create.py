@@ -23,6 +23,7 @@ from ..files import failpoint, remove_tree, staging_dir, writable_out_dir
 from ..quantization import UNQUANTIZED_CAPTURE
 from ..sandbox import DEFAULT_TIMEOUT
 from ..steps import format_note, save_capture
+from ..wire import DEFAULTS
 
 STUDY = {"depth": 10, "units": 50, "seed": 123}  # the original study's model: 10 x Dense(50), RandomUniform seed 123
 
@@ -45,9 +46,9 @@ class CreateOptions:
     trust_model: bool = False
     sandbox_timeout: float = None
     sandbox_memory: int = None
-    repeat: int = 10
-    budget: float = 10.0
-    repeat_check: int = 2
+    repeat: int = DEFAULTS["repeat"]
+    budget: float = float(DEFAULTS["budget"])
+    repeat_check: int = DEFAULTS["repeat_check"]
     out_dir: Path = paths.DEFAULT_OUT_DIR
     format: str = None
     in_sandbox: Path = None           # the sandbox's child: its folder (never from a command line)
@@ -286,7 +287,7 @@ def convert_as_layers(options, model_dir):
     # quantized: the unquantized model's exact answer first, from the weights before quantization
     unquantized = reference_capture(layers_model.float64_probe(source, plan), plan, feed) if options.qmap else None
     layers_model.stage_converted(flat, plan, feed, source, model_dir, options.qmap, options.quantized_source)
-    capture = python_runner.run(layers_model.python_probe(source, plan), plan, feed, options.repeat, options.budget,
+    capture = python_runner.capture(layers_model.python_probe(source, plan), plan, feed, options.repeat, options.budget,
                                 options.repeat_check)
     exact = reference_capture(layers_model.float64_probe(source, plan), plan, feed)
     return plan, *with_origin(origin, capture, exact, unquantized), \
@@ -361,7 +362,7 @@ def convert_as_graph(options, model_dir):
     if graph.quantized:
         graph_model.record_quantization(graph, plan, options.qmap)
     probe = graph_model.python_probe(graph, plan, session)
-    capture = python_runner.run(probe, plan, feed, options.repeat, options.budget, options.repeat_check)
+    capture = python_runner.capture(probe, plan, feed, options.repeat, options.budget, options.repeat_check)
     if original is not None:  # the converter's optimizations, checked apart: the source against its graph
         try:
             outputs = original(feed, graph)
