@@ -33,51 +33,40 @@ import argparse
 from pathlib import Path
 
 from tfjs_parity import KitError, paths
-from tfjs_parity.cli import positive_int, run_main
+from tfjs_parity.cli import run_main
 from tfjs_parity.files import writable_out_dir
-from tfjs_parity.runners import Job, browser_runner, device_runner, firefox_runner
+from tfjs_parity.runners import Job, browser_runner, browsers, device_runner, firefox_runner
 from tfjs_parity.steps import (PRECISIONS, ReadySignal, add_run_arguments, add_wait_argument, chosen_backends, cpu_model,
-                              flags_of, positive_float, save_results, variant_metadata)
+                              flags_of, save_results, variant_metadata)
+
+ENGINES = {"chromium": browser_runner, "firefox": firefox_runner}  # --browser: the engines run here
+RUNNERS = (*ENGINES.values(), device_runner)  # each adds its own flags and reads them (runners/base.py)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", type=Path, default=paths.DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
-    parser.add_argument("--chromium-arg", action="append", default=[], metavar="SWITCH",
-                        help="extra Chromium switch, repeatable (e.g. --chromium-arg=--disable-webgl)")
-    parser.add_argument("--timeout", type=positive_float, default=browser_runner.PAGE_TIMEOUT, metavar="SECONDS",
-                        help="seconds each backend's page may take, loading included (default %(default)g)")
-    parser.add_argument("--launch-timeout", type=positive_float, default=browser_runner.LAUNCH_TIMEOUT,
-                        metavar="SECONDS", help="seconds Chromium may take to start (default %(default)g)")
+    parser.add_argument("--browser", choices=list(ENGINES), default="chromium",
+                        help="which engine runs the page here (default chromium)")
+    browsers.add_arguments(parser)
     add_run_arguments(parser, browser_runner.BACKENDS, default_backend=None)
     add_wait_argument(parser)
-    parser.add_argument("--browser", choices=["chromium", "firefox"], default="chromium",
-                        help="which engine runs the page here (default chromium)")
-    device = parser.add_argument_group("a real device (a phone, any browser)")
-    device.add_argument("--device", action="store_true",
-                        help="serve the page for devices to open, and save what they upload")
-    device.add_argument("--listen", type=device_runner.parse_listen, metavar="ADDRESS[:PORT]",
-                        help="where to serve with --device (default 127.0.0.1, a free port): never more than this")
-    device.add_argument("--devices", type=positive_int, metavar="N",
-                        help="end once N devices have reported on every backend (default: on Ctrl-C)")
-    device.add_argument("--idle-timeout", type=positive_float, metavar="SECONDS",
-                        help=f"end after this long without a request (default {device_runner.IDLE_TIMEOUT:g})")
     # f16 emulates a phone GPU that renders to float16 textures (WEBGL_FORCE_F16_TEXTURES).
     parser.add_argument("--precision", choices=list(PRECISIONS), default="f32",
                         help="f16: store WebGL textures as float16, as many mobile GPUs do (default f32)")
+    for runner in RUNNERS:
+        if hasattr(runner, "add_arguments"):
+            runner.add_arguments(parser)
     args = parser.parse_args()
-    if (args.listen or args.devices) and not args.device:
-        raise KitError("--listen and --devices are for --device")
-    if args.device and args.browser == "firefox":
-        raise KitError("--browser firefox runs Firefox here; --device waits for other browsers: choose one")
-    if args.chromium_arg and (args.device or args.browser == "firefox"):
-        raise KitError("--chromium-arg is for Chromium; it does not apply with --device or --browser firefox")
-    if args.idle_timeout is not None and not args.device:
-        raise KitError("--idle-timeout is for --device")
+    if args.device and args.browser != "chromium":
+        raise KitError(f"--browser {args.browser} runs {args.browser} here; --device waits for other browsers: "
+                       "choose one")
+    runner = device_runner if args.device else ENGINES[args.browser]
+    browsers.foreign_flags(parser, args, runner, RUNNERS)
     if args.wait_for_model and args.device:
-        raise KitError("--wait-for-model is for Chromium and Firefox runs here; it does not apply with --device")
-    # a device runs every backend it has, unless told; Chromium and Firefox here run WebGL
+        raise KitError("--wait-for-model is for the browsers run here; it does not apply with --device")
+    # a device runs every backend it has, unless told; a browser here runs WebGL
     backends = chosen_backends(args.backend or ("all" if args.device else "webgl"), browser_runner.BACKENDS)
     if args.precision == "f16" and backends != ["webgl"]:
         raise KitError("--precision f16 emulates float16 WebGL textures: use it with --backend webgl")
@@ -85,15 +74,11 @@ def main():
     # a page cannot see the CPU's name; this host's is it (but not a phone's)
     metadata = dict({} if args.device else {"cpu": cpu_model()}, **variant_metadata(flags))
     writable_out_dir(args.out_dir)
-    runner = device_runner if args.device else firefox_runner if args.browser == "firefox" else browser_runner
     job = Job(args.out_dir / paths.CONVERTED_DIR / paths.MODEL_FILE, args.out_dir, backends, flags, args.repeat,
               args.budget, metadata, go=ReadySignal() if args.wait_for_model else None, repeat_check=args.repeat_check,
-              save=lambda backend, capture, variant: save_results({backend: capture}, args.out_dir, runner.NAME,
-                                                                  flags, args.format, variant=variant),
-              options={"chromium_args": args.chromium_arg, "timeout": args.timeout,
-                       "launch_timeout": args.launch_timeout, "listen": args.listen, "devices": args.devices,
-                       "idle_timeout": args.idle_timeout})
+              options=runner.options(args))
     save_results(runner.run(job), args.out_dir, runner.NAME, flags, args.format)
+
 
 if __name__ == "__main__":
     run_main(main)

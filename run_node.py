@@ -32,7 +32,8 @@ def main():
     writable_out_dir(args.out_dir)
     job = Job(args.out_dir / paths.CONVERTED_DIR / paths.MODEL_FILE, args.out_dir,
               chosen_backends(args.backend, node_runner.BACKENDS), flags, args.repeat, args.budget, metadata,
-              go=ReadySignal() if args.wait_for_model else None, repeat_check=args.repeat_check)
+              go=ReadySignal() if args.wait_for_model else None, repeat_check=args.repeat_check,
+              options=node_runner.Options())
     save_results(node_runner.run(job), args.out_dir, node_runner.NAME, flags, args.format)
 
 

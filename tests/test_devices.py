@@ -22,7 +22,8 @@ import pytest
 from conftest import ROOT, SMALL_MODEL, assert_one_line_error, check, copy_study, run_script, wait_for
 from tfjs_parity.capture import Capture
 from tfjs_parity.plan import PLAN_FILE, Plan
-from tfjs_parity.runners.device_runner import DeviceSession, device_name, parse_listen
+from tfjs_parity.runners.device_runner import parse_listen
+from tfjs_parity.runners.session import DeviceSession, device_name
 
 pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
 
@@ -86,7 +87,7 @@ def test_device_mode_serves_where_told_and_the_captures_arrive_and_compare(devic
     assert [n.split("_")[4] for n in names] == ["cpu", "wasm", "webgl", "webgpu"], names
     assert all(device in n for n in names)
     for line in (f"serving on {LISTEN}:", "nothing else, and only under the token", "opened the page", "wrote",
-                 "done: 4 capture(s) saved from 1 device(s)"):
+                 "done: 4 capture(s) received from 1 device(s)"):
         assert line in device_run["stdout"]
     assert "█" in device_run["stdout"] or "▀" in device_run["stdout"]  # the QR code
     assert "Done: the kit has every capture of this device" in device_run["status"]

@@ -189,6 +189,7 @@ def _run_trials(runner, converted_dir, capture, trials, workdir):
     other backends share one Job (one process, one browser); each flag change is its own."""
     from .paths import MODEL_FILE
     from .runners import Job
+    from .runners.base import results as all_results
     from .steps import variant_metadata
     model_json = Path(converted_dir) / MODEL_FILE
     groups = {}
@@ -200,17 +201,12 @@ def _run_trials(runner, converted_dir, capture, trials, workdir):
         flags = group[0].flags
         folder = workdir / f"run{len(captures)}_{group[0].backend}"
         folder.mkdir(parents=True, exist_ok=True)
-        arrived = {}
         metadata = dict(variant_metadata(flags))
         if capture.metadata.get("cpu"):
             metadata["cpu"] = capture.metadata["cpu"]
         job = Job(model_json, folder, [t.backend for t in group], flags, repeat=1, budget=1.0, metadata=metadata,
-                  repeat_check=1, save=lambda backend, c, variant: arrived.__setitem__(backend, c))
-        try:
-            results = runner.run(job)
-        except KitError as error:
-            results = {t.backend: error for t in group if t.backend not in arrived}
-        results = dict(arrived, **results)
+                  repeat_check=1)
+        results = all_results(job, runner)
         for trial in group:
             outcome = results.get(trial.backend, KitError("no capture came back"))
             if isinstance(outcome, KitError):

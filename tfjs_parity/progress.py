@@ -1,6 +1,10 @@
 """Progress of a long step on a terminal (one line, rewritten in place); nothing when the
 output is piped or captured, so logs and tests see only the results."""
+import re
 import sys
+
+# the line a runtime prints (Node on stderr, the page on its console) after each point captured
+PROGRESS_LINE = re.compile(r"^progress (\d+)/(\d+)$")
 
 
 class Progress:

@@ -58,7 +58,7 @@ def reference_capture(probe, plan, inputs):
     `inputs`: the exact answer, point by point."""
     from .runners import python_runner
     with held_stderr():
-        capture = python_runner.run(probe, plan, dict(zip(inputs, as_float64(inputs.values()))), timed=False)
+        capture = python_runner.capture(probe, plan, dict(zip(inputs, as_float64(inputs.values()))), timed=False)
     capture.metadata.update(runtime=REFERENCE_RUNTIME, backend=REFERENCE_BACKEND)
     capture.metadata.pop("timing", None)  # how fast float64 runs says nothing about anyone
     capture.metadata.pop("repeat", None)

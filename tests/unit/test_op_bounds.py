@@ -83,7 +83,7 @@ def judged(shape, function):
     specs = [Input("x", list(shape), "float32")]
     plan = graph_model.make_plan(graph, specs, {})
     feed = {"x": R.uniform(-1, 1, shape).astype(np.float32)}
-    python = python_runner.run(graph_model.python_probe(graph, plan), plan, feed, repeat=1)
+    python = python_runner.capture(graph_model.python_probe(graph, plan), plan, feed, repeat=1)
     exact = reference_capture(graph_model.float64_probe(graph, plan), plan, feed)
     local = graph_model.LocalReference(graph, plan, exact)
     results = {}
@@ -164,7 +164,7 @@ def test_a_bias_added_first_is_within_a_fused_ops_bound():
     graph = graph_model.GraphModel(None, graph_def, {"outputs": {"y": {"name": f"{fused.name}:0"}}}, constants)
     plan = graph_model.make_plan(graph, [Input("x", [1, 16], "float32")], {})
     feed = {"x": x_in.numpy()}
-    capture = python_runner.run(graph_model.python_probe(graph, plan), plan, feed, repeat=1)
+    capture = python_runner.capture(graph_model.python_probe(graph, plan), plan, feed, repeat=1)
     exact = reference_capture(graph_model.float64_probe(graph, plan), plan, feed)
     bias_first = np.full((1, 4), 3.0, np.float32)
     for _ in range(16):

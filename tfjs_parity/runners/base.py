@@ -3,35 +3,57 @@
     NAME      the runtime its captures say ("node", "browser", ...): the report's column
     BACKENDS  the tfjs backends it can run, in report order
     SCRIPT    the command that makes its captures (named when one is stale)
-    run(job)  -> {backend: Capture | KitError}: every backend asked for, a capture or why not
+    Options   a dataclass of the options only it reads (Chromium's switches, a device run's
+              address, the Python model in memory), carried by Job.options
+    run(job)  yields (backend, Capture | KitError) for every backend asked for, each as soon
+              as it is there; a failure of the whole run (no Node, no browser) raises KitError
 
-The step script builds the Job, and saves what run returns (steps.save_results). A runner
-whose captures are uploaded by a browser it does not drive (Firefox, devices) saves each one
-as it arrives, through the step's own `job.save`, so a stop loses nothing; it returns {}.
-Adding a runtime: a module here with those four names, and its line in RUNNERS
+The caller saves each capture as it is yielded (steps.save_results), so a stop or a crash
+later in the run loses none that arrived; a runner never saves. A runner whose backends
+run in a browser also implements nothing of the page: browsers.py holds the Browser
+contract (start, open(url), alive, close) and the page-and-upload session they share.
+Adding a runtime: a module here with those names, and its line in RUNNERS
 (runners/__init__.py)."""
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
+
+from ..wire import DEFAULTS
 
 
 @dataclass
 class Job:
-    """What a step asks of a runner: the converted model, where results and staging files go,
-    the backends, tfjs flags, timing (repeat, budget in seconds), metadata added to every
-    capture, `go` (a steps.ReadySignal: start now, read the model once told), `save`
-    (save(backend, capture, variant): saves it, or raises KitError; for the runners that save
-    as captures arrive: Firefox, devices), `repeat_check` (the capture made that many times in
-    one session, to record whether its bits repeat), and `options`
-    that only one runner reads (Chromium's switches and timeouts, a device run's address)."""
-    model_json: Path
-    out_dir: Path
+    """What a step asks of a runner: the converted model, where staging files go, the
+    backends, tfjs flags, timing (`repeat` predictions at most, a `budget` in seconds,
+    the capture made `repeat_check` times in one session to record whether its bits repeat),
+    metadata added to every capture, `go` (a steps.ReadySignal: start now, read the model
+    once told), and `options`: the runner's own Options."""
+    model_json: Optional[Path]
+    out_dir: Optional[Path]
     backends: list
     flags: dict = field(default_factory=dict)
-    repeat: int = 10
-    budget: float = 10.0
+    repeat: int = DEFAULTS["repeat"]
+    budget: float = DEFAULTS["budget"]
     metadata: dict = field(default_factory=dict)
     go: Optional[object] = None
-    save: Optional[Callable] = None
-    options: dict = field(default_factory=dict)
-    repeat_check: int = 2  # the capture made this many times: are the bits the same each time?
+    options: Optional[object] = None
+    repeat_check: int = DEFAULTS["repeat_check"]
+
+    def option(self, name, default):
+        """The runner's option `name`, or `default` when the Job carries no Options (a Job
+        built by --explain, say)."""
+        return getattr(self.options, name, default) if self.options is not None else default
+
+
+def results(job, runner):
+    """{backend: Capture | KitError} of a whole run, for a caller that needs them all
+    together (--explain): a failure of the whole run becomes each missing backend's."""
+    from .. import KitError
+    arrived = {}
+    try:
+        for backend, result in runner.run(job):
+            arrived[backend] = result
+    except KitError as error:
+        for backend in job.backends:
+            arrived.setdefault(backend, error)
+    return arrived

@@ -10,32 +10,51 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
 from .. import KitError
-from ..progress import Progress
+from ..progress import PROGRESS_LINE, Progress
 from ..server import PageServer
 from ..uploads import Uploads
 from ..wire import BROWSER_BACKENDS
-from .chromium import LAUNCH_TIMEOUT, SIGNALS, Chromium, chromium_switches, connect, find_chromium, one_line
-from .node_runner import PROGRESS
+from .browsers import LAUNCH_TIMEOUT, PAGE_TIMEOUT, NoModel, one_line
+from .chromium import SIGNALS, Chromium, chromium_switches, connect, find_chromium
 from .page import check_model, check_servable, check_tfjs_files, model_routes, page_routes, read_upload, routes_for
 
 NAME = "browser"
 SCRIPT = "run_browser.py"
 BACKENDS = BROWSER_BACKENDS  # wire.json's: the page's
-PAGE_TIMEOUT = 300.0    # seconds a backend's page may take, by default (--timeout)
+
+
+CHOSEN_BY = "--browser chromium (the default)"
+FLAGS = ("chromium_arg",)  # the flags only this runner reads
+
+
+@dataclass
+class Options:
+    chromium_args: tuple = ()         # extra switches, after the kit's own
+    timeout: float = PAGE_TIMEOUT     # seconds each backend's page may take
+    launch_timeout: float = LAUNCH_TIMEOUT  # seconds Chromium may take to start
+
+
+def add_arguments(parser):
+    parser.add_argument("--chromium-arg", action="append", default=[], metavar="SWITCH",
+                        help="extra Chromium switch, repeatable (e.g. --chromium-arg=--disable-webgl)")
+
+
+def options(args):
+    return Options(tuple(args.chromium_arg), args.timeout, args.launch_timeout)
 
 
 def run(job):
     """Run the tfjs model at job.model_json in one headless Chromium, once per backend (each in
-    a fresh page); return {backend: Capture (backed by a file in job.out_dir) or the KitError
-    that backend raised}.
+    a fresh page); yield (backend, Capture backed by a file in job.out_dir, or the KitError
+    that backend raised) as each page ends.
 
     job.flags are tfjs flags set before the backend starts; job.metadata is added to each
-    capture's; job.options: "chromium_args", extra switches added after the kit's own;
-    "timeout", the seconds each backend's page may take; "launch_timeout", Chromium's start.
+    capture's; job.options: Options.
 
     With job.go (a steps.ReadySignal): Chromium starts at once, and the first backend's page loads tfjs,
     starts its backend and self-tests it, then waits for go's line before the model is served
@@ -44,14 +63,14 @@ def run(job):
     The model's folder is served from its parent (the results folder): a model file reached
     through a symlink below it is refused, and so is a model folder that is a symlink."""
     go, backends, staging_dir = job.go, job.backends, job.out_dir
-    timeout = job.options.get("timeout", PAGE_TIMEOUT)
-    launch_timeout = job.options.get("launch_timeout", LAUNCH_TIMEOUT)
+    timeout = job.option("timeout", PAGE_TIMEOUT)
+    launch_timeout = job.option("launch_timeout", LAUNCH_TIMEOUT)
     if go is None:
         model_json = check_servable(job.model_json)
     else:
         check_tfjs_files()
         model_json = Path(job.model_json)
-    switches = chromium_switches(job.options.get("chromium_args", ()))
+    switches = chromium_switches(job.option("chromium_args", ()))
     executable = find_chromium()
     page = {"model": "model/model.json", "flags": json.dumps(job.flags or {}), "repeat": job.repeat,
             "budget": job.budget, "metadata": json.dumps(job.metadata or {}), "repeat_check": job.repeat_check}
@@ -69,8 +88,8 @@ def run(job):
                 if not go.wait():
                     raise NoModel(str(go.missing()))
                 server.add_routes(model_routes(check_model(model_json)))
-            return _run_async(_run_pages(chromium, server, uploads, backends, page, timeout,
-                                         model_ready if go else None), chromium, caught)
+            yield from _drive(_pages(chromium, server, uploads, backends, page, timeout,
+                                     model_ready if go else None), chromium, caught)
     finally:
         if caught:
             _raise_again(caught[0])
@@ -119,16 +138,11 @@ async def _page_value(browser, url, expression, timeout):
             await asyncio.wait_for(page.close(), 5)
 
 
-class NoModel(KitError):
-    """--wait-for-model: stdin ended before the model was ready; no backend can run."""
-
-
-async def _run_pages(chromium, server, uploads, backends, page, timeout, model_ready=None):
-    """Each backend's page in turn; the first waits for `model_ready()` (when given) once
-    started up, before it reads the model."""
+async def _pages(chromium, server, uploads, backends, page, timeout, model_ready=None):
+    """Each backend's page in turn, yielding (backend, Capture | KitError) as each ends; the
+    first waits for `model_ready()` (when given) once started up, before it reads the model."""
     import pyppeteer
     import websockets
-    results = {}
     try:
         browser = await asyncio.wait_for(connect(chromium.endpoint),
                                          chromium.launch_timeout)
@@ -137,7 +151,7 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout, model_r
         raise KitError(f"could not connect to {chromium.name} at {chromium.endpoint}: "
                        f"{one_line(str(error)) or type(error).__name__}") from None
     try:
-        for backend in backends:
+        for number, backend in enumerate(backends):
             query = urlencode(dict(page, backend=backend, upload=uploads.path(backend),
                                    **({"wait": 1} if model_ready else {})))
             try:
@@ -152,18 +166,19 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout, model_r
                         from None
                 if uploads.completed(backend) is None:
                     raise KitError(f"backend {backend}: the page finished but its capture did not arrive")
-                results[backend] = read_upload(uploads, backend)
+                result = read_upload(uploads, backend)
             except NoModel:
                 raise
             except KitError as error:
                 if str(error).startswith("failed: ") and chromium.exited() is None:
                     # it could not say where (a WASM trap): a fresh page finds the point (locate mode)
                     error = await _locate(chromium, browser, server, page, backend, timeout) or error
-                results[backend] = error
-                if chromium.exited():  # the browser is gone: the other backends cannot run
-                    for other in backends:
-                        results.setdefault(other, error)
-                    break
+                result = error
+            if isinstance(result, KitError) and chromium.exited():  # gone: the other backends cannot run
+                for other in backends[number:]:
+                    yield other, result
+                return
+            yield backend, result
     finally:
         if chromium.exited() is None:
             chromium.closing = True  # Browser.close: Chromium ends by itself and completes its logs
@@ -171,7 +186,6 @@ async def _run_pages(chromium, server, uploads, backends, page, timeout, model_r
                 await asyncio.wait_for(browser.close(), 5)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(browser.disconnect(), 2)
-    return results
 
 
 async def _locate(chromium, browser, server, page, backend, timeout):
@@ -198,7 +212,7 @@ async def _capture_page(chromium, browser, url, backend, timeout, model_ready=No
         def on_console(message):
             if not message.args:
                 return  # the browser's own log (a failed resource load, an intervention), not the page's
-            match = PROGRESS.match(message.text)
+            match = PROGRESS_LINE.match(message.text)
             if match:
                 progress.update(int(match[1]), int(match[2]))
             else:
@@ -274,19 +288,33 @@ async def _ended(chromium, every=0.1):
 
 
 def _run_async(coroutine, chromium, caught):
-    """Run `coroutine` to its end in a new event loop and return its result. A SIGINT, SIGTERM
-    or SIGHUP meanwhile stops Chromium at once, cancels the coroutine, is noted in `caught`
-    (run() raises it again once all is cleaned up) and ends this with _Interrupted."""
+    """Run `coroutine` to its end in a new event loop and return its result (_drive's rules)."""
+    async def once():
+        yield await coroutine
+    (result,) = _drive(once(), chromium, caught)
+    return result
+
+
+def _drive(generator, chromium, caught):
+    """Yield each item of the async `generator` as it comes, run in a new event loop (between
+    items the caller has the thread: it saves what came). A SIGINT, SIGTERM or SIGHUP
+    meanwhile stops Chromium at once, cancels the generator's work, is noted in `caught`
+    (run() raises it again once all is cleaned up) and ends this with _Interrupted; one that
+    comes while the caller has the thread is taken as soon as the loop runs again."""
     loop = asyncio.new_event_loop()
     # pyppeteer leaves tasks behind when the browser goes away under it; their errors are not news
     loop.set_exception_handler(lambda loop, context: None)
-    task = loop.create_task(coroutine)
+    running = []
 
     def on_signal(signum):
         if not caught:
             caught.append(signum)
             chromium.kill()
-            task.cancel()
+            for task in running:
+                task.cancel()
+
+    async def next_item():
+        return await generator.__anext__()
     handled = []
     if threading.current_thread() is threading.main_thread():
         for signum in SIGNALS:
@@ -294,13 +322,26 @@ def _run_async(coroutine, chromium, caught):
                 handled.append((signum, signal.getsignal(signum)))
                 loop.add_signal_handler(signum, on_signal, signum)
     try:
-        return loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        if not caught:
-            raise
-        raise _Interrupted() from None
+        while True:
+            task = loop.create_task(next_item())
+            running[:] = [task]
+            try:
+                item = loop.run_until_complete(task)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if not caught:
+                    raise
+                raise _Interrupted() from None
+            finally:
+                running.clear()
+            if caught:
+                raise _Interrupted()
+            yield item
     finally:
         try:
+            with contextlib.suppress(BaseException):  # its own clean-up (the DevTools connection), bounded there
+                loop.run_until_complete(generator.aclose())
             _finish_tasks(loop)
         finally:
             # give the caller's handlers back; a signal in between waits (blocked) and reaches them

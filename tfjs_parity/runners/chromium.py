@@ -22,10 +22,10 @@ from pathlib import Path
 
 from .. import KitError, processes
 from ..files import remove_stale_staging, staging_dir
+from .browsers import LAUNCH_TIMEOUT, Browser, find_browser, one_line, profiles_folder  # noqa: F401 (one_line: theirs)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-LAUNCH_TIMEOUT = 30.0   # seconds Chromium may take to announce its DevTools address (--launch-timeout)
 # Chromium resolves no host name at all: every name maps to "not found", and only loopback
 # addresses (any 127.x.y.z, ::1, localhost) are left alone. The rules apply to IP literals too
 # (tried: `MAP * ~NOTFOUND` alone refuses http://127.0.0.2/), hence an exclusion per shape of
@@ -93,21 +93,6 @@ def find_chromium():
                         "run `make setup` (installs Debian's chromium) or set CHROME_PATH")
 
 
-def find_browser(variable, names, what, hint):
-    """The executable the environment `variable` names, else the first of `names` on PATH;
-    KitError (saying `hint`) when none."""
-    explicit = os.environ.get(variable)
-    if explicit:
-        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
-            raise KitError(f"{variable}={explicit} is not an executable file")
-        return explicit
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise KitError(f"no {what} found (looked for {', '.join(names)}); {hint}")
-
-
 def chromium_switches(extra=()):
     """The kit's switches, then `extra`; --enable-features and --disable-features given in
     `extra` are merged into the kit's (Chromium reads only the last of each)."""
@@ -128,10 +113,11 @@ def chromium_switches(extra=()):
     return own + rest
 
 
-class Chromium:
+class Chromium(Browser):
     """One headless Chromium: its own process group (processes.start), a fresh profile
     folder, and the DevTools address it announced; a context manager that stops the group
-    and removes the profile on every exit."""
+    and removes the profile on every exit. A Browser (browsers.py): open(url) opens a tab
+    through DevTools' HTTP endpoint; browser_runner drives its pages over DevTools instead."""
 
     def __init__(self, executable, switches, launch_timeout=LAUNCH_TIMEOUT):
         self.executable, self.switches, self.launch_timeout = executable, list(switches), launch_timeout
@@ -147,6 +133,10 @@ class Chromium:
         return f"CHROME_PATH={explicit}" if explicit else self.executable
 
     def __enter__(self):
+        self.start()
+        return self
+
+    def start(self):
         try:
             self.profile = new_profile()
             command = [self.executable, "--remote-debugging-port=0", f"--user-data-dir={self.profile}",
@@ -162,7 +152,21 @@ class Chromium:
         except BaseException:
             self.close(grace=0)
             raise
-        return self
+
+    def open(self, url):
+        """A new tab on `url`, through DevTools' HTTP endpoint (PUT /json/new)."""
+        import urllib.parse
+        import urllib.request
+        http = self.endpoint.replace("ws://", "http://", 1).split("/devtools/")[0]
+        request = urllib.request.Request(f"{http}/json/new?{urllib.parse.quote(url, safe='')}", method="PUT")
+        try:
+            with urllib.request.urlopen(request, timeout=self.launch_timeout) as response:
+                response.read(65536)
+        except OSError as error:
+            raise KitError(f"{self.name} did not open the page: {one_line(error)}") from None
+
+    def alive(self):
+        return self.exited()
 
     def __exit__(self, *exc):
         self.close(grace=5 if self.closing and exc[0] is None else 0)
@@ -224,7 +228,7 @@ class Chromium:
         if self.process is not None:
             processes.stop(self.process)
 
-    def close(self, grace):
+    def close(self, grace=0):
         """Let Chromium finish closing for up to `grace` seconds (after Browser.close: its
         logs are then complete), stop its whole group, and remove its profile."""
         with _signals_deferred():  # a second Ctrl-C must not cut the cleanup short
@@ -247,21 +251,6 @@ class Chromium:
                     if not os.path.lexists(self.profile):
                         break
                 self.profile = None
-
-
-def profiles_folder(browser="Chromium"):
-    """The folder that holds this user's `browser` profiles, private to them."""
-    folder = Path(tempfile.gettempdir()) / f"tfjs_parity-{browser.lower()}-{os.getuid()}"
-    try:
-        folder.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    except OSError as error:
-        raise KitError(f"cannot create {folder} (for {browser}'s profiles): {error.strerror or error}") from None
-    info = os.lstat(folder)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise KitError(f"{folder} (for {browser}'s profiles) is not a private folder of this user; remove it")
-    return folder
 
 
 def new_profile():
@@ -352,13 +341,6 @@ def _status(returncode):
     if returncode is not None and returncode < 0:
         return f"{returncode} (killed by {signal.Signals(-returncode).name})"
     return str(returncode)
-
-
-def one_line(text, limit=300):
-    """`text` on one line, at most `limit` characters, nothing that a terminal would take
-    as a command (text from a page or a device is theirs, not ours): for a message."""
-    text = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 @contextlib.contextmanager

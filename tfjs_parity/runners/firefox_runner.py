@@ -1,66 +1,42 @@
-"""Firefox ESR here, as a local device: started on the device page's URL on its own virtual
+"""Firefox ESR here, a Browser (browsers.py): started on the page's URL on its own virtual
 display (Xvfb: headless Firefox has no WebGL 2), with a fresh profile that keeps it off the
-network; its captures are uploaded like a phone's (device_runner.DeviceSession) and saved as
+network; its captures are uploaded like a phone's (session.run_in) and saved as
 keras_model_tfjs_firefox_<backend>. Report columns: after Chromium's, the same backends."""
 import json
 import os
-import select
 import shutil
 import subprocess
-import time
+from dataclasses import dataclass
 
 from .. import KitError, processes
 from ..files import remove_stale_staging, staging_dir
-from .browser_runner import BACKENDS, PAGE_TIMEOUT, NoModel  # noqa: F401 (BACKENDS: the page's, on any browser)
-from .chromium import LAUNCH_TIMEOUT, find_browser, one_line, profiles_folder
-from .device_runner import DeviceSession, page_parameters
+from ..wire import BROWSER_BACKENDS
+from .browsers import LAUNCH_TIMEOUT, PAGE_TIMEOUT, Browser, VirtualDisplay, find_browser, one_line, profiles_folder
+from .session import run_in
 
 NAME = "firefox"
 SCRIPT = "run_browser.py --browser firefox"
+BACKENDS = BROWSER_BACKENDS  # the page's, on any browser
 FIREFOX_NAMES = ("firefox-esr", "firefox")
 
 
+CHOSEN_BY = "--browser firefox"
+
+
+@dataclass
+class Options:
+    timeout: float = PAGE_TIMEOUT            # seconds each backend's page may take
+    launch_timeout: float = LAUNCH_TIMEOUT   # seconds Firefox and its display may take to start
+
+
+def options(args):
+    return Options(args.timeout, args.launch_timeout)
+
+
 def run(job):
-    """Every backend of `job` in one Firefox, each page uploading its capture to a device
-    session of one device, each capture saved as it arrives (job.save), so a stop or a crash
-    loses none that arrived. Returns {} (everything is saved); KitError naming every backend
-    that did not arrive, or when Firefox died or the time ran out.
-
-    With job.go (--wait-for-model): Firefox starts at once on a session that serves no model
-    yet; its first page starts tfjs and its backend, self-tests it and waits until the model is
-    served, which it is once go's line arrives (NoModel when stdin ends instead); the time
-    allowed counts from then."""
-    if job.save is None:
-        raise KitError("a Firefox run saves each capture as it arrives: its Job needs `save`")
-    timeout = job.options.get("timeout", PAGE_TIMEOUT)
-    launch_timeout = job.options.get("launch_timeout", LAUNCH_TIMEOUT)
-    session = DeviceSession(job.model_json, job.out_dir, job.backends, page_parameters(job), max_devices=1,
-                            later=job.go is not None)
-    with session, Firefox(session.url, launch_timeout) as browser:
-        if job.go is not None:
-            _wait_for_the_model(job.go, browser)
-            session.serve_model()
-        outcomes = session.wait(NAME, job.flags, job.save, devices=1, idle_timeout=timeout,
-                                deadline=time.monotonic() + launch_timeout + timeout * len(job.backends),
-                                alive=browser.exited)
-    reported = {backend: outcome for done in outcomes.values() for backend, outcome in done.items()}
-    failed = [f"backend {backend}: {reported.get(backend, 'no capture arrived')}" for backend in job.backends
-              if reported.get(backend) != "saved"]
-    if failed:
-        raise KitError("in Firefox: " + "; ".join(failed))
-    return {}
-
-
-def _wait_for_the_model(go, browser):
-    """--wait-for-model: Firefox started, its first page started up and waiting (wait=served)
-    until the line arrives; NoModel when stdin ends instead, KitError when Firefox dies meanwhile."""
-    while not go.arrived():
-        ended = browser.exited()
-        if ended:
-            raise KitError(f"in Firefox, waiting for the model: {ended}")
-        time.sleep(0.01)
-    if not go.wait():
-        raise NoModel(str(go.missing()))
+    """Every backend of `job` in one Firefox, each page uploading its capture (session.run_in):
+    yields (backend, Capture | KitError) as each arrives."""
+    return run_in(Firefox(job.option("launch_timeout", LAUNCH_TIMEOUT)), job, NAME)
 
 
 # Firefox makes no calls home: every service that would is off, and whatever is left goes to
@@ -105,70 +81,36 @@ def find_firefox():
                         "run `make setup-firefox` (installs Debian's firefox-esr and xvfb) or set FIREFOX_PATH")
 
 
-class Firefox:
-    """Firefox on `url`, on its own virtual display (Xvfb, started here), with a fresh profile
-    that keeps it off the network; both in their own process groups, stopped (and the profile
-    removed) when the block ends, whatever ends it."""
+class Firefox(Browser):
+    """Firefox on its own virtual display (Xvfb), with a fresh profile that keeps it off the
+    network; both in their own process groups, stopped (and the profile removed) on close."""
+    name = "Firefox"
 
-    def __init__(self, url, launch_timeout=LAUNCH_TIMEOUT):
-        self.url, self.launch_timeout = url, launch_timeout
+    def __init__(self, launch_timeout=LAUNCH_TIMEOUT):
+        self.launch_timeout = launch_timeout
         self.executable = find_firefox()
-        self.xvfb = shutil.which("Xvfb")
-        if self.xvfb is None:
-            raise KitError("Xvfb not found (Firefox needs a display for WebGL 2); run `make setup-firefox`")
-        self.display = self.firefox = self.profile = None
+        self.display = VirtualDisplay(launch_timeout)
+        self.firefox = self.profile = None
 
-    def __enter__(self):
+    def start(self):
+        self.profile = _new_firefox_profile()
+        self.display.start()
+
+    def open(self, url):
+        """Firefox itself starts here, on `url` (it takes no URL later from outside)."""
+        if self.firefox is not None:
+            raise KitError("Firefox is open on a page already: the kit opens one per run")
+        env = dict(os.environ, DISPLAY=self.display.name, HOME=str(self.profile), TMPDIR=str(self.profile),
+                   MOZ_CRASHREPORTER_DISABLE="1", MOZ_DISABLE_AUTO_SAFE_MODE="1")
         try:
-            self.profile = _new_firefox_profile()
-            self.display = self._start_display()
-            env = dict(os.environ, DISPLAY=f":{self.display[1]}", HOME=str(self.profile), TMPDIR=str(self.profile),
-                       MOZ_CRASHREPORTER_DISABLE="1", MOZ_DISABLE_AUTO_SAFE_MODE="1")
-            try:
-                with open(self.profile / "firefox.log", "wb") as log:
-                    self.firefox = processes.start([self.executable, "--no-remote", "--new-instance", "--profile",
-                                                    str(self.profile / "profile"), self.url],
-                                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-            except (OSError, subprocess.SubprocessError) as error:
-                raise KitError(f"could not start {self.executable}: {getattr(error, 'strerror', None) or error}") \
-                    from None
-        except BaseException:
-            self.close()
-            raise
-        return self
+            with open(self.profile / "firefox.log", "wb") as log:
+                self.firefox = processes.start([self.executable, "--no-remote", "--new-instance", "--profile",
+                                                str(self.profile / "profile"), url],
+                                               stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise KitError(f"could not start {self.executable}: {getattr(error, 'strerror', None) or error}") from None
 
-    def _start_display(self):
-        """Xvfb on a free display number (it tells which through -displayfd)."""
-        read, write = os.pipe()
-        try:
-            try:
-                xvfb = processes.start([self.xvfb, "-displayfd", str(write), "-screen", "0", "1280x1024x24",
-                                        "-nolisten", "tcp", "-nolisten", "unix", "-noreset"],
-                                       pass_fds=(write,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-            except (OSError, subprocess.SubprocessError) as error:
-                raise KitError(f"could not start {self.xvfb}: {getattr(error, 'strerror', None) or error}") from None
-            os.close(write)
-            write = None
-            number = b""
-            deadline = time.monotonic() + self.launch_timeout
-            while not number.endswith(b"\n") and time.monotonic() < deadline:
-                ready, _, _ = select.select([read], [], [], 0.2)
-                if ready:
-                    chunk = os.read(read, 16)
-                    if not chunk:
-                        break
-                    number += chunk
-            if not number.strip().isdigit():
-                processes.stop(xvfb)
-                raise KitError(f"{self.xvfb} did not start a display (exit status {xvfb.poll()})")
-            return xvfb, int(number)
-        finally:
-            os.close(read)
-            if write is not None:
-                os.close(write)
-
-    def exited(self):
+    def alive(self):
         """None while Firefox runs; else a sentence saying it stopped, with its last words."""
         if self.firefox is None or self.firefox.poll() is None:
             return None
@@ -179,16 +121,15 @@ class Firefox:
             lines = []
         return f"Firefox exited with status {self.firefox.returncode}" + (f" ({one_line(lines[-1])})" if lines else "")
 
+    exited = alive
+
     def close(self):
-        for process in (self.firefox, self.display[0] if self.display else None):
-            if process is not None:
-                processes.stop(process, grace=0.5)
+        if self.firefox is not None:
+            processes.stop(self.firefox, grace=0.5)
+        self.display.stop()
         if self.profile is not None:
             shutil.rmtree(self.profile, ignore_errors=True)
             self.profile = None
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _new_firefox_profile():

@@ -2,30 +2,35 @@
 capture straight to a safetensors file, and read it back (lazily)."""
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import KitError, processes
 from ..capture import read_safetensors
 from ..files import staging_file
 from ..paths import NODE_MODULES, NODE_SCRIPT
-from ..progress import Progress
+from ..progress import PROGRESS_LINE, Progress
 from ..wire import NODE_BACKENDS
 
 NAME = "node"
 SCRIPT = "run_node.py"
 BACKENDS = NODE_BACKENDS  # wire.json's, which inference_in_node.js checks --backend against
-PROGRESS = re.compile(r"^progress (\d+)/(\d+)$")
 TIMEOUT = 300  # seconds a backend's Node may take, from when the model is there
 
 
+@dataclass
+class Options:
+    timeout: float = TIMEOUT  # seconds a backend's Node may take, from when the model is there
+
+
 def run(job):
-    """Run the tfjs model at job.model_json under Node, one fresh process per backend; return
-    {backend: Capture (backed by a file in job.out_dir) or the KitError that backend raised}.
+    """Run the tfjs model at job.model_json under Node, one fresh process per backend; yield
+    (backend, Capture backed by a file in job.out_dir, or the KitError that backend raised)
+    as each ends.
 
     With job.go (a steps.ReadySignal): the first backend's Node starts at once and reads the model only
     once go's line arrives (KitError when it does not); the timeout counts from then."""
@@ -37,21 +42,20 @@ def run(job):
     go = job.go
     if go is None and not Path(job.model_json).is_file():
         raise KitError(f"{job.model_json} not found; run `python create_keras_model.py` first")
-    results = {}
     for backend in job.backends:
         try:
-            results[backend] = _run_one(node, job, backend, go)
+            result = _run_one(node, job, backend, go)
         except KitError as error:
-            results[backend] = error
+            result = error
         if go is not None:
             if not go.wait():  # no model: nothing to run on any backend
                 raise go.missing()
             go = None  # the model is there: the next backends start as usual
-    return results
+        yield backend, result
 
 
 def _run_one(node, job, backend, go=None):
-    model_json, staging_dir, timeout = job.model_json, job.out_dir, job.options.get("timeout", TIMEOUT)
+    model_json, staging_dir, timeout = job.model_json, job.out_dir, job.option("timeout", TIMEOUT)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     fd, out = staging_file(staging_dir, f"node_{backend}", ".safetensors")
     os.close(fd)
@@ -77,7 +81,7 @@ def _run_one(node, job, backend, go=None):
                 threading.Thread(target=_release, args=(go, child, watchdog), daemon=True).start()
             try:
                 for line in child.stderr:  # progress lines as they come; the rest for errors
-                    match = PROGRESS.match(line.strip())
+                    match = PROGRESS_LINE.match(line.strip())
                     if match:
                         progress.update(int(match[1]), int(match[2]))
                     else:

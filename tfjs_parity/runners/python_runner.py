@@ -5,27 +5,42 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..capture import Capture, output_key, weights_key
 from ..capture_json import encode_tensor
-from ..wire import SCHEMA
 from ..steps import cpu_model
+from ..wire import DEFAULTS, SCHEMA
 
 NAME = "python"
 SCRIPT = "create_keras_model.py"
 BACKENDS = ("tensorflow",)
-# Step 1's runner: it runs the model in this process, so its run takes the kind's execution
-# of the loaded model (a probe), the plan and the inputs rather than a Job naming files.
 
 
-def run(probe, plan, inputs, repeat=10, budget=10.0, repeat_check=1, timed=True):
-    """Predict `inputs` ({name: array}) with `probe` (the kind's Python execution of the
-    model: kinds/, its python_probe); capture every point of `plan` (weights and outputs),
-    and time up to `repeat` predictions of the model as shipped after one warm-up, stopping
-    once `budget` seconds are spent (not at all when `timed` is False: the float64 reference).
-    """
+@dataclass
+class Options:
+    """Step 1's runner runs the model in this process: its Job carries the kind's execution
+    of the loaded model (`probe`: kinds/, their python_probe), the probe `plan` and the
+    `inputs` ({name: array}) rather than files; `timed` False for the float64 reference."""
+    probe: object
+    plan: object
+    inputs: dict
+    timed: bool = True
+
+
+def run(job):
+    """Predict job.options.inputs with its probe; capture every point of the plan (weights
+    and outputs), and time up to job.repeat predictions of the model as shipped after one
+    warm-up, stopping once job.budget seconds are spent (not at all when not `timed`).
+    Yields ("tensorflow", Capture); an error of the model itself propagates."""
+    options = job.options
+    yield BACKENDS[0], _capture(options.probe, options.plan, options.inputs, job.repeat, job.budget,
+                                job.repeat_check, options.timed)
+
+
+def _capture(probe, plan, inputs, repeat, budget, repeat_check, timed):
     # Timed first, as shipped: the model's own prediction (its outputs only); the first call
     # (its tracing) apart.
     timing = None
@@ -76,7 +91,7 @@ def _point_of(plan, index):
     return None
 
 
-def time_predictions(predict, repeat, budget=10.0):
+def time_predictions(predict, repeat, budget=DEFAULTS["budget"]):
     """Warm up once, then time up to `repeat` calls, stopping once `budget` seconds are spent
     (at least one): the same figures the JS side records."""
     def once():
@@ -89,3 +104,13 @@ def time_predictions(predict, repeat, budget=10.0):
         runs.append(once())
     return {"warmup_ms": warmup, "runs_ms": runs, "median_ms": statistics.median(runs),
             "min_ms": min(runs), "max_ms": max(runs), "repeat": repeat, "budget_s": budget}
+
+
+def capture(probe, plan, inputs, repeat=DEFAULTS["repeat"], budget=DEFAULTS["budget"], repeat_check=1, timed=True):
+    """The one capture of run(Job(...)) for a model in this process (step 1, the float64
+    reference, tests): no files, one backend."""
+    from .base import Job
+    job = Job(None, None, list(BACKENDS), repeat=repeat, budget=budget, repeat_check=repeat_check,
+              options=Options(probe, plan, inputs, timed))
+    (_, result), = run(job)
+    return result
