@@ -12,7 +12,7 @@ VENV_STAMP := $(VENV)/.requirements-installed
 NPM_STAMP := node_modules/.npm-installed
 ADDON_STAMP := node_modules/.tfjs-node-built
 
-.PHONY: run matrix test bench bench-chain zoo setup setup-firefox chromium clean
+.PHONY: run matrix test bench bench-chain zoo setup setup-firefox setup-webkit chromium clean
 
 # The four steps, overlapped (tfjs_parity/study.py): Node and Chromium start up, tfjs and
 # their backend included, while step 1 builds the model, and read it once it is committed.
@@ -26,8 +26,9 @@ run: setup
 matrix: setup
 	@$(PY) -m tfjs_parity.study --matrix
 
-# The tests run Firefox too (a second engine: WebGL on Mesa's llvmpipe, not SwiftShader).
-test: setup setup-firefox
+# The tests run Firefox too (a second engine: WebGL on Mesa's llvmpipe, not SwiftShader), and
+# WebKit (Safari's engine, WebKitGTK) through its WebDriver.
+test: setup setup-firefox setup-webkit
 	$(PY) -m pytest tests
 
 # Every step on the study, 10 x Dense(1000) and ResNet50: wall time, peak memory, capture
@@ -69,6 +70,9 @@ chromium:
 # (make test asks), so the default setup stays quick.
 setup-firefox:
 	@scripts/install_firefox.sh
+
+setup-webkit:
+	@scripts/install_webkit.sh
 
 clean:
 	rm -rf results

@@ -35,11 +35,11 @@ from pathlib import Path
 from tfjs_parity import KitError, paths
 from tfjs_parity.cli import run_main
 from tfjs_parity.files import writable_out_dir
-from tfjs_parity.runners import Job, browser_runner, browsers, device_runner, firefox_runner
+from tfjs_parity.runners import Job, browser_runner, browsers, device_runner, firefox_runner, webkit_runner
 from tfjs_parity.steps import (PRECISIONS, ReadySignal, add_run_arguments, add_wait_argument, chosen_backends, cpu_model,
                               flags_of, save_results, variant_metadata)
 
-ENGINES = {"chromium": browser_runner, "firefox": firefox_runner}  # --browser: the engines run here
+ENGINES = {"chromium": browser_runner, "firefox": firefox_runner, "webkit": webkit_runner}  # --browser: the engines run here
 RUNNERS = (*ENGINES.values(), device_runner)  # each adds its own flags and reads them (runners/base.py)
 
 
@@ -67,7 +67,11 @@ def main():
     if args.wait_for_model and args.device:
         raise KitError("--wait-for-model is for the browsers run here; it does not apply with --device")
     # a device runs every backend it has, unless told; a browser here runs WebGL
-    backends = chosen_backends(args.backend or ("all" if args.device else "webgl"), browser_runner.BACKENDS)
+    backends = chosen_backends(args.backend or ("all" if args.device else "webgl"), runner.BACKENDS)
+    lacking = [backend for backend in backends if backend not in runner.BACKENDS]
+    if lacking:
+        why = getattr(runner, "LACKS", {}).get(lacking[0]) or f"{runner.NAME} has no {lacking[0]} backend"
+        raise KitError(f"--backend {lacking[0]}: {why}")
     if args.precision == "f16" and backends != ["webgl"]:
         raise KitError("--precision f16 emulates float16 WebGL textures: use it with --backend webgl")
     flags = flags_of(args.flag, args.precision)

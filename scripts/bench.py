@@ -107,8 +107,8 @@ def study_way(out, folder):
 
 def sequential_matrix(out):
     """Seconds of make matrix's runs as separate steps, one after the other (its old way)."""
-    from tfjs_parity.study import FIREFOX_RUN, MATRIX_RUNS
-    steps = [("create_keras_model.py",), *MATRIX_RUNS, FIREFOX_RUN,
+    from tfjs_parity.study import ENGINE_RUNS, MATRIX_RUNS
+    steps = [("create_keras_model.py",), *MATRIX_RUNS, *(run for run, *_ in ENGINE_RUNS),
              ("compare_outputs.py", "--html", str(out / "r.html"), "--json", str(out / "r.json"))]
     return sum(measure([PY, str(ROOT / script), "--out-dir", str(out), *rest])[0] for script, *rest in steps)
 

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow  # the real steps, as subprocesses: see pytest.ini
 
 
 FIREFOX = ("run_browser.py", "--browser", "firefox", "--backend", "webgl,cpu")
+WEBKIT = ("run_browser.py", "--browser", "webkit", "--backend", "webgl,cpu")
 
 
 def start_waiting(script, out, *args, env=None):
@@ -47,7 +48,8 @@ def test_steps_started_before_the_model_read_the_one_they_are_told_of(small_stud
     before the line would hold the old model's id, and compare would call it stale)."""
     out = copy_study(small_study, tmp_path / "results")
     old = model_id(out)
-    waiting = [start_waiting(script, out, *args) for script, *args in (("run_node.py",), ("run_browser.py",), FIREFOX)]
+    waiting = [start_waiting(script, out, *args)
+               for script, *args in (("run_node.py",), ("run_browser.py",), FIREFOX, WEBKIT)]
     try:
         check(run_script("create_keras_model.py", "--depth", "2", "--units", "5", "--out-dir", out))
         assert model_id(out) != old
@@ -59,21 +61,26 @@ def test_steps_started_before_the_model_read_the_one_they_are_told_of(small_stud
             child.kill()
             child.wait()
     for name in ("keras_model_tfjs_node.json", "keras_model_tfjs_browser.json", "keras_model_tfjs_firefox_webgl.json",
-                 "keras_model_tfjs_firefox_cpu.json"):
+                 "keras_model_tfjs_firefox_cpu.json", "keras_model_tfjs_webkit_webgl.json",
+                 "keras_model_tfjs_webkit_cpu.json"):
         assert Capture.load(find_capture(out, name)).metadata["model_id"] == model_id(out)
     check(run_script("compare_outputs.py", "--out-dir", out))
     assert leftovers(out) == []
 
 
-@pytest.mark.parametrize("step", [("run_node.py",), ("run_browser.py",), FIREFOX], ids=["node", "chromium", "firefox"])
+@pytest.mark.parametrize("step", [("run_node.py",), ("run_browser.py",), FIREFOX, WEBKIT],
+                         ids=["node", "chromium", "firefox", "webkit"])
 def test_a_waiting_step_whose_stdin_ends_stops_with_one_line(tmp_path, step, request):
     """...and leaves nothing in TMPDIR but the kit's private profiles folder (Chromium, stopped
     without closing by itself, leaves its singleton folder there: the kit removes it)."""
     temp = Path(tempfile.mkdtemp(dir="/tmp"))  # short: Chromium's socket path must fit in 108 bytes
     request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
     child = start_waiting(*step[:1], tmp_path / "out", *step[1:], env={"TMPDIR": str(temp)})
-    browser = "firefox" if "firefox" in step else "chromium"
-    if step[0] == "run_browser.py":  # its browser is up and waiting
+    browser = "firefox" if "firefox" in step else "webkit" if "webkit" in step else "chromium"
+    if browser == "webkit":  # its MiniBrowser is up (its command line holds no profile: its HOME is one)
+        assert wait_for(lambda: processes_mentioning("webkit2gtk-4.1/MiniBrowser")
+                        and any(temp.glob(f"tfjs_parity-webkit-*/.webkit-profile.~{child.pid}~*")), 60)
+    elif step[0] == "run_browser.py":  # its browser is up and waiting
         assert wait_for(lambda: processes_mentioning(f".{browser}-profile.~{child.pid}~"), 60)
     stdout, stderr = child.communicate("", timeout=120)
     done = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
@@ -178,7 +185,8 @@ def test_an_error_a_library_makes_of_a_swallowed_signal_is_that_signal(tmp_path)
 
 MATRIX_STEPS = [("run_node.py", "--backend", "all"), ("run_browser.py", "--backend", "all"),
                 ("run_browser.py", "--precision", "f16"),
-                ("run_browser.py", "--browser", "firefox", "--backend", "webgl,wasm,cpu")]
+                ("run_browser.py", "--browser", "firefox", "--backend", "webgl,wasm,cpu"),
+                ("run_browser.py", "--browser", "webkit", "--backend", "all")]
 
 
 def test_the_overlapped_matrix_gives_the_numbers_and_verdicts_of_its_steps_one_by_one(tmp_path):
@@ -192,7 +200,7 @@ def test_the_overlapped_matrix_gives_the_numbers_and_verdicts_of_its_steps_one_b
         check(run_script(script, "--out-dir", one_by_one, *args))
     check(run_script("compare_outputs.py", "--out-dir", one_by_one, "--json", one_by_one / "report.json"))
     names = sorted(p.name for p in overlapped.glob("keras_model_*.json"))
-    assert names == sorted(p.name for p in one_by_one.glob("keras_model_*.json")) and len(names) == 13, names
+    assert names == sorted(p.name for p in one_by_one.glob("keras_model_*.json")) and len(names) == 16, names
     for name in names:
         a, b = Capture.load(overlapped / name), Capture.load(one_by_one / name)
         assert list(a.tensors) == list(b.tensors), name
@@ -207,7 +215,8 @@ def test_the_overlapped_matrix_gives_the_numbers_and_verdicts_of_its_steps_one_b
              "keras_model_tfjs_node_wasm.json", "keras_model_tfjs_browser.json", "keras_model_tfjs_browser_wasm.json",
              "keras_model_tfjs_browser_cpu.json", "keras_model_tfjs_browser_webgpu.json",
              "keras_model_tfjs_browser_webgl_f16.json", "keras_model_tfjs_firefox_webgl.json",
-             "keras_model_tfjs_firefox_wasm.json", "keras_model_tfjs_firefox_cpu.json"]
+             "keras_model_tfjs_firefox_wasm.json", "keras_model_tfjs_firefox_cpu.json",
+             "keras_model_tfjs_webkit_webgl.json", "keras_model_tfjs_webkit_wasm.json", "keras_model_tfjs_webkit_cpu.json"]
     assert [Path(w).name + ("/" if w.endswith("/") else "") for w in written[:len(order)]] == order, written
     assert "********** tf.Keras Python vs tfjs Browser **********" in done.stdout
     assert done.stdout.rstrip().endswith(f"wrote {overlapped / 'report.html'} (open it in a browser)")

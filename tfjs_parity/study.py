@@ -35,7 +35,11 @@ STOP_GRACE = 5.0  # seconds a step may take to stop cleanly (remove its staging,
 # side would time each other), all started up beside step 1 and waiting for their turn.
 MATRIX_RUNS = (("run_node.py", "--backend", "all"), ("run_browser.py", "--backend", "all"),
                ("run_browser.py", "--precision", "f16"))
-FIREFOX_RUN = ("run_browser.py", "--browser", "firefox", "--backend", "webgl,wasm,cpu")  # the last, when installed
+FIREFOX_RUN = ("run_browser.py", "--browser", "firefox", "--backend", "webgl,wasm,cpu")
+WEBKIT_RUN = ("run_browser.py", "--browser", "webkit", "--backend", "all")
+# the engines a matrix runs last, each when installed: (run, its name, its runtime, what installs it)
+ENGINE_RUNS = ((FIREFOX_RUN, "Firefox", "firefox", "make setup-firefox"),
+               (WEBKIT_RUN, "WebKit", "webkit", "make setup-webkit"))
 
 
 def main():
@@ -85,16 +89,18 @@ def main():
 
 
 def matrix(out_dir, out):
-    """Step 1, with every run of MATRIX_RUNS (and FIREFOX_RUN, when Firefox is installed) and
-    step 4 started up beside it; then each run in turn, its output shown whole as it ends (the
-    order fixed), and the report. A failing step ends it with its status, after its output; a
-    signal stops every step, as make run."""
-    from .runners.firefox_runner import find_firefox
-    try:
-        find_firefox()
-        runs = [*MATRIX_RUNS, FIREFOX_RUN]
-    except KitError:
-        runs = list(MATRIX_RUNS)
+    """Step 1, with every run of MATRIX_RUNS (and of ENGINE_RUNS, each engine when installed)
+    and step 4 started up beside it; then each run in turn, its output shown whole as it ends
+    (the order fixed), and the report. A failing step ends it with its status, after its
+    output; a signal stops every step, as make run."""
+    from .runners import RUNNERS
+    runs, missing = list(MATRIX_RUNS), []
+    for run, name, runtime, setup in ENGINE_RUNS:
+        try:
+            RUNNERS[runtime].installed()
+            runs.append(run)
+        except KitError:
+            missing.append(f"(no {name}: {setup} adds its columns)")
     steps = _Steps()
     report = ["--html", str(out_dir / "report.html"), "--json", str(out_dir / "report.json")]
     try:
@@ -115,9 +121,9 @@ def matrix(out_dir, out):
             code = child.wait()
             steps.show(child)
             if code != 0:
-                return _status(" ".join(run[:3]) if run is FIREFOX_RUN else run[0], code)  # the finally stops the rest
-        if runs[-1] is not FIREFOX_RUN:
-            print("(no Firefox: make setup-firefox adds its columns)", flush=True)
+                return _status(" ".join(run[:3]) if "--browser" in run else run[0], code)  # the finally stops the rest
+        for line in missing:
+            print(line, flush=True)
         print(flush=True)
         _tell(compare, b"\n")
         code = compare.wait()

@@ -1,11 +1,11 @@
 """One module per runtime, each with NAME, BACKENDS, SCRIPT and run(job) (the contract:
 runners/base.py). RUNNERS is the registry, in report column order: a new runtime is its
 module and one line here."""
-from . import browser_runner, device_runner, firefox_runner, node_runner, python_runner
+from . import browser_runner, device_runner, firefox_runner, node_runner, python_runner, webkit_runner
 from .base import Job  # noqa: F401 (what a step hands a runner)
 
 RUNNERS = {module.NAME: module for module in (python_runner, node_runner, browser_runner, firefox_runner,
-                                              device_runner)}
+                                              webkit_runner, device_runner)}
 REFERENCE_RUNTIME = "reference"  # the float64 capture: made by step 1, beside Python's
 
 

@@ -75,6 +75,12 @@ FIREFOX_PREFERENCES = {
 }
 
 
+def installed():
+    """KitError unless Firefox and Xvfb are here."""
+    find_firefox()
+    VirtualDisplay()
+
+
 def find_firefox():
     """FIREFOX_PATH when set, else firefox-esr or firefox on PATH; KitError when none."""
     return find_browser("FIREFOX_PATH", FIREFOX_NAMES, "Firefox",

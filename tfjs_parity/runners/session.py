@@ -158,19 +158,23 @@ class DeviceSession:
         uploaded or a backend it could not run (a device run's capture is named after its
         device, a Firefox one is not), None for anything else."""
         device, backend = event["device"], event.get("name")
+        # a device's lines name it; a browser run here has one page, whose failures are the run's error lines
+        device_run = runtime == DEVICE_RUNTIME
         if event["event"] == "opened":
-            say(f"device {device} opened the page ({one_line(event['user_agent'])})")
+            say(f"{f'device {device}' if device_run else runtime} opened the page ({one_line(event['user_agent'])})")
             return None
         done = outcomes.setdefault(device, {})
         if event["event"] == "failed":
             done[backend] = one_line(event["error"])
-            say(f"device {device}: backend {backend} did not run there: {done[backend]}")
+            if device_run:
+                say(f"device {device}: backend {backend} did not run there: {done[backend]}")
             return device, backend, KitError(done[backend])
         try:
             capture = read_upload(self.uploads, backend, device)
         except KitError as error:
             done[backend] = one_line(error)
-            say(f"device {device}: backend {backend}: {done[backend]}")
+            if device_run:
+                say(f"device {device}: backend {backend}: {done[backend]}")
             return device, backend, KitError(done[backend])  # not this run's, or not whole
         capture.metadata.update(runtime=runtime, device=device)
         variant = "_".join(part for part in ((device if runtime == DEVICE_RUNTIME else ""), variant_of(flags))

@@ -1,0 +1,127 @@
+"""W3C WebDriver, the kit's own small client (no Selenium): what every browser automation
+service speaks (WebKitWebDriver, chromedriver, geckodriver, Selenium Grid, device clouds).
+A WebDriverSession is a Browser (browsers.py): start asks the endpoint for a session with the
+capabilities given untouched, open(url) navigates, alive() asks for the URL, close() ends
+the session. Every answer is bounded: at most MAX_ANSWER bytes, within the request's
+timeout, a JSON object, or one line saying what came instead.
+
+WebKit is a WebDriverSession on a WebKitWebDriver the kit starts itself, on loopback and a
+virtual display (webkit_runner)."""
+import http.client
+import json
+import socket
+import time
+from urllib.parse import urlsplit
+
+from .. import KitError
+from .browsers import LAUNCH_TIMEOUT, Browser, one_line
+
+MAX_ANSWER = 1 << 20  # bytes: a WebDriver answer is a small JSON object; a megabyte is not one
+REQUEST_TIMEOUT = 30.0  # seconds one request may take (a new session: the launch timeout)
+
+
+class WebDriverError(KitError):
+    pass
+
+
+def request(endpoint, method, path, body=None, timeout=REQUEST_TIMEOUT):
+    """`method` `path` on the WebDriver `endpoint` (http://host:port[/prefix]) with a JSON
+    `body`; its answer's "value". WebDriverError (one line) for anything else: no answer
+    within `timeout`, a refused connection, more than MAX_ANSWER bytes, not JSON, a W3C
+    error (its "error" and "message")."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebDriverError(f"{endpoint}: a WebDriver endpoint is an http:// or https:// URL")
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    where = f"{parts.scheme}://{parts.netloc}"
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
+        connection.request(method, parts.path.rstrip("/") + path, body=data, headers=headers)
+        response = connection.getresponse()
+        answer = bytearray()
+        while True:
+            if time.monotonic() > deadline:
+                raise WebDriverError(f"{where} did not finish answering {method} {path} within {timeout:g} s")
+            chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
+            if not chunk:
+                break
+            answer += chunk
+            if len(answer) > MAX_ANSWER:
+                raise WebDriverError(f"{where} answered {method} {path} with more than {MAX_ANSWER:,} bytes: "
+                                     "not a WebDriver answer")
+        status = response.status
+    except WebDriverError:
+        raise
+    except (OSError, http.client.HTTPException) as error:
+        what = "no answer" if isinstance(error, (socket.timeout, TimeoutError)) else one_line(error) or type(error).__name__
+        raise WebDriverError(f"{where}: {method} {path}: {what}") from None
+    finally:
+        connection.close()
+    try:
+        decoded = json.loads(answer.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise WebDriverError(f"{where} answered {method} {path} with HTTP {status} and no JSON: "
+                             f"{one_line(answer[:200].decode('utf-8', 'replace')) or '(nothing)'}") from None
+    value = decoded.get("value") if isinstance(decoded, dict) else None
+    if status >= 400 or (isinstance(value, dict) and "error" in value and status != 200):
+        error = value if isinstance(value, dict) else {}
+        raise WebDriverError(f"{where}: {method} {path}: HTTP {status} "
+                             f"{one_line(error.get('error', ''), 80)}: {one_line(error.get('message', ''), 200)}".rstrip(": "))
+    if not isinstance(decoded, dict) or "value" not in decoded:
+        raise WebDriverError(f"{where} answered {method} {path} with JSON that is not a WebDriver answer "
+                             "(no \"value\")")
+    return value
+
+
+class WebDriverSession(Browser):
+    """A session of the WebDriver `endpoint` with `capabilities` (passed untouched, as
+    alwaysMatch): a Browser. `described` (after start): what the session says it is."""
+
+    def __init__(self, endpoint, capabilities, launch_timeout=LAUNCH_TIMEOUT, name=None):
+        self.endpoint, self.capabilities, self.launch_timeout = endpoint.rstrip("/"), capabilities, launch_timeout
+        self.name = name or f"the WebDriver session at {self.endpoint}"
+        self.session = None
+        self.described = {}
+        self.ended = None
+
+    def start(self):
+        value = request(self.endpoint, "POST", "/session",
+                        {"capabilities": {"alwaysMatch": self.capabilities, "firstMatch": [{}]}},
+                        timeout=self.launch_timeout)
+        session = value.get("sessionId") if isinstance(value, dict) else None
+        if not isinstance(session, str) or not session or len(session) > 200 \
+                or not all(c.isalnum() or c in "-_.:{}" for c in session):
+            raise WebDriverError(f"{self.endpoint} answered the new session without a session id")
+        self.session = session
+        described = value.get("capabilities")
+        self.described = described if isinstance(described, dict) else {}
+
+    def open(self, url):
+        request(self.endpoint, "POST", f"/session/{self.session}/url", {"url": url}, timeout=self.launch_timeout)
+
+    def alive(self):
+        """None while the session answers (its current URL); else why not."""
+        if self.ended:
+            return self.ended
+        try:
+            request(self.endpoint, "GET", f"/session/{self.session}/url", timeout=REQUEST_TIMEOUT)
+        except WebDriverError as error:
+            self.ended = f"{self.name} ended: {error}"
+        return self.ended
+
+    def close(self):
+        session, self.session = self.session, None
+        if session is not None:
+            try:
+                request(self.endpoint, "DELETE", f"/session/{session}", timeout=5.0)
+            except WebDriverError:
+                pass  # gone already, or the endpoint with it
+
+    def metadata(self):
+        """What the session says it is, for every capture it makes."""
+        keep = {key: self.described[key] for key in ("browserName", "browserVersion", "platformName")
+                if isinstance(self.described.get(key), str)}
+        return {"webdriver": {key: one_line(value, 80) for key, value in keep.items()}} if keep else {}
