@@ -12,7 +12,7 @@ VENV_STAMP := $(VENV)/.requirements-installed
 NPM_STAMP := node_modules/.npm-installed
 ADDON_STAMP := node_modules/.tfjs-node-built
 
-.PHONY: run matrix test bench bench-chain zoo setup setup-firefox setup-webkit chromium clean
+.PHONY: run matrix test bench bench-chain zoo setup setup-firefox setup-webkit setup-chromedriver chromium clean
 
 # The four steps, overlapped (tfjs_parity/study.py): Node and Chromium start up, tfjs and
 # their backend included, while step 1 builds the model, and read it once it is committed.
@@ -26,9 +26,10 @@ run: setup
 matrix: setup
 	@$(PY) -m tfjs_parity.study --matrix
 
-# The tests run Firefox too (a second engine: WebGL on Mesa's llvmpipe, not SwiftShader), and
-# WebKit (Safari's engine, WebKitGTK) through its WebDriver.
-test: setup setup-firefox setup-webkit
+# The tests run Firefox too (a second engine: WebGL on Mesa's llvmpipe, not SwiftShader),
+# WebKit (Safari's engine, WebKitGTK) through its WebDriver, and chromedriver as a WebDriver
+# endpoint (run_browser.py --webdriver).
+test: setup setup-firefox setup-webkit setup-chromedriver
 	$(PY) -m pytest tests
 
 # Every step on the study, 10 x Dense(1000) and ResNet50: wall time, peak memory, capture
@@ -69,10 +70,13 @@ chromium:
 # Firefox ESR and a virtual display for `run_browser.py --browser firefox`: only when asked
 # (make test asks), so the default setup stays quick.
 setup-firefox:
-	@scripts/install_firefox.sh
+	@scripts/install_debian.sh "Firefox runs" firefox-esr:firefox-esr Xvfb:xvfb
 
 setup-webkit:
-	@scripts/install_webkit.sh
+	@scripts/install_debian.sh "WebKit runs" WebKitWebDriver:webkit2gtk-driver Xvfb:xvfb strace:strace
+
+setup-chromedriver: setup
+	@scripts/install_debian.sh "the --webdriver tests" chromedriver:chromium-driver
 
 clean:
 	rm -rf results

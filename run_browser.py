@@ -35,12 +35,13 @@ from pathlib import Path
 from tfjs_parity import KitError, paths
 from tfjs_parity.cli import run_main
 from tfjs_parity.files import writable_out_dir
-from tfjs_parity.runners import Job, browser_runner, browsers, device_runner, firefox_runner, webkit_runner
+from tfjs_parity.runners import (Job, browser_runner, browsers, device_runner, firefox_runner, webdriver_runner,
+                                 webkit_runner)
 from tfjs_parity.steps import (PRECISIONS, ReadySignal, add_run_arguments, add_wait_argument, chosen_backends, cpu_model,
                               flags_of, save_results, variant_metadata)
 
 ENGINES = {"chromium": browser_runner, "firefox": firefox_runner, "webkit": webkit_runner}  # --browser: the engines run here
-RUNNERS = (*ENGINES.values(), device_runner)  # each adds its own flags and reads them (runners/base.py)
+RUNNERS = (*ENGINES.values(), device_runner, webdriver_runner)  # each adds its own flags and reads them (runners/base.py)
 
 
 def main():
@@ -62,12 +63,16 @@ def main():
     if args.device and args.browser != "chromium":
         raise KitError(f"--browser {args.browser} runs {args.browser} here; --device waits for other browsers: "
                        "choose one")
-    runner = device_runner if args.device else ENGINES[args.browser]
+    if args.webdriver and (args.device or args.browser != "chromium"):
+        raise KitError(f"--webdriver runs the page in the endpoints' browsers; {'--device' if args.device else '--browser'}"
+                       " chooses another: choose one")
+    runner = device_runner if args.device else webdriver_runner if args.webdriver else ENGINES[args.browser]
     browsers.foreign_flags(parser, args, runner, RUNNERS)
-    if args.wait_for_model and args.device:
-        raise KitError("--wait-for-model is for the browsers run here; it does not apply with --device")
+    if args.wait_for_model and (args.device or args.webdriver):
+        raise KitError("--wait-for-model is for the browsers run here; it does not apply with "
+                       + ("--device" if args.device else "--webdriver"))
     # a device runs every backend it has, unless told; a browser here runs WebGL
-    backends = chosen_backends(args.backend or ("all" if args.device else "webgl"), runner.BACKENDS)
+    backends = chosen_backends(args.backend or ("all" if args.device or args.webdriver else "webgl"), runner.BACKENDS)
     lacking = [backend for backend in backends if backend not in runner.BACKENDS]
     if lacking:
         why = getattr(runner, "LACKS", {}).get(lacking[0]) or f"{runner.NAME} has no {lacking[0]} backend"
@@ -76,7 +81,7 @@ def main():
         raise KitError("--precision f16 emulates float16 WebGL textures: use it with --backend webgl")
     flags = flags_of(args.flag, args.precision)
     # a page cannot see the CPU's name; this host's is it (but not a phone's)
-    metadata = dict({} if args.device else {"cpu": cpu_model()}, **variant_metadata(flags))
+    metadata = dict({} if args.device or args.webdriver else {"cpu": cpu_model()}, **variant_metadata(flags))
     writable_out_dir(args.out_dir)
     job = Job(args.out_dir / paths.CONVERTED_DIR / paths.MODEL_FILE, args.out_dir, backends, flags, args.repeat,
               args.budget, metadata, go=ReadySignal() if args.wait_for_model else None, repeat_check=args.repeat_check,

@@ -1,11 +1,12 @@
 """One module per runtime, each with NAME, BACKENDS, SCRIPT and run(job) (the contract:
 runners/base.py). RUNNERS is the registry, in report column order: a new runtime is its
 module and one line here."""
-from . import browser_runner, device_runner, firefox_runner, node_runner, python_runner, webkit_runner
+from . import (browser_runner, device_runner, firefox_runner, node_runner, python_runner, webdriver_runner,
+               webkit_runner)
 from .base import Job  # noqa: F401 (what a step hands a runner)
 
 RUNNERS = {module.NAME: module for module in (python_runner, node_runner, browser_runner, firefox_runner,
-                                              webkit_runner, device_runner)}
+                                              webkit_runner, webdriver_runner, device_runner)}
 REFERENCE_RUNTIME = "reference"  # the float64 capture: made by step 1, beside Python's
 
 
@@ -24,6 +25,6 @@ def column_order(capture):
     backends = list(getattr(RUNNERS.get(runtime), "BACKENDS", ()))
     backend = capture.metadata.get("backend")
     return (names.index(runtime) if runtime in names else len(names),
-            capture.metadata.get("device") or "" if runtime == device_runner.NAME else "",
+            capture.metadata.get("device") or "" if runtime in (device_runner.NAME, webdriver_runner.NAME) else "",
             backends.index(backend) if backend in backends else len(backends),
             capture.metadata.get("variant") or "")

@@ -41,7 +41,7 @@ def foreign_flags(parser, args, chosen, runners):
         if runner is chosen:
             continue
         for dest in getattr(runner, "FLAGS", ()):
-            if getattr(args, dest) != parser.get_default(dest):
+            if dest not in getattr(chosen, "FLAGS", ()) and getattr(args, dest) != parser.get_default(dest):
                 raise KitError(f"--{dest.replace('_', '-')} is for {runner.CHOSEN_BY}; it does not apply "
                                f"with {chosen.CHOSEN_BY}")
 

@@ -24,6 +24,18 @@ class WebDriverError(KitError):
     pass
 
 
+def check_endpoint(endpoint):
+    """KitError unless `endpoint` is an http(s) URL with a host (what --webdriver takes)."""
+    parts = urlsplit(endpoint)
+    try:
+        parts.port
+    except ValueError:
+        raise KitError(f"--webdriver {endpoint}: its port is not a number from 0 to 65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise KitError(f"--webdriver {endpoint}: a WebDriver endpoint is an http:// or https:// URL "
+                       "(e.g. http://127.0.0.1:4444/wd/hub)")
+
+
 def request(endpoint, method, path, body=None, timeout=REQUEST_TIMEOUT):
     """`method` `path` on the WebDriver `endpoint` (http://host:port[/prefix]) with a JSON
     `body`; its answer's "value". WebDriverError (one line) for anything else: no answer
