@@ -156,6 +156,26 @@ def test_the_browser_reproducer_runs_in_chromium(depthwise):
     assert "repro.html in Chromium" in stdout
 
 
+def test_a_webkit_capture_is_explained_in_webkit_and_its_reproducer_runs_there(depthwise, tmp_path):
+    """The same WASM bug in WebKit (Safari's engine): --explain reruns the capture in WebKit
+    (its flags, its backends: no WebGPU there) and runs the reproducer page in WebKit too."""
+    out = tmp_path / "out"
+    shutil.copytree(depthwise[0], out, ignore=lambda folder, names: [n for n in names if "browser" in n
+                                                                     or n in ("repro", "explained.json")])
+    check(run_script("run_browser.py", "--browser", "webkit", "--out-dir", out, "--backend", "wasm", "--repeat", "1"))
+    stdout, explanations = explained(out)
+    explanation = explanations["webkit/wasm"]
+    assert explanation["point"] == "dw"
+    tried = trials(explanation)
+    assert tried["WASM_HAS_SIMD_SUPPORT=false"]["verdict"] == "mismatch"
+    assert tried["backend webgl"]["workaround"] and tried["backend cpu"]["workaround"]
+    assert "backend webgpu" not in tried  # WebKit here has none
+    repro = explanation["repro"]
+    assert repro["folder"] == str(out / "repro" / "dw-webkit-wasm")
+    assert repro["isolated"]["wrong"] is True and repro["healthy"]["wrong"] is False
+    assert "repro.html in WebKit" in stdout
+
+
 def test_a_fault_behind_one_flag_value_is_traced_to_that_flag(tmp_path):
     """TFJS_PARITY_PLANTED_FAULT: node/wasm is wrong at its first Dense only while
     WASM_HAS_SIMD_SUPPORT is true. --explain must name that flag's other value, and say the

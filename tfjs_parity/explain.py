@@ -153,7 +153,7 @@ def explain(converted_dir, python, reference, result, capture, workdir, local, u
     """The Explanation of `capture`'s first mismatch (`result`: its RuntimeResult): every
     trial run by the capture's own runner in `workdir` (removed after) and judged with
     `local`, the model's local reference (built once for every capture)."""
-    from .runners import RUNNERS, device_runner
+    from .runners import RUNNERS, device_runner, webdriver_runner
     first = result.first("mismatch")
     point = next(p for p in _plan(converted_dir).points if p.name == first.layer)
     explanation = Explanation(capture.label, first.layer, point.class_name, first.reason)
@@ -162,9 +162,10 @@ def explain(converted_dir, python, reference, result, capture, workdir, local, u
     trials, explanation.not_tried = flag_trials(capture)
     trials += backend_trials(capture, runner) if runner is not None else []
     explanation.trials = trials
-    if runtime == device_runner.NAME or runner is None or not hasattr(runner, "run"):
+    if runtime in (device_runner.NAME, webdriver_runner.NAME) or runner is None or not hasattr(runner, "run"):
+        again = "--webdriver URL --capabilities ..." if runtime == webdriver_runner.NAME else "--device"
         explanation.note = (f"a {runtime} capture: the kit cannot run that browser again from here; try these on the "
-                            "device (run_browser.py --device --flag NAME=VALUE, or --backend)")
+                            f"device (run_browser.py {again} --flag NAME=VALUE, or --backend)")
         return explanation
     captures = _run_trials(runner, converted_dir, capture, trials, Path(workdir))
     ran = [t for t in trials if id(t) in captures]

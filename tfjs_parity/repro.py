@@ -237,18 +237,24 @@ def _run_repro(folder, case):
     from .wire import NODE_BACKENDS
     backend = case["backend"]
     others = [] if backend == "cpu" else ["cpu"]
-    if case["runtime"] == "browser":
-        from .runners.browser_runner import page_results
+    if case["runtime"] in ("browser", "webkit"):
         from .runners.page import TFJS_FILES
         routes = {f"/{name}": folder / name for name in ("repro.html", "case.json")}
         routes.update({f"/{name}": NODE_MODULES.parent / name for name in TFJS_FILES})
+        pages = [f"/repro.html?backend={b}" for b in [backend, *others]]
         try:
-            results = page_results(routes, [f"/repro.html?backend={b}" for b in [backend, *others]], "window.reproResult")
+            if case["runtime"] == "webkit":  # in WebKit, through its WebDriver
+                from .runners.session import page_values
+                from .runners.webkit_runner import WebKit
+                where, results = "repro.html in WebKit", page_values(WebKit(), routes, pages, "window.reproResult")
+            else:
+                from .runners.browser_runner import page_results
+                where, results = "repro.html in Chromium", page_results(routes, pages, "window.reproResult")
         except KitError as error:
-            results = [error] * (1 + len(others))
+            where, results = f"repro.html in {case['runtime']}", [error] * (1 + len(others))
         results = [{"failed": str(r)} if isinstance(r, KitError) else
                    {"failed": r["error"]} if isinstance(r.get("error"), str) else r for r in results]
-        return "repro.html in Chromium", results[0], (results[1] if others else None)
+        return where, results[0], (results[1] if others else None)
     if case["runtime"] == "node" or backend in NODE_BACKENDS:
         return ("node repro.js" + ("" if case["runtime"] == "node" else f" (the {case['runtime']} capture's backend, "
                                    "under Node)"), run_node_repro(folder, backend),

@@ -266,3 +266,30 @@ def _wait_for_the_model(go, browser):
         time.sleep(0.01)
     if not go.wait():
         raise NoModel(str(go.missing()))
+
+
+def page_values(browser, routes, pages, expression, timeout=PAGE_TIMEOUT):
+    """Open each of `pages` (a path and query on a server of `routes`) in `browser` (a Browser
+    that can evaluate: a WebDriver session) and return [the page's `expression` once it is
+    defined, or the KitError of that page] (a standalone page, the reproducer's: no upload,
+    no kit script)."""
+    results = []
+    with PageServer(routes) as server, browser:
+        for path in pages:
+            try:
+                browser.open(f"{server.url}{path}")
+                deadline = time.monotonic() + timeout
+                while True:
+                    value = browser.evaluate(f"typeof {expression} === 'undefined' ? null : {expression}")
+                    if value is not None:
+                        results.append(value)
+                        break
+                    ended = browser.alive()
+                    if ended:
+                        raise KitError(ended)
+                    if time.monotonic() > deadline:
+                        raise KitError(f"{path}: {expression} was not set within {timeout:g} s")
+                    time.sleep(0.1)
+            except KitError as error:
+                results.append(error)
+    return results

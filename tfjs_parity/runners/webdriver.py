@@ -124,6 +124,11 @@ class WebDriverSession(Browser):
             self.ended = f"{self.name} ended: {error}"
         return self.ended
 
+    def evaluate(self, expression, timeout=REQUEST_TIMEOUT):
+        """The value of the JavaScript `expression` in the session's page."""
+        return request(self.endpoint, "POST", f"/session/{self.session}/execute/sync",
+                       {"script": f"return ({expression});", "args": []}, timeout=timeout)
+
     def close(self):
         session, self.session = self.session, None
         if session is not None:
