@@ -1,5 +1,6 @@
 """The one command (`make run`: python -m tfjs_parity.study) and the steps it starts beside
 step 1, which read the model only once told it is there (--wait-for-model)."""
+import json
 import os
 import shutil
 import signal
@@ -181,6 +182,41 @@ def test_an_error_a_library_makes_of_a_swallowed_signal_is_that_signal(tmp_path)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 128 + signal.SIGTERM and len(lines) == 1, done
     assert lines[0].startswith("terminated (SIGTERM)"), lines
+
+
+@pytest.mark.parametrize("kind", ["layers", "graph"])
+def test_the_one_command_on_your_model_gives_the_captures_and_verdicts_of_its_steps_one_by_one(zoo_files, kind,
+                                                                                                tmp_path):
+    """python -m tfjs_parity.study --model PATH (issue 34): the zoo's CNN (a SavedModel), as a
+    layers model and as a graph model: every capture bit for bit the one the four steps make
+    one by one, the same verdicts, and the full verdict report."""
+    model = zoo_files["cnn"]
+    overlapped, one_by_one = tmp_path / "overlapped", tmp_path / "one_by_one"
+    done = check(run_module("tfjs_parity.study", "--model", model, "--as", kind, "--out-dir", overlapped))
+    check(run_script("create_keras_model.py", "--model", model, "--as", kind, "--out-dir", one_by_one))
+    check(run_script("run_node.py", "--out-dir", one_by_one))
+    check(run_script("run_browser.py", "--out-dir", one_by_one))
+    verdicts = []
+    for folder in (overlapped, one_by_one):
+        check(run_script("compare_outputs.py", "--out-dir", folder, "--full", "--json", folder / "full.json"))
+        document = json.loads((folder / "full.json").read_text())
+        verdicts.append({c["label"]: [layer["verdict"] for layer in c["layers"]] for c in document["captures"]})
+    names = sorted(p.name for p in overlapped.glob("keras_model_*.json"))
+    assert names == sorted(p.name for p in one_by_one.glob("keras_model_*.json")) and len(names) == 4, names
+    for name in names:
+        a, b = Capture.load(overlapped / name), Capture.load(one_by_one / name)
+        assert list(a.tensors) == list(b.tensors), name
+        for key in a.tensors:
+            assert all(x.tobytes() == y.tobytes() for x, y in zip(a.tensors[key], b.tensors[key])), (name, key)
+    assert verdicts[0] == verdicts[1] and set(verdicts[0]) == {"python/tensorflow", "node/tensorflow", "browser/webgl"}
+    assert "vs float64" in done.stdout and "verdict" in done.stdout  # the full report, not only the study's table
+    assert leftovers(overlapped) == []
+
+
+def test_the_one_command_on_a_model_that_is_not_there_ends_with_step_1_s_line(tmp_path):
+    done = run_module("tfjs_parity.study", "--model", tmp_path / "nowhere.h5", "--out-dir", tmp_path / "out")
+    assert_one_line_error(done, "--model", "nowhere.h5", "not found")
+    assert not list((tmp_path / "out").glob("keras_model_*"))
 
 
 MATRIX_STEPS = [("run_node.py", "--backend", "all"), ("run_browser.py", "--backend", "all"),

@@ -1,6 +1,8 @@
-"""The original study in one command (`make run`): the four steps, overlapped where they can be.
+"""The original study, or your model, in one command (`make run`): the four steps, overlapped
+where they can be.
 
     python -m tfjs_parity.study [--out-dir results] [--matrix]
+    python -m tfjs_parity.study --model PATH [--input FILE] [--as layers|graph] [--matrix]
 
 Step 1 (create_keras_model.py) builds and converts the model while steps 2 and 3 start up
 beside it: run_node.py and, BROWSER_AFTER seconds later, run_browser.py, both with
@@ -46,18 +48,31 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where results go (default: %(default)s)")
     parser.add_argument("--matrix", action="store_true",
-                        help="make matrix: every runtime, backend and float16 mode (and Firefox when installed), "
+                        help="make matrix: every runtime, backend and float16 mode (and Firefox and WebKit when installed), "
                              "then one table, an HTML and a JSON report in --out-dir")
+    parser.add_argument("--model", metavar="PATH",
+                        help="your model (a Keras file, a SavedModel folder, a model.json) instead of the study's; "
+                             "the report is then the full verdict report (compare_outputs.py --full)")
+    parser.add_argument("--input", metavar="FILE", help="with --model: the input to feed it (create_keras_model.py "
+                                                        "--input)")
+    parser.add_argument("--as", dest="kind", choices=["layers", "graph"],
+                        help="with --model: convert it as this kind (create_keras_model.py --as)")
     args = parser.parse_args()
+    if (args.input or args.kind) and not args.model:
+        raise KitError(f"{'--input' if args.input else '--as'} goes with --model PATH")
     # here, not by whichever step starts first (a step that fails removes the folders it made)
     make_dirs(args.out_dir, "--out-dir")
     out = ["--out-dir", str(args.out_dir)]
+    # step 1's own options: it checks them (a model that is not there is its one line)
+    model = [*(["--model", args.model] if args.model else []), *(["--input", args.input] if args.input else []),
+             *(["--as", args.kind] if args.kind else [])]
+    report = ["--full"] if args.model else []  # your model: every verdict; the study: its table
     if args.matrix:
-        return matrix(args.out_dir, out)
+        return matrix(args.out_dir, out, model, report)
     steps = _Steps()
     try:
         waiting = [steps.start_waiting("run_node.py", *out)]
-        steps.start("create_keras_model.py", *out)
+        steps.start("create_keras_model.py", *out, *model)
         built = steps.wait(BROWSER_AFTER)
         if built in (None, 0):  # step 1 is under way (or done already): Chromium starts
             waiting.append(steps.start_waiting("run_browser.py", *out))
@@ -68,7 +83,7 @@ def main():
         if built != 0:
             return _status("create_keras_model.py", built)
         # step 4 starts up while steps 2 and 3 finish, and reads their captures once told
-        steps.start("compare_outputs.py", *out, "--wait-for-captures", stdin=subprocess.PIPE)
+        steps.start("compare_outputs.py", *out, *report, "--wait-for-captures", stdin=subprocess.PIPE)
         codes = [child.wait() for child in waiting]
         for child in waiting:
             steps.show(child)
@@ -88,7 +103,7 @@ def main():
         steps.stop()
 
 
-def matrix(out_dir, out):
+def matrix(out_dir, out, model=(), full=()):
     """Step 1, with every run of MATRIX_RUNS (and of ENGINE_RUNS, each engine when installed)
     and step 4 started up beside it; then each run in turn, its output shown whole as it ends
     (the order fixed), and the report. A failing step ends it with its status, after its
@@ -102,10 +117,10 @@ def matrix(out_dir, out):
         except KitError:
             missing.append(f"(no {name}: {setup} adds its columns)")
     steps = _Steps()
-    report = ["--html", str(out_dir / "report.html"), "--json", str(out_dir / "report.json")]
+    report = [*full, "--html", str(out_dir / "report.html"), "--json", str(out_dir / "report.json")]
     try:
         waiting = [steps.start_waiting(runs[0][0], *out, *runs[0][1:])]
-        steps.start("create_keras_model.py", *out)
+        steps.start("create_keras_model.py", *out, *model)
         built = steps.wait(BROWSER_AFTER)
         if built in (None, 0):  # step 1 is under way: the browsers and step 4 start up beside it
             waiting += [steps.start_waiting(script, *out, *rest) for script, *rest in runs[1:]]
