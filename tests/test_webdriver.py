@@ -232,7 +232,7 @@ def test_hostile_endpoints_are_one_line_each_and_nothing_of_theirs_is_saved(endp
     assert "no JSON" in said["garbage"]
     assert "more than 1,048,576 bytes" in said["huge"]
     assert "within 5 s" in said["drip"] or "no answer" in said["drip"]
-    assert "no answer" in said["hang"]
+    assert "within 5 s" in said["hang"] or "no answer" in said["hang"]
     assert "impostor" in said["other-run"] and "no capture arrived" in said["other-run"]
     assert Hostile.refused and all(code == 409 for code in Hostile.refused)  # the kit refused its upload
     saved = sorted(p.name for p in out.glob("keras_model_tfjs_webdriver_*"))

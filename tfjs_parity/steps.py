@@ -206,36 +206,56 @@ def save_results(results, out_dir, runtime, flags, requested_format=None):
     """Save each (backend, Capture | KitError) of `results` (a runner's run(job)) as it
     arrives, under its own name (the capture's variant, else the flags'), in the format chosen
     for it; print one line per backend. Raise BackendsFailed after the rest are saved when any
-    backend failed (nothing is lost). Captures backed by a staging file are moved, not copied;
-    a staging file not saved is removed."""
+    backend failed (nothing is lost); a KitError that ends the run itself after some were saved
+    joins them. Captures backed by a staging file are moved, not copied; a staging file not
+    saved is removed. The runner's generator is closed however this ends (a signal while a
+    capture is saved included), so its own clean-up runs: its browser, its session, its files."""
     failures, saved = [], 0
-    for backend, result in results:
-        try:
-            stop_if_asked()  # an interruption a library swallowed must not let the run save
-            if not isinstance(result, KitError):
-                variant = result.metadata["variant"] if "variant" in result.metadata else variant_of(flags)
-                try:
-                    all_zero = mark_all_zero(result)
-                    path = save_capture(result, out_dir / capture_file_name(runtime, backend, variant),
-                                        requested_format)
-                except (KitError, OSError) as error:  # this backend's failure; the others are still saved
-                    result = error if isinstance(error, KitError) else KitError(f"cannot save {backend}: {error}")
-        finally:
-            staged = getattr(result, "tensors", None)
-            if isinstance(staged, SafetensorsTensors) and staged.path.name.startswith("."):
-                staged.path.unlink(missing_ok=True)  # a capture refused above, or one saved as JSON
-        if isinstance(result, KitError):
-            failures.append(failure_line(runtime, backend, result))
-            continue
-        saved += 1
-        timing = result.metadata.get("timing", {})
-        print(f"wrote {path} ({result.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
-              + (f", {result.metadata['renderer']}" if result.metadata.get("renderer") else "")
-              + format_note(result, path, requested_format) + ")"
-              + ("; ALL OUTPUTS ZERO OR NaN: the backend passed its self-test and computed nothing for this "
-                 "model (compare_outputs.py --full judges it)" if all_zero else ""), flush=True)
+    try:
+        for backend, result in results:
+            capture = result
+            try:
+                stop_if_asked()  # an interruption a library swallowed must not let the run save
+                if not isinstance(capture, KitError):
+                    variant = capture.metadata["variant"] if "variant" in capture.metadata else variant_of(flags)
+                    try:
+                        all_zero = mark_all_zero(capture)
+                        path = save_capture(capture, out_dir / capture_file_name(runtime, backend, variant),
+                                            requested_format)
+                    except (KitError, OSError) as error:  # this backend's failure; the others are still saved
+                        result = error if isinstance(error, KitError) else KitError(f"cannot save {backend}: {error}")
+            finally:
+                staged = getattr(capture, "tensors", None)
+                if isinstance(staged, SafetensorsTensors) and staged.path.name.startswith("."):
+                    staged.path.unlink(missing_ok=True)  # a capture refused above, or one saved as JSON
+            if isinstance(result, KitError):
+                failures.append(failure_line(runtime, backend, result))
+                continue
+            saved += 1
+            timing = capture.metadata.get("timing", {})
+            _say(f"wrote {path} ({capture.label}, median {timing.get('median_ms', float('nan')):.2f} ms"
+                 + (f", {capture.metadata['renderer']}" if capture.metadata.get("renderer") else "")
+                 + format_note(capture, path, requested_format) + ")"
+                 + ("; ALL OUTPUTS ZERO OR NaN: the backend passed its self-test and computed nothing for this "
+                    "model (compare_outputs.py --full judges it)" if all_zero else ""))
+    except KitError as error:
+        if not (saved or failures) or isinstance(error, BackendsFailed):
+            raise
+        failures.append(str(error))  # the run ended itself: what it had saved stays, and is counted
+    finally:
+        getattr(results, "close", lambda: None)()
     if failures:
         raise BackendsFailed(failures, saved=saved)
+
+
+def _say(line):
+    """A result line as it comes; a reader that went away (| head) stops hearing, not the run."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the rest goes nowhere; Python's exit flush then succeeds
+        os.close(devnull)
 
 
 class BackendsFailed(KitError):

@@ -5,13 +5,17 @@
     SCRIPT    the command that makes its captures (named when one is stale)
     Options   a dataclass of the options only it reads (Chromium's switches, a device run's
               address, the Python model in memory), carried by Job.options
-    run(job)  yields (backend, Capture | KitError) for every backend asked for, each as soon
-              as it is there; a failure of the whole run (no Node, no browser) raises KitError
+    run(job)  a generator of (backend, Capture | KitError), each as soon as it is there: every
+              backend asked for (a device run: what its devices upload; a WebDriver run: each
+              session's captures, and one KitError for the backends a failed session did not
+              give, named "webgl,wasm"); a failure of the whole run (no Node, no browser)
+              raises KitError
 
 The caller saves each capture as it is yielded (steps.save_results), so a stop or a crash
-later in the run loses none that arrived; a runner never saves. A runner whose backends
-run in a browser also implements nothing of the page: browsers.py holds the Browser
-contract (start, open(url), alive, close) and the page-and-upload session they share.
+later in the run loses none that arrived, and closes the generator however it ends, so the
+runner's clean-up runs; a runner never saves. A runner whose backends run in a browser
+implements nothing of the page: browsers.py holds the Browser contract (start, open(url),
+alive, close), session.py the page-and-upload session they share.
 Adding a runtime: a module here with those names, and its line in RUNNERS
 (runners/__init__.py)."""
 from dataclasses import dataclass, field

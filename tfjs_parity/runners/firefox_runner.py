@@ -127,8 +127,6 @@ class Firefox(Browser):
             lines = []
         return f"Firefox exited with status {self.firefox.returncode}" + (f" ({one_line(lines[-1])})" if lines else "")
 
-    exited = alive
-
     def close(self):
         if self.firefox is not None:
             processes.stop(self.firefox, grace=0.5)

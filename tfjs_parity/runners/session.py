@@ -247,13 +247,11 @@ def run_in(browser, job, runtime):
                 if not isinstance(outcome, KitError):
                     outcome.metadata.update(browser.metadata())
                 yield backend, outcome
-        except NoModel:
-            raise
         except KitError as error:
             ended = error
     for backend in job.backends:
         if backend not in reported:
-            yield backend, KitError(f"in {browser.name}: {ended or 'no capture arrived'}")
+            yield backend, KitError(str(ended) if ended else f"{browser.name}: no capture arrived")
 
 
 def _wait_for_the_model(go, browser):

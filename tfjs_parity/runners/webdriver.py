@@ -10,6 +10,7 @@ virtual display (webkit_runner)."""
 import http.client
 import json
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -17,7 +18,9 @@ from .. import KitError
 from .browsers import LAUNCH_TIMEOUT, Browser, one_line
 
 MAX_ANSWER = 1 << 20  # bytes: a WebDriver answer is a small JSON object; a megabyte is not one
-REQUEST_TIMEOUT = 30.0  # seconds one request may take (a new session: the launch timeout)
+REQUEST_TIMEOUT = 30.0  # seconds one request may take, connection to last byte (a new session: the launch timeout)
+ALIVE_EVERY = 2.0  # seconds between asking a session whether it is still there
+ALIVE_TIMEOUT = 10.0  # seconds that question may take; two unanswered in a row: the session is gone
 
 
 class WebDriverError(KitError):
@@ -48,6 +51,19 @@ def request(endpoint, method, path, body=None, timeout=REQUEST_TIMEOUT):
     connection = connection_class(parts.hostname, parts.port, timeout=timeout)
     deadline = time.monotonic() + timeout
     where = f"{parts.scheme}://{parts.netloc}"
+    expired = threading.Event()
+
+    def cut():  # at the deadline, whatever the connection is doing (headers a line a second, say)
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+    timer = threading.Timer(timeout, cut)
+    timer.daemon = True
+    timer.start()
     try:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
@@ -68,10 +84,15 @@ def request(endpoint, method, path, body=None, timeout=REQUEST_TIMEOUT):
     except WebDriverError:
         raise
     except (OSError, http.client.HTTPException) as error:
+        if expired.is_set():
+            raise WebDriverError(f"{where} did not finish answering {method} {path} within {timeout:g} s") from None
         what = "no answer" if isinstance(error, (socket.timeout, TimeoutError)) else one_line(error) or type(error).__name__
         raise WebDriverError(f"{where}: {method} {path}: {what}") from None
     finally:
+        timer.cancel()
         connection.close()
+    if expired.is_set() and len(answer) == 0:
+        raise WebDriverError(f"{where} did not finish answering {method} {path} within {timeout:g} s")
     try:
         decoded = json.loads(answer.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -98,6 +119,7 @@ class WebDriverSession(Browser):
         self.session = None
         self.described = {}
         self.ended = None
+        self.checked, self.unanswered = 0.0, 0
 
     def start(self):
         value = request(self.endpoint, "POST", "/session",
@@ -115,13 +137,18 @@ class WebDriverSession(Browser):
         request(self.endpoint, "POST", f"/session/{self.session}/url", {"url": url}, timeout=self.launch_timeout)
 
     def alive(self):
-        """None while the session answers (its current URL); else why not."""
-        if self.ended:
+        """None while the session answers (its current URL, asked at most every ALIVE_EVERY
+        s); else why not, once it failed to answer twice in a row."""
+        if self.ended or self.session is None or time.monotonic() - self.checked < ALIVE_EVERY:
             return self.ended
+        self.checked = time.monotonic()
         try:
-            request(self.endpoint, "GET", f"/session/{self.session}/url", timeout=REQUEST_TIMEOUT)
+            request(self.endpoint, "GET", f"/session/{self.session}/url", timeout=ALIVE_TIMEOUT)
+            self.unanswered = 0
         except WebDriverError as error:
-            self.ended = f"{self.name} ended: {error}"
+            self.unanswered += 1
+            if self.unanswered >= 2:
+                self.ended = f"{self.name} ended: {error}"
         return self.ended
 
     def evaluate(self, expression, timeout=REQUEST_TIMEOUT):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import KitError
+from ..capture import SafetensorsTensors
 from ..wire import BROWSER_BACKENDS
 from .browsers import LAUNCH_TIMEOUT, PAGE_TIMEOUT, one_line
 from .session import DEVICE_NAME_LIMIT, DeviceSession, page_parameters
@@ -26,7 +27,6 @@ BACKENDS = BROWSER_BACKENDS  # the page's, on any browser
 CHOSEN_BY = "--webdriver"
 FLAGS = ("webdriver", "capabilities", "listen")  # --listen: device_runner's flag, read here too
 MAX_SESSIONS = 8
-ALIVE_EVERY = 2.0  # seconds between asking each session whether it is still there
 
 
 @dataclass
@@ -105,7 +105,7 @@ class _Remote:
         self.name = f"session-{number}"
         self.failed = None  # a sentence, once it cannot go on
         self.done = set()
-        self.checked = 0.0
+        self.abandoned = False  # the run stopped waiting for its start: a session that comes later is ended
 
     def start(self):
         try:
@@ -113,6 +113,8 @@ class _Remote:
             self.name = session_name(self.browser.described, self.name)
         except KitError as error:
             self.failed = f"no session: {error}"
+        if self.abandoned:
+            self.browser.close()
 
 
 def run(job):
@@ -129,10 +131,15 @@ def run(job):
     with session:
         try:
             starting = [threading.Thread(target=remote.start, daemon=True) for remote in remotes]
+            began = time.monotonic()
             for thread in starting:
                 thread.start()
-            for thread in starting:  # a session that hangs is bounded by its own launch timeout
-                thread.join()
+            launch_timeout = job.option("launch_timeout", LAUNCH_TIMEOUT)
+            for remote, thread in zip(remotes, starting):  # each request is bounded: this is a second guard
+                thread.join(max(0.0, launch_timeout + 5 - (time.monotonic() - began)))
+                if thread.is_alive():
+                    remote.abandoned = True
+                    remote.failed = f"no session within {launch_timeout:g} s (--launch-timeout)"
             _unique_names(remotes)
             for remote in remotes:
                 if remote.failed is None:
@@ -172,10 +179,8 @@ def _arrivals(session, remotes, job, timeout):
 
     def alive():
         """None while some session may still upload; a sentence once every one is done or gone."""
-        now = time.monotonic()
         for remote in running:
-            if remote.failed is None and len(remote.done) < len(job.backends) and now - remote.checked > ALIVE_EVERY:
-                remote.checked = now
+            if remote.failed is None and len(remote.done) < len(job.backends):
                 ended = remote.browser.alive()
                 if ended:
                     remote.failed = ended
@@ -184,11 +189,16 @@ def _arrivals(session, remotes, job, timeout):
         return None
     deadline = time.monotonic() + job.option("launch_timeout", LAUNCH_TIMEOUT) + timeout * len(job.backends)
     try:
-        for device, backend, outcome in session.arrivals(NAME, job.flags, devices=len(running), idle_timeout=timeout,
+        # the end is when every session is done or gone (alive), not a count of devices: a page whose
+        # session failed to open it may still upload, and must not count for one that did
+        for device, backend, outcome in session.arrivals(NAME, job.flags, idle_timeout=timeout,
                                                          deadline=deadline, alive=alive, say=lambda line: None):
             remote = by_id.get(device.rsplit("-", 1)[-1])
-            if remote is None:
-                continue  # not a page of this run's sessions (its token was not theirs to give)
+            if remote is None or remote.failed is not None:  # not a page of a session of this run going on
+                staged = getattr(outcome, "tensors", None)
+                if isinstance(staged, SafetensorsTensors) and staged.path.name.startswith("."):
+                    staged.path.unlink(missing_ok=True)
+                continue
             if isinstance(outcome, KitError):
                 remote.done.add(backend)
                 yield backend, KitError(f"{remote.name}: {outcome}")
