@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,17 +136,62 @@ def test_a_file_where_the_reproducer_folder_goes_is_refused_before_the_trials(de
     assert sorted(p.name for p in (mine / "repro").iterdir()) == ["dw-node-wasm"]
 
 
-def test_a_graph_model_writes_no_reproducer_so_a_file_at_repro_does_not_stop_its_explanation(tmp_path):
-    model = build_with_tf_keras(tmp_path, DEPTHWISE_6629, "dw.h5")
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def depthwise_graph(tmp_path_factory):
+    """The tfjs #6629 model converted as a graph model, captured on Node's wasm and cpu."""
+    folder = tmp_path_factory.mktemp("depthwise_graph")
+    model = build_with_tf_keras(folder, DEPTHWISE_6629, "dw.h5")
+    out = folder / "out"
     check(run_script("create_keras_model.py", "--model", model, "--as", "graph", "--out-dir", out, "--repeat", "1"))
     check(run_script("run_node.py", "--out-dir", out, "--backend", "wasm,cpu", "--repeat", "1"))
-    (out / "repro").write_text("mine\n")
     stdout, explanations = explained(out)
+    return out, stdout, explanations
+
+
+def test_a_graph_node_s_reproducer_is_the_node_alone_and_reproduces_with_plain_node_and_tfjs(depthwise_graph,
+                                                                                              tmp_path):
+    """Issue 32: the mismatching node as a one-node graph model (its constants as weights, a
+    Placeholder for what another node computed, fed what this runtime fed it); copied
+    elsewhere and run with tfjs from npm only, wrong on wasm and right on cpu."""
+    out, stdout, explanations = depthwise_graph
     assert list(explanations) == ["node/wasm"], stdout
-    assert trials(explanations["node/wasm"])["backend cpu"]["workaround"] is True
-    assert "\n  repro: none written for " in stdout and "a graph model's node gets none yet" in stdout
-    assert (out / "repro").read_text() == "mine\n"
+    explanation = explanations["node/wasm"]
+    assert explanation["class"] == "DepthwiseConv2dNative" and trials(explanation)["backend cpu"]["workaround"]
+    folder = Path(explanation["repro"]["folder"])
+    assert folder.parent == out / "repro" and folder.name.endswith("-node-wasm")
+    assert explanation["repro"]["isolated"]["wrong"] is True and explanation["repro"]["healthy"]["wrong"] is False
+    assert "reproduces in isolation (node repro.js, wasm" in stdout
+    document = json.loads((folder / "model.json").read_text())
+    ops = sorted(node["op"] for node in document["modelTopology"]["node"])
+    assert ops == ["Const", "DepthwiseConv2dNative", "Placeholder"], ops  # the node, its kernel, what fed it
+    assert [w["name"] for w in document["weightsManifest"][0]["weights"]] == \
+        [n["name"] for n in document["modelTopology"]["node"] if n["op"] == "Const"]
+    for name in ("repro.js", "repro.html", "README.md", "package.json", "model.json"):  # nothing of the kit's
+        text = (folder / name).read_text()
+        for fragment in ("tfjs_parity", "inference_common", "kitKinds", str(ROOT)):
+            assert fragment not in text, (name, fragment)
+    alone = tmp_path / "alone"
+    shutil.copytree(folder, alone)
+    env = dict(os.environ, NODE_PATH=str(ROOT / "node_modules"))
+    results = {}
+    for backend in ("wasm", "cpu"):
+        done = subprocess.run(["node", "repro.js", backend], cwd=alone, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        results[backend] = (done.stdout.splitlines()[0], json.loads(done.stdout.splitlines()[-1][len("RESULT "):]))
+    assert results["wasm"][1]["wrong"] and results["wasm"][1]["ratio"] > 1e3 and "WRONG" in results["wasm"][0]
+    assert "(DepthwiseConv2dNative) on tfjs wasm" in results["wasm"][0]
+    assert not results["cpu"][1]["wrong"] and "correct within float32 rounding" in results["cpu"][0]
+
+
+def test_a_file_where_a_graph_model_s_repro_folder_goes_is_refused_before_the_trials(depthwise_graph, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(depthwise_graph[0], out, ignore=lambda folder, names: [n for n in names
+                                                                          if n in ("repro", "explained.json")])
+    (out / "repro").write_text("mine\n")
+    done = run_script("compare_outputs.py", "--out-dir", out, "--explain")
+    assert_one_line_error(done, f"cannot write {out / 'repro'}", "a file is in the way")
+    assert (out / "repro").read_text() == "mine\n" and "explain node/wasm" not in done.stdout
 
 
 def test_the_browser_reproducer_runs_in_chromium(depthwise):

@@ -3,7 +3,8 @@ standalone Node script and HTML page that run it with tfjs from npm (no kit code
 
 OUT_DIR/repro/<point>-<runtime>-<backend>[-<variant>]/ holds:
   case.json     the one-layer tfjs model (topology and weights, as the converter writes
-                them), the inputs this runtime fed the layer (its own earlier outputs), the
+                them; a graph model's node: model.json and weights.bin beside it too), the
+                inputs this runtime fed the layer (its own earlier outputs), the
                 exact float64 answer on them, TF Python's float32 answer, the kit's rounding
                 bound per value, and what the runtime gave inside the whole model
   repro.js      node repro.js [BACKEND]: prints "max error X, bound Y, expected ..., got ..."
@@ -14,7 +15,9 @@ OUT_DIR/repro/<point>-<runtime>-<backend>[-<variant>]/ holds:
 The kit runs repro.js itself before it says anything (a Node capture's backend; for a
 browser's, the same backend under Node when Node has it) and says whether the mismatch
 still reproduces in isolation; a bug that needs its context is worth knowing too.
-Layers models only: a graph model's point gets no reproducer yet (said in one line).
+A graph model's node gets a one-node graph model (kinds/graph_repro.py): the node as the
+converter wrote it, its constants as weights, a Placeholder for each input another point
+computed, fed what this runtime fed it.
 """
 import base64
 import errno
@@ -62,10 +65,17 @@ function check(c, backend, got) {
 async function run(tf, c, backend, weightData) {
   for (const [name, value] of Object.entries(backend === c.backend ? c.flags : {})) tf.env().set(name, value);
   if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} did not start`);
-  const model = await tf.loadLayersModel(tf.io.fromMemory({modelTopology: c.model.modelTopology,
-                                                          weightSpecs: c.model.weightSpecs, weightData}));
+  const artifacts = {modelTopology: c.model.modelTopology, weightSpecs: c.model.weightSpecs, weightData};
   const inputs = c.inputs.map((t) => tf.tensor(t.data, t.shape, t.dtype));
-  const outputs = [].concat(model.predict(inputs.length === 1 ? inputs[0] : inputs));
+  let outputs;
+  if (c.kind === 'graph') {  // one node of a graph model: fed by name, its outputs by name
+    const model = await tf.loadGraphModel(tf.io.fromMemory(Object.assign({format: 'graph-model'}, artifacts)));
+    const feeds = Object.fromEntries(c.feeds.map((name, i) => [name, inputs[i]]));
+    outputs = [].concat(await model.executeAsync(feeds, c.outputs));
+  } else {
+    const model = await tf.loadLayersModel(tf.io.fromMemory(artifacts));
+    outputs = [].concat(model.predict(inputs.length === 1 ? inputs[0] : inputs));
+  }
   return check(c, tf.getBackend(), await Promise.all(outputs.map((t) => t.data())));
 }
 """
@@ -136,7 +146,8 @@ for, with nothing else needed.
 
 def _tensor(array, dtype=None):
     array = np.asarray(array)
-    dtype = dtype or ("int32" if np.issubdtype(array.dtype, np.integer) else "float32")
+    dtype = dtype or ("bool" if array.dtype == bool else "int32" if np.issubdtype(array.dtype, np.integer)
+                      else "float32")
     values = array.astype(np.float64 if dtype == "float64" else np.float32 if dtype == "float32" else np.int32)
     return {"shape": list(array.shape), "dtype": dtype, "data": [v if np.isfinite(v) else None
                                                                  for v in values.ravel().tolist()]}
@@ -183,14 +194,26 @@ def build_case(out_dir, exact, capture, point_name, workdir, local):
     reference), or raise KitError saying why none."""
     from .numerics import FLOAT32
     plan = local.plan
-    if plan.kind != "layers":
-        raise KitError("reproducers are written for layers models; a graph model's node gets none yet")
     point = next(p for p in plan.points if p.name == point_name)
     for each, outputs, bounds in local.evaluate_capture(capture, [FLOAT32]):
         if each.name == point_name:
             break
     if bounds["float32"] is None:
         raise KitError(f"{point_name} has no rounding bound to check against (its verdict came from the ceiling)")
+    metadata = capture.metadata
+    case = {"tfjs": (metadata.get("versions") or {}).get("tfjs"), "runtime": metadata.get("runtime"),
+            "backend": metadata.get("backend"), "flags": metadata.get("flags") or {},
+            "layer": {"name": point.layer, "class_name": point.class_name},
+            "expected": [_tensor(a, "float64") for a in outputs],
+            "bound": [_tensor(b, "float64") for b in bounds["float32"]],
+            "in_the_model": [_tensor(a, "float32") for a in capture.outputs(point_name)]}
+    if plan.kind == "graph":
+        from .kinds import graph_repro
+        model, feeds, fed, names, graph_def = graph_repro.node_graph(local, point, capture)
+        tensorflow = graph_repro.tensorflow_answer(graph_def, feeds, fed, names)
+        return dict(case, about="one node of a tfjs graph model, alone: its inputs, the exact answer, the float32 "
+                                "rounding bound", kind="graph", model=model, feeds=feeds, outputs=names,
+                    inputs=[_tensor(a) for a in fed], tensorflow=[_tensor(a, "float32") for a in tensorflow])
     arrays = [np.asarray(a) for a in local.point_inputs(point, capture)]
     fed = []  # as the runtime held them: float32 (or int32 token ids)
     for source, array in zip(point.sources, arrays):
@@ -199,20 +222,9 @@ def build_case(out_dir, exact, capture, point_name, workdir, local):
     model = _one_layer_model(local, point, fed, exact.weights(point.name), local.keras)
     tensorflow = model.predict(fed[0] if len(fed) == 1 else fed, verbose=0)
     tensorflow = list(tensorflow) if isinstance(tensorflow, (list, tuple)) else [tensorflow]
-    metadata = capture.metadata
-    return {
-        "about": "one layer of a tfjs model, alone: its input, the exact answer, the float32 rounding bound",
-        "tfjs": (metadata.get("versions") or {}).get("tfjs"),
-        "runtime": metadata.get("runtime"), "backend": metadata.get("backend"),
-        "flags": metadata.get("flags") or {},
-        "layer": {"name": point.layer, "class_name": point.class_name},
-        "model": _tfjs_model(model, Path(tempfile.mkdtemp(dir=workdir))),
-        "inputs": [_tensor(a) for a in fed],
-        "expected": [_tensor(a, "float64") for a in outputs],
-        "tensorflow": [_tensor(a, "float32") for a in tensorflow],
-        "bound": [_tensor(b, "float64") for b in bounds["float32"]],
-        "in_the_model": [_tensor(a, "float32") for a in capture.outputs(point_name)],
-    }
+    return dict(case, about="one layer of a tfjs model, alone: its input, the exact answer, the float32 rounding bound",
+                kind="layers", model=_tfjs_model(model, Path(tempfile.mkdtemp(dir=workdir))),
+                inputs=[_tensor(a) for a in fed], tensorflow=[_tensor(a, "float32") for a in tensorflow])
 
 
 def run_node_repro(folder, backend):
@@ -291,6 +303,12 @@ def _write_staged(staged, target, case):
     values = dict(name=case["layer"]["name"], class_name=case["layer"]["class_name"], backend=case["backend"],
                   tfjs=case["tfjs"], runtime=case["runtime"], prefix=RESULT_PREFIX, check=CHECK_JS.strip())
     (staged / "case.json").write_text(json.dumps(case))
+    if case.get("kind") == "graph":  # the node's graph model as files too, to read or load as any model.json
+        (staged / "weights.bin").write_bytes(base64.b64decode(case["model"]["weightData"]))
+        (staged / "model.json").write_text(json.dumps({
+            "format": "graph-model", "generatedBy": "tfjs-parity (one node of a converted model)",
+            "modelTopology": case["model"]["modelTopology"],
+            "weightsManifest": [{"paths": ["weights.bin"], "weights": case["model"]["weightSpecs"]}]}, indent=1))
     (staged / "repro.js").write_text(NODE_JS.format(**values))
     (staged / "repro.html").write_text(HTML.format(**values))
     version = case["tfjs"] or "4.22.0"
@@ -335,10 +353,6 @@ def repro_target(out_dir, capture, point_name):
 def check_before(out_dir, mismatched):
     """--explain's check before any trial runs (minutes of them are not lost to it at the end):
     the reproducer folders that `mismatched` [(RuntimeResult, Capture)] will get can be written."""
-    from .paths import CONVERTED_DIR
-    from .plan import PLAN_FILE, Plan
-    if Plan.load(Path(out_dir) / CONVERTED_DIR / PLAN_FILE).kind != "layers":
-        return  # a graph model's point gets no reproducer: nothing will be written
     check_repro_dirs(out_dir, [repro_target(out_dir, c, r.first("mismatch").layer) for r, c in mismatched])
 
 
