@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -346,6 +347,16 @@ def test_a_float_to_bool_cast_is_foreseen_on_wasm_and_judged_a_mismatch_there_on
             assert {found[name][0] for name in found if not name.endswith("/SelectV2")} <= FLOAT32_OK, found
         else:
             assert {verdict for verdict, _ in found.values()} <= FLOAT32_OK, (capture["label"], found)
+    # --explain: the SelectV2's reproducer holds the Cast it reads (no point holds a bool), and reproduces alone
+    explained = check(run_script("compare_outputs.py", "--out-dir", out, "--explain", "--json", out / "explained.json"))
+    repro = {e["capture"]: e["repro"] for e in json.loads((out / "explained.json").read_text())["explanations"]}
+    assert repro["node/wasm"]["isolated"]["wrong"] is True and repro["node/wasm"]["healthy"]["wrong"] is False
+    assert repro["browser/wasm"]["isolated"]["wrong"] is True
+    model = json.loads((Path(repro["node/wasm"]["folder"]) / "model.json").read_text())
+    assert sorted(node["op"] for node in model["modelTopology"]["node"] if node["op"] not in ("Const", "Placeholder")) \
+        == ["Cast", "SelectV2"]
+    assert "the graph holds 2 nodes (StatefulPartitionedCall/SelectV2 (SelectV2), StatefulPartitionedCall/Cast " \
+           "(Cast))" in explained.stdout
 
 
 def test_a_failure_at_a_node_the_plan_does_not_capture_names_that_node(shipped, tmp_path):

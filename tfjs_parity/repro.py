@@ -335,6 +335,11 @@ def _write_staged(staged, target, case):
                    "the bug needs its context in the model (its neighbours, masks, memory), worth knowing too")
     if healthy and "failed" not in healthy:
         verdict += f"; cpu gives {'a wrong' if healthy['wrong'] else 'the right'} answer"
+    if case.get("kind") == "graph":  # how much of the graph it took: the node, and what it reads that no point holds
+        ops = [n for n in case["model"]["modelTopology"]["node"] if n.get("op") not in ("Const", "Placeholder")]
+        verdict += (f"; the graph holds {len(ops)} node{'s' if len(ops) > 1 else ''} ("
+                    + ", ".join(f"{n['name']} ({n['op']})" for n in ops[:4]) + (", ..." if len(ops) > 4 else "")
+                    + ") and what feeds them")
     flags = case["flags"]
     # as tfjs spells them: false, not Python's False
     flags_text = (", flags " + ", ".join(f"{k}={json.dumps(v)}" for k, v in flags.items())) if flags else ""
