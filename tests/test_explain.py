@@ -30,6 +30,22 @@ def explained(out, *extra, env=None):
     return done.stdout, {e["capture"]: e for e in document.get("explanations", [])}
 
 
+def assert_nothing_of_the_kit(folder, names):
+    for name in names:
+        text = (folder / name).read_text()
+        for fragment in ("tfjs_parity", "inference_common", "kitKinds", str(ROOT)):
+            assert fragment not in text, (name, fragment)
+
+
+def run_alone(folder, backend):
+    """(first line, RESULT) of `node repro.js BACKEND` in a copy of a reproducer, with plain
+    Node and tfjs from npm (the kit's node_modules, found by NODE_PATH only)."""
+    done = subprocess.run(["node", "repro.js", backend], cwd=folder, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, NODE_PATH=str(ROOT / "node_modules")))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[0], json.loads(done.stdout.splitlines()[-1][len("RESULT "):])
+
+
 def trials(explanation):
     return {t["change"]: t for t in explanation["trials"]}
 
@@ -70,20 +86,12 @@ def test_the_reproducer_reproduces_alone_with_plain_node_and_tfjs(depthwise, tmp
     assert "reproduces in isolation" in stdout
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "case.json", "package.json", "repro.html",
                                                         "repro.js"]
-    for name in ("repro.js", "repro.html", "README.md", "package.json"):  # nothing of the kit's
-        text = (folder / name).read_text()
-        for fragment in ("tfjs_parity", "inference_common", "kitKinds", str(ROOT)):
-            assert fragment not in text, (name, fragment)
-    # a copy elsewhere, run with plain Node and tfjs from npm (the kit's node_modules, found by NODE_PATH only)
+    assert_nothing_of_the_kit(folder, ("repro.js", "repro.html", "README.md", "package.json"))
     alone = tmp_path / "alone"
     shutil.copytree(folder, alone)
-    env = dict(os.environ, NODE_PATH=str(ROOT / "node_modules"))
 
     def run(backend):
-        done = subprocess.run(["node", "repro.js", backend], cwd=alone, env=env, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.splitlines()[0], json.loads(done.stdout.splitlines()[-1][len("RESULT "):])
+        return run_alone(alone, backend)
 
     line, wrong = run("wasm")
     assert wrong["wrong"] and wrong["ratio"] > 1e3 and "WRONG" in line and "max error" in line and "bound" in line
@@ -166,19 +174,10 @@ def test_a_graph_node_s_reproducer_is_the_node_alone_and_reproduces_with_plain_n
     assert ops == ["Const", "DepthwiseConv2dNative", "Placeholder"], ops  # the node, its kernel, what fed it
     assert [w["name"] for w in document["weightsManifest"][0]["weights"]] == \
         [n["name"] for n in document["modelTopology"]["node"] if n["op"] == "Const"]
-    for name in ("repro.js", "repro.html", "README.md", "package.json", "model.json"):  # nothing of the kit's
-        text = (folder / name).read_text()
-        for fragment in ("tfjs_parity", "inference_common", "kitKinds", str(ROOT)):
-            assert fragment not in text, (name, fragment)
+    assert_nothing_of_the_kit(folder, ("repro.js", "repro.html", "README.md", "package.json", "model.json"))
     alone = tmp_path / "alone"
     shutil.copytree(folder, alone)
-    env = dict(os.environ, NODE_PATH=str(ROOT / "node_modules"))
-    results = {}
-    for backend in ("wasm", "cpu"):
-        done = subprocess.run(["node", "repro.js", backend], cwd=alone, env=env, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr
-        results[backend] = (done.stdout.splitlines()[0], json.loads(done.stdout.splitlines()[-1][len("RESULT "):]))
+    results = {backend: run_alone(alone, backend) for backend in ("wasm", "cpu")}
     assert results["wasm"][1]["wrong"] and results["wasm"][1]["ratio"] > 1e3 and "WRONG" in results["wasm"][0]
     assert "(DepthwiseConv2dNative) on tfjs wasm" in results["wasm"][0]
     assert not results["cpu"][1]["wrong"] and "correct within float32 rounding" in results["cpu"][0]

@@ -25,6 +25,15 @@ FIREFOX = ("run_browser.py", "--browser", "firefox", "--backend", "webgl,cpu")
 WEBKIT = ("run_browser.py", "--browser", "webkit", "--backend", "webgl,cpu")
 
 
+def assert_same_bits(one, other, names):
+    """Each capture `names` of folder `one` holds the very bits of the same one in `other`."""
+    for name in names:
+        a, b = Capture.load(one / name), Capture.load(other / name)
+        assert list(a.tensors) == list(b.tensors), name
+        for key in a.tensors:
+            assert all(x.tobytes() == y.tobytes() for x, y in zip(a.tensors[key], b.tensors[key])), (name, key)
+
+
 def start_waiting(script, out, *args, env=None):
     return subprocess.Popen([sys.executable, str(ROOT / script), "--out-dir", str(out), *args, "--wait-for-model"],
                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -203,11 +212,7 @@ def test_the_one_command_on_your_model_gives_the_captures_and_verdicts_of_its_st
         verdicts.append({c["label"]: [layer["verdict"] for layer in c["layers"]] for c in document["captures"]})
     names = sorted(p.name for p in overlapped.glob("keras_model_*.json"))
     assert names == sorted(p.name for p in one_by_one.glob("keras_model_*.json")) and len(names) == 4, names
-    for name in names:
-        a, b = Capture.load(overlapped / name), Capture.load(one_by_one / name)
-        assert list(a.tensors) == list(b.tensors), name
-        for key in a.tensors:
-            assert all(x.tobytes() == y.tobytes() for x, y in zip(a.tensors[key], b.tensors[key])), (name, key)
+    assert_same_bits(overlapped, one_by_one, names)
     assert verdicts[0] == verdicts[1] and set(verdicts[0]) == {"python/tensorflow", "node/tensorflow", "browser/webgl"}
     assert "vs float64" in done.stdout and "verdict" in done.stdout  # the full report, not only the study's table
     assert leftovers(overlapped) == []
@@ -237,11 +242,7 @@ def test_the_overlapped_matrix_gives_the_numbers_and_verdicts_of_its_steps_one_b
     check(run_script("compare_outputs.py", "--out-dir", one_by_one, "--json", one_by_one / "report.json"))
     names = sorted(p.name for p in overlapped.glob("keras_model_*.json"))
     assert names == sorted(p.name for p in one_by_one.glob("keras_model_*.json")) and len(names) == 16, names
-    for name in names:
-        a, b = Capture.load(overlapped / name), Capture.load(one_by_one / name)
-        assert list(a.tensors) == list(b.tensors), name
-        for key in a.tensors:
-            assert all(x.tobytes() == y.tobytes() for x, y in zip(a.tensors[key], b.tensors[key])), (name, key)
+    assert_same_bits(overlapped, one_by_one, names)
     import json
     reports = [json.loads((folder / "report.json").read_text()) for folder in (overlapped, one_by_one)]
     verdicts = [{c["label"]: [layer["verdict"] for layer in c["layers"]] for c in r["captures"]} for r in reports]
