@@ -141,6 +141,8 @@ class Hostile(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path.startswith("/alive-hang"):  # asked whether the session is there: no answer
+            time.sleep(60)
         self._answer({"value": "http://example.invalid/"})
 
     def do_DELETE(self):  # noqa: N802
@@ -174,6 +176,9 @@ class Hostile(BaseHTTPRequestHandler):
             self.close_connection = True
         elif kind == "hang":
             time.sleep(120)
+        elif kind == "alive-hang":  # a session that opens nothing, and then never answers
+            self._answer({"value": {"sessionId": "s2", "capabilities": {"browserName": "silent"}}}
+                         if self.path.endswith("/session") else {"value": None})
         elif kind == "other-run":
             if self.path.endswith("/session"):
                 self._answer({"value": {"sessionId": "s1", "capabilities": {"browserName": "impostor"}}})
@@ -216,7 +221,7 @@ def test_hostile_endpoints_are_one_line_each_and_nothing_of_theirs_is_saved(endp
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.2:{server.server_address[1]}"
-    kinds = ("garbage", "huge", "drip", "hang", "other-run")
+    kinds = ("garbage", "huge", "drip", "hang", "other-run", "alive-hang")
     try:
         started = time.monotonic()
         done = run_script("run_browser.py", "--out-dir", out, "--listen", KIT_LISTENS, "--backend", "cpu",
@@ -234,6 +239,7 @@ def test_hostile_endpoints_are_one_line_each_and_nothing_of_theirs_is_saved(endp
     assert "within 5 s" in said["drip"] or "no answer" in said["drip"]
     assert "within 5 s" in said["hang"] or "no answer" in said["hang"]
     assert "impostor" in said["other-run"] and "no capture arrived" in said["other-run"]
+    assert "silent" in said["alive-hang"]  # and its silence did not cost the real session its capture (below)
     assert Hostile.refused and all(code == 409 for code in Hostile.refused)  # the kit refused its upload
     saved = sorted(p.name for p in out.glob("keras_model_tfjs_webdriver_*"))
     assert len(saved) == 1 and "chrome" in saved[0], saved  # only the real session's capture

@@ -273,8 +273,9 @@ class PageServer:
 
     def own_host(self, header):
         """Is `header` (a request's Host) this server's own address and port? Never a name:
-        a page elsewhere that rebinds a name to this address cannot read what is served."""
-        return header == self.netloc
+        a page elsewhere that rebinds a name to this address cannot read what is served. On
+        port 80 a browser leaves the port out (HTTP's default), and that is the same address."""
+        return header == self.netloc or (self.port == 80 and f"{header}:80" == self.netloc)
 
     @property
     def url(self):

@@ -134,24 +134,40 @@ class DeviceSession:
                 if devices is not None and \
                         sum(len(done) == len(self.backends) for done in outcomes.values()) >= devices:
                     return outcomes
+                try:  # what arrived first: a check below that took long (a remote session's) loses none of it
+                    event = self.uploads.events.get(timeout=0.2)
+                except queue.Empty:
+                    event = None
+                if event is not None:
+                    arrived = self._handle(event, outcomes, runtime, flags, say)
+                    if arrived is not None:
+                        yield arrived
+                    if not self.uploads.events.empty():
+                        continue
                 if deadline is not None and time.monotonic() > deadline:
                     raise KitError(f"no capture of every backend within the time allowed; {summary(outcomes)}")
                 ended = alive() if alive is not None else None
                 if ended:
+                    yield from self._take_arrived(outcomes, runtime, flags, say)
                     raise KitError(f"{ended}; {summary(outcomes)}")
                 if idle_timeout is not None and time.monotonic() - self.server.last_request > idle_timeout:
                     say(f"no request for {idle_timeout:g} s: stopping ({summary(outcomes)})")
                     return outcomes
-                try:
-                    event = self.uploads.events.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                arrived = self._handle(event, outcomes, runtime, flags, say)
-                if arrived is not None:
-                    yield arrived
         except KeyboardInterrupt:
-            say(f"stopped: {summary(outcomes)}")
+            if runtime == DEVICE_RUNTIME:  # a browser run here says its one line through the step
+                say(f"stopped: {summary(outcomes)}")
             raise
+
+    def _take_arrived(self, outcomes, runtime, flags, say):
+        """Every event already queued, handled (the run is about to end)."""
+        while True:
+            try:
+                event = self.uploads.events.get_nowait()
+            except queue.Empty:
+                return
+            arrived = self._handle(event, outcomes, runtime, flags, say)
+            if arrived is not None:
+                yield arrived
 
     def _handle(self, event, outcomes, runtime, flags, say):
         """Say what a device did; (device, backend, Capture | KitError) for a capture it

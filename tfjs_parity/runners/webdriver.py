@@ -7,12 +7,14 @@ timeout, a JSON object, or one line saying what came instead.
 
 WebKit is a WebDriverSession on a WebKitWebDriver the kit starts itself, on loopback and a
 virtual display (webkit_runner)."""
+import base64
 import http.client
 import json
+import re
 import socket
 import threading
 import time
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .. import KitError
 from .browsers import LAUNCH_TIMEOUT, Browser, one_line
@@ -27,15 +29,31 @@ class WebDriverError(KitError):
     pass
 
 
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:{}-]{0,199}")
+
+
+def shown(endpoint):
+    """`endpoint` as messages show it: a password in it (user:key@hub, as device clouds are
+    reached) replaced by ***."""
+    try:
+        parts = urlsplit(endpoint)
+        if parts.password is not None:
+            return parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rsplit('@', 1)[1]}").geturl()
+    except ValueError:
+        return one_line(endpoint, 120)
+    return endpoint
+
+
 def check_endpoint(endpoint):
     """KitError unless `endpoint` is an http(s) URL with a host (what --webdriver takes)."""
-    parts = urlsplit(endpoint)
     try:
-        parts.port
-    except ValueError:
-        raise KitError(f"--webdriver {endpoint}: its port is not a number from 0 to 65535") from None
+        parts = urlsplit(endpoint)
+        parts.port, parts.hostname
+    except ValueError as error:
+        raise KitError(f"--webdriver {shown(endpoint)}: not a URL with a host and a port from 0 to 65535 "
+                       f"({one_line(error, 80)})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise KitError(f"--webdriver {endpoint}: a WebDriver endpoint is an http:// or https:// URL "
+        raise KitError(f"--webdriver {shown(endpoint)}: a WebDriver endpoint is an http:// or https:// URL "
                        "(e.g. http://127.0.0.1:4444/wd/hub)")
 
 
@@ -46,11 +64,15 @@ def request(endpoint, method, path, body=None, timeout=REQUEST_TIMEOUT):
     error (its "error" and "message")."""
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebDriverError(f"{endpoint}: a WebDriver endpoint is an http:// or https:// URL")
+        raise WebDriverError(f"{shown(endpoint)}: a WebDriver endpoint is an http:// or https:// URL")
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    login = {}
+    if parts.username is not None:  # user:key@hub: HTTP basic authentication, as every Grid and cloud takes it
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        login = {"Authorization": f"Basic {token}"}
     deadline = time.monotonic() + timeout
-    where = f"{parts.scheme}://{parts.netloc}"
+    where = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
     expired = threading.Event()
 
     def cut():  # at the deadline, whatever the connection is doing (headers a line a second, say)
@@ -66,7 +88,7 @@ def request(endpoint, method, path, body=None, timeout=REQUEST_TIMEOUT):
     timer.start()
     try:
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
+        headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json", **login}
         connection.request(method, parts.path.rstrip("/") + path, body=data, headers=headers)
         response = connection.getresponse()
         answer = bytearray()
@@ -115,7 +137,7 @@ class WebDriverSession(Browser):
 
     def __init__(self, endpoint, capabilities, launch_timeout=LAUNCH_TIMEOUT, name=None):
         self.endpoint, self.capabilities, self.launch_timeout = endpoint.rstrip("/"), capabilities, launch_timeout
-        self.name = name or f"the WebDriver session at {self.endpoint}"
+        self.name = name or f"the WebDriver session at {shown(self.endpoint)}"
         self.session = None
         self.described = {}
         self.ended = None
@@ -126,9 +148,9 @@ class WebDriverSession(Browser):
                         {"capabilities": {"alwaysMatch": self.capabilities, "firstMatch": [{}]}},
                         timeout=self.launch_timeout)
         session = value.get("sessionId") if isinstance(value, dict) else None
-        if not isinstance(session, str) or not session or len(session) > 200 \
-                or not all(c.isalnum() or c in "-_.:{}" for c in session):
-            raise WebDriverError(f"{self.endpoint} answered the new session without a session id")
+        if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
+            raise WebDriverError(f"{shown(self.endpoint)} answered the new session without a session id it can be "
+                                 "asked by (letters, digits and ._:{}-)")
         self.session = session
         described = value.get("capabilities")
         self.described = described if isinstance(described, dict) else {}

@@ -19,7 +19,7 @@ from ..capture import SafetensorsTensors
 from ..wire import BROWSER_BACKENDS
 from .browsers import LAUNCH_TIMEOUT, PAGE_TIMEOUT, one_line
 from .session import DEVICE_NAME_LIMIT, DeviceSession, page_parameters
-from .webdriver import WebDriverSession
+from .webdriver import MAX_ANSWER, WebDriverSession, shown
 
 NAME = "webdriver"
 SCRIPT = "run_browser.py --webdriver"
@@ -48,17 +48,30 @@ def add_arguments(parser):
 
 
 def parse_capabilities(text):
-    """argparse type: a JSON object, or the path of a file holding one."""
+    """argparse type: a JSON object, or the path of a regular file holding one (at most
+    MAX_ANSWER bytes: capabilities are a small object, and a megabyte is not one)."""
     import argparse
     source = text
     if not text.lstrip().startswith("{"):
+        path = Path(text)
         try:
-            source = Path(text).read_text(encoding="utf-8")
+            if not path.is_file():
+                raise OSError(0, "not a regular file" if path.exists() else "No such file or directory")
+            with open(path, "rb") as file:
+                data = file.read(MAX_ANSWER + 1)
+            if len(data) > MAX_ANSWER:
+                raise OSError(0, f"more than {MAX_ANSWER:,} bytes")
+            source = data.decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as error:
-            raise argparse.ArgumentTypeError(f"{text!r}: not a JSON object, nor a file that can be read "
+            raise argparse.ArgumentTypeError(f"{text[:200]!r}: not a JSON object, nor a file that can be read "
                                              f"({getattr(error, 'strerror', None) or error})") from None
+    elif len(text) > MAX_ANSWER:
+        raise argparse.ArgumentTypeError(f"capabilities of more than {MAX_ANSWER:,} bytes")
+
+    def constant(name):
+        raise ValueError(f"{name} is not JSON")
     try:
-        value = json.loads(source)
+        value = json.loads(source, parse_constant=constant)
     except (ValueError, RecursionError):
         raise argparse.ArgumentTypeError(f"{text[:80]!r}: not valid JSON") from None
     if not isinstance(value, dict):
@@ -89,8 +102,11 @@ def session_name(described, fallback):
     'mac-safari-18', 'android-chrome-131'."""
     platform = described.get("platformName") or ""
     browser = described.get("browserName") or ""
-    version = re.match(r"\d+", str(described.get("browserVersion") or ""))
-    parts = [str(platform), str(browser), version[0] if version else ""]
+    # the major version, and the minor one where the major alone says little (WebKitGTK 2.50)
+    version = re.match(r"(\d+)(?:\.(\d+))?", str(described.get("browserVersion") or ""))
+    number = "" if not version else version[1] if int(version[1]) >= 10 or not version[2] \
+        else f"{version[1]}.{version[2]}"
+    parts = [str(platform), str(browser), number]
     slug = re.sub(r"[^a-z0-9]+", "-", "-".join(p for p in parts if p).lower()).strip("-")
     return slug[:DEVICE_NAME_LIMIT].rstrip("-") or fallback
 
@@ -100,7 +116,8 @@ class _Remote:
     name, and how it ended."""
 
     def __init__(self, number, endpoint, capabilities, launch_timeout):
-        self.browser = WebDriverSession(endpoint, capabilities, launch_timeout, name=f"session {number} at {endpoint}")
+        self.browser = WebDriverSession(endpoint, capabilities, launch_timeout,
+                                        name=f"session {number} at {shown(endpoint)}")
         self.device_id = secrets.token_hex(4)
         self.name = f"session-{number}"
         self.failed = None  # a sentence, once it cannot go on
@@ -128,6 +145,7 @@ def run(job):
     timeout = job.option("timeout", PAGE_TIMEOUT)
     session = DeviceSession(job.model_json, job.out_dir, job.backends, page_parameters(job),
                             job.option("listen", None) or ("127.0.0.1", 0), max_devices=len(remotes))
+    starting = []
     with session:
         try:
             starting = [threading.Thread(target=remote.start, daemon=True) for remote in remotes]
@@ -149,6 +167,11 @@ def run(job):
                         remote.failed = f"did not open the page: {error}"
             yield from _arrivals(session, remotes, job, timeout)
         finally:
+            for remote in remotes:  # a session still starting (a stop meanwhile) is ended once it comes
+                remote.abandoned = True
+            late = time.monotonic() + job.option("launch_timeout", LAUNCH_TIMEOUT) + 5
+            for thread in starting:
+                thread.join(max(0.0, late - time.monotonic()))
             closing = [threading.Thread(target=remote.browser.close, daemon=True) for remote in remotes]
             for thread in closing:
                 thread.start()
@@ -157,7 +180,7 @@ def run(job):
     for remote in remotes:
         missing = [backend for backend in job.backends if backend not in remote.done]
         if missing:
-            yield ",".join(missing), KitError(f"{remote.name} ({remote.browser.endpoint}): "
+            yield ",".join(missing), KitError(f"{remote.name} ({shown(remote.browser.endpoint)}): "
                                               f"{remote.failed or 'no capture arrived'}")
 
 

@@ -116,7 +116,12 @@ class WebKit(WebDriverSession):
                     raise KitError(f"{self.driver_path} did not answer on {self.endpoint} within "
                                    f"{self.launch_timeout:g} s; raise --launch-timeout if it is just slow") from None
                 time.sleep(0.05)
-        super().start()
+        try:
+            super().start()
+        except WebDriverError as error:
+            ended = self._driver_ended()
+            raise KitError(f"WebKit (MiniBrowser, through {self.driver_path}) did not start: "
+                           + (ended or f"{error}; raise --launch-timeout if it is just slow")) from None
 
     def _driver_ended(self):
         if self.driver is None or self.driver.poll() is None:
