@@ -175,7 +175,7 @@ class Hostile(BaseHTTPRequestHandler):
                 pass
             self.close_connection = True
         elif kind == "hang":
-            time.sleep(120)
+            time.sleep(3600)
         elif kind == "alive-hang":  # a session that opens nothing, and then never answers
             self._answer({"value": {"sessionId": "s2", "capabilities": {"browserName": "silent"}}}
                          if self.path.endswith("/session") else {"value": None})
@@ -223,11 +223,9 @@ def test_hostile_endpoints_are_one_line_each_and_nothing_of_theirs_is_saved(endp
     base = f"http://127.0.0.2:{server.server_address[1]}"
     kinds = ("garbage", "huge", "drip", "hang", "other-run", "alive-hang")
     try:
-        started = time.monotonic()
         done = run_script("run_browser.py", "--out-dir", out, "--listen", KIT_LISTENS, "--backend", "cpu",
                           "--launch-timeout", "5", "--timeout", "10",
                           *webdriver_args(*((f"{base}/{kind}", {}) for kind in kinds), endpoints["chrome"]))
-        took = time.monotonic() - started
     finally:
         server.shutdown()
     assert done.returncode == 3, done
@@ -236,6 +234,7 @@ def test_hostile_endpoints_are_one_line_each_and_nothing_of_theirs_is_saved(endp
     said = dict(zip(kinds, lines))
     assert "no JSON" in said["garbage"]
     assert "more than 1,048,576 bytes" in said["huge"]
+    # each bounded by --launch-timeout, not by the endpoint (the hang would last an hour)
     assert "within 5 s" in said["drip"] or "no answer" in said["drip"]
     assert "within 5 s" in said["hang"] or "no answer" in said["hang"]
     assert "impostor" in said["other-run"] and "no capture arrived" in said["other-run"]
@@ -243,7 +242,6 @@ def test_hostile_endpoints_are_one_line_each_and_nothing_of_theirs_is_saved(endp
     assert Hostile.refused and all(code == 409 for code in Hostile.refused)  # the kit refused its upload
     saved = sorted(p.name for p in out.glob("keras_model_tfjs_webdriver_*"))
     assert len(saved) == 1 and "chrome" in saved[0], saved  # only the real session's capture
-    assert took < 120, took  # every misbehaviour bounded by the timeouts given
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no staging file left
 
 
