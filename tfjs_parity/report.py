@@ -262,11 +262,13 @@ def not_costed_line(plan):
 def quantization_tables(rows, figures, results):
     """--full: each quantized weight's step and largest error; then per layer, what
     quantization moves it by beside the largest error of any runtime against float64."""
+    weight = short_names([r["weight"] for r in rows])  # told apart, as the other tables' names are
     lines = ["Quantized weights (each against its original: within half a step of the grid is 'quantized'):",
              _aligned([["weight", "dtype", "step", "largest error", "verdict"]] +
-                      [[_short(r["weight"]), r["dtype"], f"{r['step']:.3g}", f"{r['largest_error_steps']:.2f} step",
+                      [[weight[r["weight"]], r["dtype"], f"{r['step']:.3g}", f"{r['largest_error_steps']:.2f} step",
                         "quantized" if r["within"] else "MISMATCH"] for r in rows])]
     if figures:
+        point = short_names([p["point"] for p in figures["points"]])
         worst = {}
         for result in results:
             for layer in result.layers:
@@ -275,7 +277,7 @@ def quantization_tables(rows, figures, results):
         lines += ["", "Quantization cost per layer (relative to the layer's magnitude), beside the largest runtime "
                   "error against the quantized model's exact answer:",
                   _aligned([["layer", "quantization", "runtimes", "ratio"]] +
-                           [[_short(p["point"]), _g(p["relative"]), _g(worst.get(p["point"], float("nan"))),
+                           [[point[p["point"]], _g(p["relative"]), _g(worst.get(p["point"], float("nan"))),
                              _ratio(p["relative"], worst.get(p["point"]))] for p in figures["points"]])]
     return "\n".join(lines)
 

@@ -44,3 +44,15 @@ def test_a_graph_model_s_blocks_are_headed_by_what_runs_it():
     assert headed("tf.Keras Python vs tfjs Node", layers) == "tf.Keras Python vs tfjs Node"
     assert headed("tf.Keras Python vs tfjs Node", None) == "tf.Keras Python vs tfjs Node"
     assert headed("tf.Keras Python vs tfjs Node", graph) == "TensorFlow Python (graph model) vs tfjs Node"
+
+
+def test_the_quantization_table_tells_long_weight_names_apart():
+    from tfjs_parity.report import quantization_tables
+    stem = "StatefulPartitionedCall/model/ArithmeticOptimizer/conv2d_3"
+    names = [f"{stem}0/kernel__xeno_compat__1", f"{stem}1/kernel__xeno_compat__1"]
+    assert _short(names[0]) == _short(names[1])  # the plain cut would print two rows alike
+    rows = [{"weight": name, "dtype": "uint8", "step": 0.01, "largest_error_steps": 0.5, "within": True}
+            for name in names]
+    table = quantization_tables(rows, None, [])
+    shown = [line.split()[0] for line in table.splitlines()[2:]]
+    assert len(set(shown)) == 2 and all(form in short_names(names).values() for form in shown), shown
