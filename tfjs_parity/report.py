@@ -64,8 +64,14 @@ def _cell(count, average):
 
 
 def _ms(capture, field="median_ms"):
-    value = capture.metadata.get("timing", {}).get(field)
-    return "-" if value is None else f"{value:.2f}"
+    timing = capture.metadata.get("timing", {})
+    value = timing.get(field)
+    if value is None:
+        return "-"
+    runs, repeat = len(timing.get("runs_ms") or []), timing.get("repeat")
+    # a median of fewer runs than asked for: the budget (--budget) cut it, and the table says so
+    fewer = field == "median_ms" and isinstance(repeat, int) and 0 < runs < repeat
+    return f"{value:.2f}" + (f" ({runs} run{'s' if runs > 1 else ''})" if fewer else "")
 
 
 def _speed(capture, python):

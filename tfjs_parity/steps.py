@@ -61,7 +61,8 @@ def add_timing_arguments(parser):
                         help="timed predictions after one warm-up, at most (default %(default)s)")
     # A model whose prediction takes seconds must not take minutes to time: stop at the budget.
     parser.add_argument("--budget", type=positive_float, default=float(DEFAULTS["budget"]), metavar="SECONDS",
-                        help="stop timing once this much was spent, after at least one run (default %(default)g)")
+                        help="time warm predictions while the next one fits in this many seconds (by the last one's "
+                             "time), at least one (default %(default)g)")
     # A backend that gives another answer each time is a bug in itself: the capture is made
     # this many times in one session and records whether the bits were the same each time.
     parser.add_argument("--repeat-check", type=positive_int, default=DEFAULTS["repeat_check"], metavar="N",

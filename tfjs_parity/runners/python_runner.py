@@ -92,15 +92,15 @@ def _point_of(plan, index):
 
 
 def time_predictions(predict, repeat, budget=DEFAULTS["budget"]):
-    """Warm up once, then time up to `repeat` calls, stopping once `budget` seconds are spent
-    (at least one): the same figures the JS side records."""
+    """Warm up once, then time up to `repeat` calls while the next one fits in `budget`
+    seconds by the last one's time (at least one): the same rule and figures as the JS side's."""
     def once():
         start = time.perf_counter()
         predict()
         return (time.perf_counter() - start) * 1000
     warmup = once()
     runs = []
-    while len(runs) < repeat and (not runs or sum(runs) < budget * 1000):
+    while len(runs) < repeat and (not runs or sum(runs) + runs[-1] <= budget * 1000):
         runs.append(once())
     return {"warmup_ms": warmup, "runs_ms": runs, "median_ms": statistics.median(runs),
             "min_ms": min(runs), "max_ms": max(runs), "repeat": repeat, "budget_s": budget}
