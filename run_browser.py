@@ -1,12 +1,14 @@
 """Step 3 of 4: run the converted model in headless Chromium (tfjs WebGL backend), driven
-by pyppeteer, and capture every layer; or in Firefox; or on any device (a phone) that opens
-the URL it prints.
+by pyppeteer, and capture every layer; or in Firefox or WebKit here; or in the browsers of
+any WebDriver endpoints; or on any device (a phone) that opens the URL it prints.
 
     python run_browser.py [--out-dir results] [--backend webgl|wasm|cpu|webgpu|all]
                           [--precision f32|f16] [--flag NAME=VALUE ...] [--repeat 10] [--budget 10]
                           [--format json|safetensors] [--timeout 300] [--launch-timeout 30]
                           [--chromium-arg SWITCH ...] [--wait-for-model]
-    python run_browser.py --browser firefox [--backend ...] [the same options]
+    python run_browser.py --browser firefox|webkit [--backend ...] [the same options]
+    python run_browser.py --webdriver URL --capabilities JSON_OR_FILE [--webdriver ... ...]
+                          [--listen ADDRESS[:PORT]] [--backend ...] [the same options]
     python run_browser.py --device [--listen ADDRESS[:PORT]] [--devices N] [--idle-timeout 600]
                           [--backend ...] [the same options]
 
@@ -20,6 +22,13 @@ SIGKILL takes its Chromium with it), and resolves no host name: it calls no one.
 
 --browser firefox runs Firefox ESR (FIREFOX_PATH, or firefox-esr on PATH; `make
 setup-firefox`) on a virtual display, and writes keras_model_tfjs_firefox_<backend>.json.
+
+--browser webkit runs WebKitGTK (Safari's engine; `make setup-webkit`) through its
+WebDriver on a virtual display, and writes keras_model_tfjs_webkit_<backend>.json.
+
+--webdriver asks each endpoint (Selenium Grid, a device cloud, chromedriver) for a session
+with its --capabilities (passed untouched), opens the page there and saves what each session
+uploads as keras_model_tfjs_webdriver_<backend>_<platform>-<browser>-<version>.json.
 
 --device serves the page, tfjs and the model on --listen (default 127.0.0.1, a free port;
 give this machine's LAN address for a phone on the same network) under a fresh random
