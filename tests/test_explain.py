@@ -146,9 +146,11 @@ def test_a_file_where_the_reproducer_folder_goes_is_refused_before_the_trials(de
 
 @pytest.fixture(scope="module")
 def depthwise_graph(tmp_path_factory):
-    """The tfjs #6629 model converted as a graph model, captured on Node's wasm and cpu."""
+    """The tfjs #6629 model with a relu, converted as a graph model (the converter fuses them:
+    FusedDepthwiseConv2dNative, an op only tfjs has), captured on Node's wasm and cpu."""
     folder = tmp_path_factory.mktemp("depthwise_graph")
-    model = build_with_tf_keras(folder, DEPTHWISE_6629, "dw.h5")
+    model = build_with_tf_keras(folder, DEPTHWISE_6629.replace("padding='same'", "padding='same', activation='relu'"),
+                                "dw.h5")
     out = folder / "out"
     check(run_script("create_keras_model.py", "--model", model, "--as", "graph", "--out-dir", out, "--repeat", "1"))
     check(run_script("run_node.py", "--out-dir", out, "--backend", "wasm,cpu", "--repeat", "1"))
@@ -164,14 +166,14 @@ def test_a_graph_node_s_reproducer_is_the_node_alone_and_reproduces_with_plain_n
     out, stdout, explanations = depthwise_graph
     assert list(explanations) == ["node/wasm"], stdout
     explanation = explanations["node/wasm"]
-    assert explanation["class"] == "DepthwiseConv2dNative" and trials(explanation)["backend cpu"]["workaround"]
+    assert explanation["class"] == "FusedDepthwiseConv2dNative" and trials(explanation)["backend cpu"]["workaround"]
     folder = Path(explanation["repro"]["folder"])
     assert folder.parent == out / "repro" and folder.name.endswith("-node-wasm")
     assert explanation["repro"]["isolated"]["wrong"] is True and explanation["repro"]["healthy"]["wrong"] is False
     assert "reproduces in isolation (node repro.js, wasm" in stdout
     document = json.loads((folder / "model.json").read_text())
     ops = sorted(node["op"] for node in document["modelTopology"]["node"])
-    assert ops == ["Const", "DepthwiseConv2dNative", "Placeholder"], ops  # the node, its kernel, what fed it
+    assert ops == ["Const", "FusedDepthwiseConv2dNative", "Placeholder"], ops  # the node, its kernel, what fed it
     assert [w["name"] for w in document["weightsManifest"][0]["weights"]] == \
         [n["name"] for n in document["modelTopology"]["node"] if n["op"] == "Const"]
     assert_nothing_of_the_kit(folder, ("repro.js", "repro.html", "README.md", "package.json", "model.json"))
@@ -179,7 +181,7 @@ def test_a_graph_node_s_reproducer_is_the_node_alone_and_reproduces_with_plain_n
     shutil.copytree(folder, alone)
     results = {backend: run_alone(alone, backend) for backend in ("wasm", "cpu")}
     assert results["wasm"][1]["wrong"] and results["wasm"][1]["ratio"] > 1e3 and "WRONG" in results["wasm"][0]
-    assert "(DepthwiseConv2dNative) on tfjs wasm" in results["wasm"][0]
+    assert "(FusedDepthwiseConv2dNative) on tfjs wasm" in results["wasm"][0]
     assert not results["cpu"][1]["wrong"] and "correct within float32 rounding" in results["cpu"][0]
 
 

@@ -41,17 +41,21 @@ RESULT_PREFIX = "RESULT "  # repro.js's last line: the figures as JSON, for the 
 # What both files do, the layer run and its answer checked: one text, so the page and the
 # script cannot disagree.
 CHECK_JS = r"""
+const num = (v) => (typeof v === 'string' ? Number(v) : v);  // "NaN", "Infinity", "-Infinity": JSON has none
+
 function check(c, backend, got) {
   let worst = {ratio: -1};
   let offset = 0;
   got.forEach((values, k) => {
-    const expected = c.expected[k].data;
+    const expected = c.expected[k].data.map(num);
+    const bounds = c.bound[k].data.map(num);
     for (let i = 0; i < values.length; i += 1) {
-      const error = Math.abs(values[i] - expected[i]);
-      const bound = c.bound[k].data[i];
+      const same = values[i] === expected[i] || (Number.isNaN(values[i]) && Number.isNaN(expected[i]));
+      const error = same ? 0 : Math.abs(values[i] - expected[i]);
+      const bound = bounds[i];
       const ratio = error === 0 ? 0 : error / bound;
       if (!(ratio <= worst.ratio)) worst = {ratio, error, bound, index: offset + i, expected: expected[i], got: values[i],
-                                            tensorflow: c.tensorflow[k].data[i]};
+                                            tensorflow: num(c.tensorflow[k].data[i])};
     }
     offset += values.length;
   });
@@ -66,7 +70,7 @@ async function run(tf, c, backend, weightData) {
   for (const [name, value] of Object.entries(backend === c.backend ? c.flags : {})) tf.env().set(name, value);
   if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} did not start`);
   const artifacts = {modelTopology: c.model.modelTopology, weightSpecs: c.model.weightSpecs, weightData};
-  const inputs = c.inputs.map((t) => tf.tensor(t.data, t.shape, t.dtype));
+  const inputs = c.inputs.map((t) => tf.tensor(t.data.map(num), t.shape, t.dtype));
   let outputs;
   if (c.kind === 'graph') {  // one node of a graph model: fed by name, its outputs by name
     const model = await tf.loadGraphModel(tf.io.fromMemory(Object.assign({format: 'graph-model'}, artifacts)));
@@ -149,8 +153,10 @@ def _tensor(array, dtype=None):
     dtype = dtype or ("bool" if array.dtype == bool else "int32" if np.issubdtype(array.dtype, np.integer)
                       else "float32")
     values = array.astype(np.float64 if dtype == "float64" else np.float32 if dtype == "float32" else np.int32)
-    return {"shape": list(array.shape), "dtype": dtype, "data": [v if np.isfinite(v) else None
-                                                                 for v in values.ravel().tolist()]}
+    # JSON has no NaN or infinities: written as JavaScript's Number() reads them back (num() in CHECK_JS)
+    return {"shape": list(array.shape), "dtype": dtype,
+            "data": [v if np.isfinite(v) else "NaN" if v != v else "Infinity" if v > 0 else "-Infinity"
+                     for v in values.ravel().tolist()]}
 
 
 def _one_layer_model(local, point, arrays, weights, keras):
@@ -209,6 +215,9 @@ def build_case(out_dir, exact, capture, point_name, workdir, local):
             "in_the_model": [_tensor(a, "float32") for a in capture.outputs(point_name)]}
     if plan.kind == "graph":
         from .kinds import graph_repro
+        if point.name in getattr(local, "exact_fed", {}).get(id(capture), {}):
+            raise KitError(f"{point_name} was judged on the exact inputs (this runtime's had another shape), "
+                           "which a reproducer cannot feed it")
         model, feeds, fed, names, graph_def = graph_repro.node_graph(local, point, capture)
         tensorflow = graph_repro.tensorflow_answer(graph_def, feeds, fed, names)
         return dict(case, about="one node of a tfjs graph model, alone: its inputs, the exact answer, the float32 "
@@ -339,7 +348,7 @@ def _write_staged(staged, target, case):
         ops = [n for n in case["model"]["modelTopology"]["node"] if n.get("op") not in ("Const", "Placeholder")]
         verdict += (f"; the graph holds {len(ops)} node{'s' if len(ops) > 1 else ''} ("
                     + ", ".join(f"{n['name']} ({n['op']})" for n in ops[:4]) + (", ..." if len(ops) > 4 else "")
-                    + ") and what feeds them")
+                    + f") and what feeds {'them' if len(ops) > 1 else 'it'}")
     flags = case["flags"]
     # as tfjs spells them: false, not Python's False
     flags_text = (", flags " + ", ".join(f"{k}={json.dumps(v)}" for k, v in flags.items())) if flags else ""

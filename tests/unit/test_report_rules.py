@@ -56,3 +56,13 @@ def test_the_quantization_table_tells_long_weight_names_apart():
     table = quantization_tables(rows, None, [])
     shown = [line.split()[0] for line in table.splitlines()[2:]]
     assert len(set(shown)) == 2 and all(form in short_names(names).values() for form in shown), shown
+
+
+def test_a_reproducer_writes_nan_and_infinities_as_javascript_reads_them_back():
+    """JSON has no NaN or infinities; null would come back as 0 in tf.tensor (a masked -inf
+    softmax input would read [0, 1, 2] and every backend look wrong): strings Number() reads."""
+    import numpy as np
+    from tfjs_parity.repro import _tensor
+    encoded = _tensor(np.array([1.5, np.nan, np.inf, -np.inf], np.float32))
+    assert encoded["data"] == [1.5, "NaN", "Infinity", "-Infinity"] and encoded["dtype"] == "float32"
+    assert _tensor(np.array([True, False]))["dtype"] == "bool"

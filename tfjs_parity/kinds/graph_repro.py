@@ -8,11 +8,13 @@ import numpy as np
 
 from .. import KitError
 from ..model_json import read_model_json
-from .graph_exec import Session, local_graph, split_tensor
+from .graph_exec import Session, for_tensorflow, local_graph, split_tensor
 
 # a placeholder's dtype, from the array a runtime fed it
 _DTYPES = {"float32": ("DT_FLOAT", 1), "int32": ("DT_INT32", 3), "bool": ("DT_BOOL", 10)}
-_WEIGHT_DTYPES = {1: "float32", 3: "int32", 10: "bool"}  # a Const's TensorFlow dtype -> tfjs's
+# a Const's TensorFlow dtype -> the tfjs weight it is stored as (the converter writes int64 as
+# int32, float16 and float64 as float32, and keeps the node's own dtype)
+_WEIGHT_DTYPES = {1: "float32", 2: "float32", 19: "float32", 3: "int32", 9: "int32", 10: "bool"}
 
 
 def _kind(array):
@@ -33,15 +35,14 @@ def node_graph(local, point, capture):
     for node in graph_def.node:
         if node.op != "Placeholder":
             continue
-        if node.name in by_placeholder:  # another point's output, as this runtime computed it
+        if node.name in by_placeholder:  # another point's output (a float), as this runtime computed it
             source, index = split_tensor(by_placeholder[node.name])
             array = np.asarray(capture.outputs(source)[index])
-        elif node.name in capture.inputs:  # a model input, as this runtime was fed it
+            node.attr["dtype"].type = _DTYPES[_kind(array)][1]
+        elif node.name in capture.inputs:  # a model input, as this runtime was fed it (its declared dtype kept)
             array = np.asarray(capture.inputs[node.name])
         else:
             raise KitError(f"node {point.layer!r} reads {node.name!r}, which no capture holds")
-        dtype = _DTYPES[_kind(array)][1]
-        node.attr["dtype"].type = dtype
         node.attr["shape"].shape.Clear()
         for size in array.shape:
             node.attr["shape"].shape.dim.add().size = size
@@ -81,6 +82,10 @@ def node_graph(local, point, capture):
 
 
 def tensorflow_answer(graph_def, feeds, arrays, outputs):
-    """TensorFlow Python's float32 answer of the small graph on the same inputs."""
-    session = Session(graph_def, "the node's reproducer graph")
-    return [np.asarray(a) for a in session.run({f"{name}:0": a for name, a in zip(feeds, arrays)}, outputs)]
+    """TensorFlow Python's float32 answer of the small graph on the same inputs (its tfjs-only
+    ops, a fused depthwise convolution or a Prelu, as TensorFlow runs them: for_tensorflow)."""
+    session = Session(for_tensorflow(graph_def), "the node's reproducer graph")
+    given = {}
+    for name, array in zip(feeds, arrays):  # each as its placeholder is declared (an int64 input: int64)
+        given[f"{name}:0"] = np.asarray(array).astype(session.dtype(f"{name}:0").as_numpy_dtype)
+    return [np.asarray(a) for a in session.run(given, outputs)]
